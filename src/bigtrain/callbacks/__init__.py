@@ -1,0 +1,1 @@
+"""Callbacks Lightning does not have: throughput, and the run's PNG plots."""

@@ -1,0 +1,215 @@
+"""The `bigtrain` command: Hydra composes conf/ (plus the user's --config-dir) into one config.
+
+Before Hydra creates a run directory, `precheck` composes the same config (every job of a
+multirun grid) and validates it against the schemas in config.py, so that a bad override ends
+with one line and exit code 2 in well under a second, and nothing is written. Only after that
+are torch and Lightning imported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+CONFIG_MODULE = "pkg://bigtrain.conf"
+CONFIG_NAME = "train"
+EXIT_CONFIG_ERROR = 2
+
+
+class UsageError(Exception):
+    """A composition error, reworded to one line."""
+
+
+# --------------------------------------------------------------------------- composition
+
+
+def _hydra(config_dir: str | None):
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
+    search_path = create_config_search_path(CONFIG_MODULE)
+    if config_dir is not None:
+        path = os.path.abspath(config_dir)
+        if not os.path.isdir(path):
+            raise UsageError(
+                f"--config-dir {config_dir} is not a directory: give the folder that holds your configs"
+            )
+        search_path.prepend(provider="command-line", path=f"file://{path}")
+    GlobalHydra.instance().clear()
+    return Hydra.create_main_hydra2(task_name="bigtrain", config_search_path=search_path)
+
+
+def compose(
+    overrides: Sequence[str] = (),
+    config_dir: str | None = None,
+    config_name: str = CONFIG_NAME,
+    with_hydra: bool = False,
+) -> DictConfig:
+    """Compose the config as `bigtrain OVERRIDES` would; errors are raised as UsageError."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    h = _hydra(config_dir)
+    try:
+        cfg = h.compose_config(
+            config_name, list(overrides), run_mode=RunMode.RUN, with_log_configuration=False
+        )
+    except Exception as e:  # Hydra's and OmegaConf's own exceptions
+        raise UsageError(_one_line(e, h, overrides, config_dir)) from e
+    finally:
+        GlobalHydra.instance().clear()
+    if not with_hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
+
+
+def group_options(h: Any, group: str) -> list[str]:
+    """Every option of `group`, nested ones as 'mlp/tiny'."""
+    loader = h.config_loader
+    options = list(loader.get_group_options(group))
+    for sub in sorted(loader.list_groups(group)):
+        options += [f"{sub}/{o}" for o in group_options(h, f"{group}/{sub}")]
+    return options
+
+
+def _one_line(e: Exception, h: Any, overrides: Sequence[str], config_dir: str | None) -> str:
+    """Hydra's multi-line messages, reduced to what is wrong and how to fix it."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    text = str(e).strip()
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
+        group, name = e.missing_cfg_file.split("/", 1)
+        opts = group_options(h, group)
+        close = difflib.get_close_matches(name, opts, n=1)
+        hint = f"did you mean {group}={close[0]}? " if close else ""
+        return f"unknown option {group}={name}: {hint}choose one of {', '.join(opts)}"
+    if isinstance(e, OverrideParseException):
+        first = text.splitlines()[0]
+        return f"{first}: write overrides as key=value (quote values with spaces)"
+    if text.startswith("Could not override '"):
+        key = text.split("'")[1]
+        cause = str(e.__cause__ or "")
+        if "not in struct" in cause or "Could not find" in text or "No match" in text:
+            return _unknown_key(key, overrides, config_dir)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return "; ".join(lines[:3])
+
+
+def _unknown_key(key: str, overrides: Sequence[str], config_dir: str | None) -> str:
+    """'unknown key X (did you mean Y?)', with the valid keys of X's parent."""
+    rest = [o for o in overrides if not o.lstrip("+~").startswith(key + "=")]
+    parent, _, leaf = key.rpartition(".")
+    try:
+        base = compose(rest, config_dir)
+        node = OmegaConf.select(base, parent) if parent else base
+        keys = list(node.keys()) if isinstance(node, DictConfig) else []
+    except UsageError:
+        keys = []
+    close = difflib.get_close_matches(leaf, [str(k) for k in keys], n=1)
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+    valid = f"valid keys{' of ' + parent if parent else ''}: {', '.join(map(str, keys))}; " if keys else ""
+    return f"unknown key '{key}': {hint}{valid}to add a new key write +{key}=..."
+
+
+def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """Expand a command-line grid (a=1,2 b=x,y) into one override list per job."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+
+
+def precheck(argv: Sequence[str]) -> None:
+    """Compose and validate what `bigtrain argv` would run; raise UsageError or ConfigError."""
+    from bigtrain.config import validate
+
+    args = hydra._internal.utils.get_args_parser().parse_args(list(argv))
+    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or args.resolve:
+        return
+    overrides = list(args.overrides)
+    jobs = [overrides]
+    if args.multirun:
+        try:
+            jobs = _sweep_jobs(overrides)
+        except Exception:
+            return  # a sweeper-specific syntax (interval(), tag()...): each job validates itself
+    for job in jobs:
+        validate(compose(job, args.config_dir, args.config_name or CONFIG_NAME))
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def print_config_tree(cfg: DictConfig) -> None:
+    """The resolved config as a rich tree, one branch per group."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    def yaml(node: Any) -> Syntax:
+        text = OmegaConf.to_yaml(node, resolve=True).rstrip()
+        return Syntax(text, "yaml", theme="ansi_dark", background_color="default")
+
+    tree = Tree("config", guide_style="dim")
+    scalars = {k: v for k, v in cfg.items() if not isinstance(v, DictConfig)}
+    tree.add("run", style="bold").add(yaml(OmegaConf.create(scalars)))
+    for key, value in cfg.items():
+        if isinstance(value, DictConfig):
+            tree.add(str(key), style="bold").add(yaml(value))
+    Console().print(tree)
+
+
+def _fail(message: str) -> None:
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise
+    sys.stderr.write(f"bigtrain: error: {message}\n")
+    sys.exit(EXIT_CONFIG_ERROR)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_MODULE, config_name=CONFIG_NAME)
+def _task(cfg: DictConfig) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+
+    from bigtrain.config import ConfigError, validate
+
+    try:
+        run = validate(cfg)
+    except ConfigError as e:
+        _fail(str(e))
+    run_dir = HydraConfig.get().runtime.output_dir
+
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from bigtrain.build import train
+
+    if run.callbacks.print_config and rank_zero_only.rank == 0:
+        print_config_tree(cfg)
+    try:
+        results = train(run, run_dir)
+    except ConfigError as e:
+        _fail(str(e))
+    # Sweepers (Optuna) minimise or maximise what the task returns: the monitored value.
+    monitor = run.callbacks.checkpoint.monitor.split("/", 1)
+    return results.get(monitor[0], {}).get(monitor[1]) if len(monitor) == 2 else None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `bigtrain` command (and `python -m bigtrain`)."""
+    from bigtrain.config import ConfigError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        precheck(argv)
+    except (UsageError, ConfigError) as e:
+        _fail(str(e))
+    sys.argv = [sys.argv[0], *argv]
+    _task()

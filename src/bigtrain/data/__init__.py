@@ -1,0 +1,35 @@
+"""LightningDataModules. Each one exposes `spec` (input shape, classes, task) before `setup`, so
+models and the plan can be built without loading any data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model and its loss need to know about the data."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    task: Literal["binary", "multiclass"]
+
+    @property
+    def num_outputs(self) -> int:
+        """Binary tasks use one logit (sigmoid in the loss); multiclass one logit per class."""
+        return 1 if self.task == "binary" else self.num_classes
+
+
+def data_spec(cfg) -> DataSpec:
+    """The spec of the configured data, without loading it."""
+    from bigtrain.data.sklearn import SPECS
+
+    return SPECS[cfg.data.name]
+
+
+def build_datamodule(cfg):
+    """The LightningDataModule for a validated RunConfig."""
+    from bigtrain.data.sklearn import SklearnDataModule
+
+    return SklearnDataModule(cfg.data, seed=cfg.seed)

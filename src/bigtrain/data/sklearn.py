@@ -1,0 +1,113 @@
+"""scikit-learn's bundled data sets as a LightningDataModule: real data, no download.
+
+- digits: 1797 8x8 grey images of handwritten digits, 10 classes; delivered as (1, 8, 8).
+- breast_cancer: 569 tumours, 30 features, binary (malignant / benign).
+
+Splits are stratified and fixed by the run's seed. Standardisation uses the mean and standard
+deviation of the training split only, so no statistic of validation or test data leaks in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from bigtrain.config import SklearnDataConfig
+from bigtrain.data import DataSpec
+from bigtrain.data.tensors import TensorLoader
+
+SPECS = {
+    "digits": DataSpec(input_shape=(1, 8, 8), num_classes=10, task="multiclass"),
+    "breast_cancer": DataSpec(input_shape=(30,), num_classes=2, task="binary"),
+}
+
+
+def load_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn import datasets
+
+    if name == "digits":
+        bunch = datasets.load_digits()
+    elif name == "breast_cancer":
+        bunch = datasets.load_breast_cancer()
+    else:
+        raise ValueError(f"unknown scikit-learn data set {name!r}")
+    return bunch.data.astype(np.float32), bunch.target.astype(np.int64)
+
+
+def split(x: np.ndarray, y: np.ndarray, val: float, test: float, seed: int) -> dict[str, tuple]:
+    """Stratified train/val/test split, the same for the same seed on every machine and rank."""
+    from sklearn.model_selection import train_test_split
+
+    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=test, stratify=y, random_state=seed)
+    val_of_rest = val / (1.0 - test)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=val_of_rest, stratify=y_rest, random_state=seed
+    )
+    return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+
+
+class SklearnDataModule(pl.LightningDataModule):
+    def __init__(self, cfg: SklearnDataConfig, seed: int) -> None:
+        super().__init__()
+        self.cfg, self.seed = cfg, seed
+        self.spec = SPECS[cfg.name]
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        x, y = load_arrays(self.cfg.name)
+        parts = split(x, y, self.cfg.val_fraction, self.cfg.test_fraction, self.seed)
+        if self.cfg.standardize:
+            mean = parts["train"][0].mean(axis=0)
+            std = parts["train"][0].std(axis=0)
+            std[std == 0] = 1.0  # digits has pixels that are 0 in every training image
+            parts = {k: ((xs - mean) / std, ys) for k, (xs, ys) in parts.items()}
+        shape = self.spec.input_shape
+        self.splits = {
+            k: (torch.from_numpy(np.ascontiguousarray(xs)).reshape(-1, *shape), torch.from_numpy(ys))
+            for k, (xs, ys) in parts.items()
+        }
+
+    def sizes(self) -> dict[str, int]:
+        return {k: len(v[1]) for k, v in self.splits.items()}
+
+    def class_balance(self) -> dict[str, list[int]]:
+        n = self.spec.num_classes
+        return {k: torch.bincount(v[1], minlength=n).tolist() for k, v in self.splits.items()}
+
+    def _topology(self) -> tuple[int, int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1, 1
+        return trainer.global_rank, trainer.world_size, trainer.accumulate_grad_batches
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def train_dataloader(self) -> TensorLoader:
+        rank, world, accum = self._topology()
+        return TensorLoader(
+            self.splits["train"],
+            self.cfg.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            epoch=self._epoch,
+            rank=rank,
+            world_size=world,
+            accumulation=accum,
+            drop_last=True,
+        )
+
+    def _eval_loader(self, split_name: str) -> TensorLoader:
+        rank, world, _ = self._topology()
+        return TensorLoader(
+            self.splits[split_name], self.cfg.eval_batch_size, shuffle=False, rank=rank, world_size=world
+        )
+
+    def val_dataloader(self) -> TensorLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> TensorLoader:
+        return self._eval_loader("test")

@@ -1,0 +1,55 @@
+"""Task -> torchmetrics MetricCollection, with the keys used in logs and results.json.
+
+Keys: acc, precision, recall, f1, auroc. Accuracy is the plain fraction correct (micro), as
+scikit-learn's accuracy_score; for multiclass tasks precision, recall, F1 and AUROC are macro
+averages (one-vs-rest for AUROC), as scikit-learn's `average="macro"`. Binary tasks threshold the
+sigmoid at 0.5 and score the positive class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torchmetrics
+from torchmetrics import classification as C
+
+
+def build_metrics(task: str, num_classes: int, names: Sequence[str]) -> torchmetrics.MetricCollection:
+    """Metrics that take probabilities (binary: P(class 1) of shape (N,); multiclass: (N, C))."""
+    if task == "binary":
+        table = {
+            "acc": lambda: C.BinaryAccuracy(),
+            "precision": lambda: C.BinaryPrecision(),
+            "recall": lambda: C.BinaryRecall(),
+            "f1": lambda: C.BinaryF1Score(),
+            "auroc": lambda: C.BinaryAUROC(),
+        }
+    elif task == "multiclass":
+        k = num_classes
+        table = {
+            "acc": lambda: C.MulticlassAccuracy(num_classes=k, average="micro"),
+            "precision": lambda: C.MulticlassPrecision(num_classes=k, average="macro"),
+            "recall": lambda: C.MulticlassRecall(num_classes=k, average="macro"),
+            "f1": lambda: C.MulticlassF1Score(num_classes=k, average="macro"),
+            "auroc": lambda: C.MulticlassAUROC(num_classes=k, average="macro"),
+        }
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    # compute_groups=False: the groups would share state between metrics, which is only a saving
+    # for large collections and makes state syncing under DDP harder to reason about.
+    return torchmetrics.MetricCollection({n: table[n]() for n in names}, compute_groups=False)
+
+
+def build_curves(task: str, num_classes: int) -> torchmetrics.MetricCollection:
+    """Test-time artefacts: the confusion matrix and the ROC curve(s)."""
+    if task == "binary":
+        return torchmetrics.MetricCollection(
+            {"confusion_matrix": C.BinaryConfusionMatrix(), "roc": C.BinaryROC()}, compute_groups=False
+        )
+    return torchmetrics.MetricCollection(
+        {
+            "confusion_matrix": C.MulticlassConfusionMatrix(num_classes=num_classes),
+            "roc": C.MulticlassROC(num_classes=num_classes),
+        },
+        compute_groups=False,
+    )

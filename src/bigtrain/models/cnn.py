@@ -1,0 +1,37 @@
+"""A small conv net for small images: per entry of `channels`, a 3x3 conv (padding 1), ReLU and a
+2x2 max-pool that halves height and width (8x8 -> 4x4 -> 2x2 for two blocks on digits); then
+flatten, one hidden dense layer and the head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bigtrain.config import CNNConfig
+
+
+class CNN(nn.Module):
+    def __init__(self, cfg: CNNConfig, input_shape: tuple[int, ...], num_outputs: int) -> None:
+        super().__init__()
+        self.config = cfg
+        in_ch, height, width = input_shape
+        blocks: list[nn.Module] = []
+        for out_ch in cfg.channels:
+            if height < 2 or width < 2:
+                raise ValueError(
+                    f"{len(cfg.channels)} pooling blocks shrink {input_shape[1:]} images below 1x1: "
+                    "use fewer model.channels"
+                )
+            blocks += [nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            in_ch, height, width = out_ch, height // 2, width // 2
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_ch * height * width, cfg.hidden),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.hidden, num_outputs),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

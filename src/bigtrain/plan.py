@@ -1,0 +1,132 @@
+"""The plan: what a run will cost, computed on the meta device before anything is allocated.
+
+Parameters come from building the model on the meta device. FLOPs per sample come from
+torch's FlopCounterMode over one meta forward pass (training = forward + backward = 3x forward,
+since the backward computes gradients for both inputs and weights). Activation memory is the
+sum of the tensors autograd saves for the backward in that same meta forward pass, scaled to the
+micro-batch. Nothing here touches real memory, so it works for any size on any laptop.
+
+plan.json keys are stable (add, never rename): params.total, params.trainable, flops_per_sample,
+flops_per_token, memory_per_device_bytes.{weights,gradients,optimizer,activations,total}, batch.*.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bigtrain.models import build_model
+
+# Bytes per parameter for weights and for the autocast compute dtype, by Lightning precision.
+PARAM_BYTES = {"32-true": 4, "32": 4, "64-true": 8, "bf16-mixed": 4, "16-mixed": 4, "bf16-true": 2}
+ACT_BYTES = {"32-true": 4, "32": 4, "64-true": 8, "bf16-mixed": 2, "16-mixed": 2, "bf16-true": 2}
+# Optimizer state per parameter: Adam keeps two moments, SGD with momentum one buffer; states are
+# kept in the parameters' dtype.
+OPTIM_STATES = {"adam": 2, "adamw": 2, "sgd": 1}
+
+
+def _meta_forward(model: torch.nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """(forward FLOPs, bytes saved for backward) of one forward pass on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    saved = 0
+    seen: set[int] = set()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        if isinstance(t, torch.nn.Parameter) or id(t) in seen:
+            return t
+        seen.add(id(t))
+        saved += t.numel() * t.element_size()
+        return t
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(example)
+    return int(counter.get_total_flops()), saved
+
+
+def make_plan(cfg: Any, spec: Any) -> dict:
+    """The plan for a validated RunConfig and DataSpec."""
+    with torch.device("meta"):
+        model = build_model(cfg.model, spec.input_shape, spec.num_outputs)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    micro = cfg.micro_batch_size
+    model.train()
+    example = torch.zeros((micro, *spec.input_shape), device="meta", requires_grad=False)
+    fwd_flops, saved_fp32 = _meta_forward(model, example)
+
+    precision = cfg.trainer.precision
+    pbytes = PARAM_BYTES[precision]
+    weights = total * pbytes
+    grads = trainable * pbytes
+    optimizer = trainable * pbytes * OPTIM_STATES.get(cfg.optim.name, 2)
+    if cfg.optim.name == "sgd" and cfg.optim.momentum == 0:
+        optimizer = 0
+    activations = saved_fp32 * ACT_BYTES[precision] // 4
+    batch = {
+        "micro_batch_size": micro,
+        "devices": cfg.trainer.devices,
+        "num_nodes": cfg.trainer.num_nodes,
+        "accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
+        "global_batch_size": cfg.data.batch_size,
+    }
+    return {
+        "model": cfg.model.family,
+        "strategy": cfg.strategy.name,
+        "precision": precision,
+        "params": {"total": total, "trainable": trainable},
+        "flops_per_sample": 3 * fwd_flops // max(micro, 1),
+        "flops_per_token": None,
+        "batch": batch,
+        "memory_per_device_bytes": {
+            "weights": weights,
+            "gradients": grads,
+            "optimizer": optimizer,
+            "activations": activations,
+            "total": weights + grads + optimizer + activations,
+        },
+    }
+
+
+def _human(n: float, unit: str = "") -> str:
+    for suffix in ("", "K", "M", "G", "T", "P"):
+        if abs(n) < 1000:
+            return f"{n:.3g}{suffix}{unit}"
+        n /= 1000
+    return f"{n:.3g}E{unit}"
+
+
+def _bytes(n: float) -> str:
+    for suffix in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024:
+            return f"{n:.3g} {suffix}"
+        n /= 1024
+    return f"{n:.3g} PiB"
+
+
+def print_plan(plan: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="plan", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    p, b, m = plan["params"], plan["batch"], plan["memory_per_device_bytes"]
+    table.add_row(
+        "model / strategy / precision", f"{plan['model']} / {plan['strategy']} / {plan['precision']}"
+    )
+    table.add_row("parameters (trainable)", f"{p['total']:,} ({p['trainable']:,})")
+    table.add_row("training FLOPs per sample", _human(plan["flops_per_sample"]))
+    table.add_row(
+        "batch: micro x devices x nodes x accum",
+        f"{b['micro_batch_size']} x {b['devices']} x {b['num_nodes']} x {b['accumulate_grad_batches']}"
+        f" = {b['global_batch_size']} per step",
+    )
+    for key in ("weights", "gradients", "optimizer", "activations"):
+        table.add_row(f"memory per device: {key}", _bytes(m[key]))
+    table.add_row("memory per device: total", _bytes(m["total"]))
+    Console().print(table)

@@ -1,0 +1,84 @@
+"""Shared fixtures: configs composed with the same code path as the `bigtrain` command, and
+runs that write into pytest's tmp_path instead of outputs/."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+import bigtrain
+from bigtrain.config import RunConfig, validate
+
+# No progress bar, config tree or model summary: keeps test output readable and steps fast.
+QUIET = [
+    "trainer.enable_progress_bar=false",
+    "callbacks.print_config=false",
+    "callbacks.model_summary_depth=0",
+]
+# One short epoch of each stage.
+FAST = [*QUIET, "+debug=fast"]
+
+EXPERIMENTS = sorted(
+    p.name[: -len(".yaml")]
+    for p in resources.files("bigtrain.conf").joinpath("experiment").iterdir()
+    if p.name.endswith(".yaml")
+)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_lightning():
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    yield
+
+
+def make_cfg(overrides: list[str] = (), config_dir: str | None = None) -> RunConfig:
+    """A validated RunConfig for `bigtrain OVERRIDES`."""
+    return validate(bigtrain.compose(list(overrides), config_dir))
+
+
+@pytest.fixture
+def cfg() -> RunConfig:
+    """The default run, shortened to one short epoch."""
+    return make_cfg(FAST)
+
+
+@pytest.fixture
+def run(tmp_path):
+    """Train in this process: run(overrides) -> (results dict, run_dir)."""
+    counter = {"n": 0}
+
+    def _run(overrides: list[str], quiet: bool = True) -> tuple[dict, Path]:
+        counter["n"] += 1
+        run_dir = tmp_path / f"run{counter['n']}"
+        results = bigtrain.train([*(QUIET if quiet else []), *overrides], run_dir=run_dir)
+        return results, run_dir
+
+    return _run
+
+
+def bigtrain_cmd(
+    *args: str, cwd: Path, env: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """Run the real command line in a subprocess."""
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "bigtrain", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "results.json").read_text())
