@@ -27,6 +27,28 @@ def _rule(doc: str = "", **checks: Any) -> dict:
     return {"doc": doc, **checks}
 
 
+# Sections whose schema is chosen by one key: section -> (key, {value: dataclass}). Filled by
+# the @variant decorator on each dataclass below.
+VARIANTS: dict[str, tuple[str, dict[str, type]]] = {
+    "data": ("name", {}),
+    "model": ("family", {}),
+    "optim": ("name", {}),
+    "sched": ("name", {}),
+    "strategy": ("name", {}),
+}
+
+
+def variant(section: str, *names: str):
+    """Register a dataclass as the schema of `section` when its key is one of `names`."""
+
+    def register(cls: type) -> type:
+        for name in names:
+            VARIANTS[section][1][name] = cls
+        return cls
+
+    return register
+
+
 def opt(default: Any = dataclasses.MISSING, doc: str = "", **checks: Any) -> Any:
     """A schema field with range checks: gt, ge, lt, le, nonempty."""
     if isinstance(default, (list, dict)):
@@ -38,6 +60,7 @@ def opt(default: Any = dataclasses.MISSING, doc: str = "", **checks: Any) -> Any
 # --------------------------------------------------------------------------- data
 
 
+@variant("data", "digits", "breast_cancer")
 @dataclass(frozen=True)
 class SklearnDataConfig:
     """scikit-learn's bundled sets: `digits` (8x8 images, 10 classes), `breast_cancer` (binary)."""
@@ -54,6 +77,7 @@ class SklearnDataConfig:
 # --------------------------------------------------------------------------- models
 
 
+@variant("model", "mlp")
 @dataclass(frozen=True)
 class MLPConfig:
     """Dense layers `hidden` wide with an activation, optional norm and dropout."""
@@ -65,6 +89,7 @@ class MLPConfig:
     norm: Literal["none", "batch", "layer"] = "none"
 
 
+@variant("model", "cnn")
 @dataclass(frozen=True)
 class CNNConfig:
     """3x3 conv blocks (conv, ReLU, 2x2 max-pool), then one hidden dense layer."""
@@ -75,9 +100,16 @@ class CNNConfig:
     dropout: float = opt(0.0, ge=0.0, lt=1.0)
 
 
+# --------------------------------------------------------------------------- language models
+
+
+# --------------------------------------------------------------------------- user data and models
+
+
 # --------------------------------------------------------------------------- optimization
 
 
+@variant("optim", "adam", "adamw")
 @dataclass(frozen=True)
 class AdamConfig:
     name: Literal["adam", "adamw"]
@@ -87,6 +119,7 @@ class AdamConfig:
     eps: float = opt(1e-8, gt=0.0)
 
 
+@variant("optim", "sgd")
 @dataclass(frozen=True)
 class SGDConfig:
     name: Literal["sgd"]
@@ -96,18 +129,23 @@ class SGDConfig:
     weight_decay: float = opt(0.0, ge=0.0)
 
 
+@variant("sched", "constant")
 @dataclass(frozen=True)
 class ConstantSchedConfig:
     name: Literal["constant"]
     warmup_steps: int = opt(0, ge=0)
 
 
+@variant("sched", "cosine")
 @dataclass(frozen=True)
 class CosineSchedConfig:
     name: Literal["cosine"]
     warmup_steps: int = opt(0, "optimizer steps of linear warmup; 0 uses warmup_fraction", ge=0)
     warmup_fraction: float = opt(0.05, ge=0.0, lt=1.0)
     min_lr_ratio: float = opt(0.0, ge=0.0, le=1.0)
+
+
+# --------------------------------------------------------------------------- optimizer tricks
 
 
 # --------------------------------------------------------------------------- trainer and the rest
@@ -136,16 +174,23 @@ class TrainerConfig:
     enable_progress_bar: bool = True
 
 
+@variant("strategy", "auto")
 @dataclass(frozen=True)
 class AutoStrategyConfig:
     name: Literal["auto"]
 
 
+@variant("strategy", "ddp")
 @dataclass(frozen=True)
 class DDPStrategyConfig:
     name: Literal["ddp"]
     find_unused_parameters: bool = False
 
+
+# --------------------------------------------------------------------------- parallel strategies
+
+
+# --------------------------------------------------------------------------- metrics, callbacks, loggers
 
 MetricName = Literal["acc", "precision", "recall", "f1", "auroc"]
 
@@ -226,15 +271,6 @@ class RunConfig:
         """Samples per device per forward/backward pass."""
         return self.data.batch_size // (self.data_parallel_size * self.trainer.accumulate_grad_batches)
 
-
-# Sections whose schema is chosen by one key: section -> (key, {value: dataclass}).
-VARIANTS: dict[str, tuple[str, dict[str, type]]] = {
-    "data": ("name", {"digits": SklearnDataConfig, "breast_cancer": SklearnDataConfig}),
-    "model": ("family", {"mlp": MLPConfig, "cnn": CNNConfig}),
-    "optim": ("name", {"adam": AdamConfig, "adamw": AdamConfig, "sgd": SGDConfig}),
-    "sched": ("name", {"constant": ConstantSchedConfig, "cosine": CosineSchedConfig}),
-    "strategy": ("name", {"auto": AutoStrategyConfig, "ddp": DDPStrategyConfig}),
-}
 
 # Data sets whose samples are images (C, H, W); the others are flat feature vectors.
 IMAGE_DATA = {"digits"}
@@ -415,6 +451,10 @@ def from_dict(raw: dict) -> RunConfig:
 
 # --------------------------------------------------------------------------- combinations
 
+# Checks of other areas (reliability, clusters) register here: each takes the RunConfig and
+# raises ConfigError.
+EXTRA_CHECKS: list = []
+
 
 def check_combinations(cfg: RunConfig) -> None:
     """Checks across groups; each failure names the override that fixes it."""
@@ -452,6 +492,8 @@ def check_combinations(cfg: RunConfig) -> None:
             f"ckpt_path={cfg.ckpt_path} does not exist: give the path of a .ckpt file, or drop ckpt_path"
         )
     _check_hardware(cfg)
+    for check in EXTRA_CHECKS:
+        check(cfg)
 
 
 def _check_hardware(cfg: RunConfig) -> None:
