@@ -37,6 +37,7 @@ def build_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
     from pytorch_lightning import callbacks as cb
 
     from bigtrain.callbacks.plots import Plots
+    from bigtrain.callbacks.progress import ThrottledRichProgressBar
     from bigtrain.callbacks.throughput import Throughput
 
     c = cfg.callbacks
@@ -67,7 +68,7 @@ def build_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
     if c.plots:
         out.append(Plots(run_dir / "plots"))
     if c.progress_bar == "rich" and cfg.trainer.enable_progress_bar:
-        out.append(cb.RichProgressBar(leave=True))
+        out.append(ThrottledRichProgressBar(leave=True))
     elif c.progress_bar == "tqdm" and cfg.trainer.enable_progress_bar:
         out.append(cb.TQDMProgressBar())
     if c.model_summary_depth > 0:
