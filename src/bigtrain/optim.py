@@ -66,8 +66,33 @@ def param_groups(
     return groups
 
 
-def group_audit(optimizer_groups: list[dict]) -> list[dict]:
-    """One row per parameter group: its name, optimizer, decay, rate, tensor and parameter counts."""
+def optimizer_groups(cfg: Any, model: nn.Module) -> list[dict]:
+    """The parameter groups `build_optimizer` makes, each with its name, optimizer, decay and lr."""
+    if cfg.name == "muon":
+        muon, decay, plain = muon_partition(model, cfg.no_decay)
+        fb = cfg.fallback
+        groups = [
+            {
+                "params": muon,
+                "weight_decay": cfg.weight_decay,
+                "group": "muon",
+                "optimizer": "muon",
+                "lr": cfg.lr,
+            },
+            {"params": decay, "weight_decay": cfg.weight_decay, "group": f"{fb}_decay", "optimizer": fb},
+            {"params": plain, "weight_decay": 0.0, "group": f"{fb}_no_decay", "optimizer": fb},
+        ]
+        for g in groups[1:]:
+            g["lr"] = cfg.fallback_lr
+        return [g for g in groups if g["params"]]
+    groups = param_groups(model, cfg.weight_decay, cfg.no_decay)
+    for g in groups:
+        g.update(optimizer=cfg.name, lr=cfg.lr)
+    return groups
+
+
+def group_audit(groups: list[dict]) -> list[dict]:
+    """One row per parameter group: name, optimizer, decay, rate, and counts of tensors and values."""
     return [
         {
             "group": g.get("group", f"pg{i}"),
@@ -77,7 +102,7 @@ def group_audit(optimizer_groups: list[dict]) -> list[dict]:
             "tensors": len(g["params"]),
             "params": sum(p.numel() for p in g["params"]),
         }
-        for i, g in enumerate(optimizer_groups)
+        for i, g in enumerate(groups)
     ]
 
 
@@ -95,10 +120,8 @@ def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
     """The optimizer named by `cfg.name` (a validated optim config)."""
     if cfg.name == "muon":
         return build_muon(cfg, model)
-    groups = param_groups(model, cfg.weight_decay, cfg.no_decay)
+    groups = optimizer_groups(cfg, model)
     impl = _impl_kwargs(cfg.implementation)
-    for g in groups:
-        g["optimizer"] = cfg.name
     if cfg.name == "sgd":
         return torch.optim.SGD(
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **impl
@@ -149,27 +172,33 @@ class ChainedOptimizer(torch.optim.Optimizer):
             o.load_state_dict(sd)
 
 
+def muon_partition(model: nn.Module, no_decay: Iterable[str]) -> tuple[list, list, list]:
+    """(2-D weight matrices for Muon, other tensors with decay, other tensors without decay)."""
+    skip = set(no_decay)
+    muon, decay, plain = [], [], []
+    for module, name, p in _named_trainable(model):
+        kind = param_kind(module, name, p)
+        if kind == "weight" and p.ndim == 2:
+            muon.append(p)
+        else:
+            (plain if kind in skip else decay).append(p)
+    return muon, decay, plain
+
+
 def build_muon(cfg: Any, model: nn.Module) -> ChainedOptimizer:
     """Muon on 2-D weight matrices; everything else (biases, norms, embeddings, conv kernels)
     on the fallback optimizer, because Muon orthogonalises matrix-shaped updates only."""
     if not hasattr(torch.optim, "Muon"):
         raise RuntimeError(f"optim=muon needs torch.optim.Muon, which torch {torch.__version__} lacks")
-    skip = set(cfg.no_decay)
-    muon, other_decay, other_plain = [], [], []
-    for module, name, p in _named_trainable(model):
-        kind = param_kind(module, name, p)
-        if kind == "weight" and p.ndim == 2:
-            muon.append(p)
-        elif kind in skip:
-            other_plain.append(p)
-        else:
-            other_decay.append(p)
+    groups = optimizer_groups(cfg, model)
+    muon_groups = [g for g in groups if g["optimizer"] == "muon"]
+    fallback_groups = [g for g in groups if g["optimizer"] != "muon"]
     impl = _impl_kwargs(cfg.implementation)
     children: list[torch.optim.Optimizer] = []
-    if muon:
+    if muon_groups:
         children.append(
             torch.optim.Muon(
-                [{"params": muon, "group": "muon", "optimizer": "muon"}],
+                muon_groups,
                 lr=cfg.lr,
                 weight_decay=cfg.weight_decay,
                 momentum=cfg.momentum,
@@ -178,11 +207,6 @@ def build_muon(cfg: Any, model: nn.Module) -> ChainedOptimizer:
                 adjust_lr_fn=cfg.adjust_lr,
             )
         )
-    fallback_groups = [
-        {"params": ps, "weight_decay": wd, "group": f"{cfg.fallback}_{tag}", "optimizer": cfg.fallback}
-        for ps, wd, tag in ((other_decay, cfg.weight_decay, "decay"), (other_plain, 0.0, "no_decay"))
-        if ps
-    ]
     if fallback_groups:
         cls = torch.optim.AdamW if cfg.fallback == "adamw" else torch.optim.Adam
         children.append(cls(fallback_groups, lr=cfg.fallback_lr, betas=tuple(cfg.betas), eps=cfg.eps, **impl))
