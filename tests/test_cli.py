@@ -15,8 +15,9 @@ def test_help_lists_every_group_and_option(tmp_path):
         "data: breast_cancer, digits",
         "model/mlp: base, seed, small, tiny",
         "model/cnn: small, tiny",
-        "optim: adam, adamw, sgd",
-        "sched: constant, cosine",
+        "optim: adam, adamw, muon, sgd",
+        "sched: constant, cosine, exponential, linear, plateau, step, wsd",
+        "tricks: default, ema, swa",
         "experiment: breast_cancer_mlp, digits_cnn, digits_mlp, seed",
     ):
         assert line in out.stdout

@@ -30,6 +30,8 @@ def build_module(cfg: RunConfig, spec) -> BigtrainModule:
         metric_names=list(cfg.metrics.names),
         train_metrics=cfg.metrics.train,
         hparams=as_dict(cfg),
+        label_smoothing=cfg.tricks.label_smoothing,
+        log_grad_norm=cfg.tricks.log_grad_norm,
     )
 
 
@@ -73,6 +75,52 @@ def build_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
         out.append(cb.TQDMProgressBar())
     if c.model_summary_depth > 0:
         out.append(cb.RichModelSummary(max_depth=c.model_summary_depth))
+    return out + build_trick_callbacks(cfg, run_dir)
+
+
+def build_trick_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
+    """Weight averaging, the non-finite loss policy and the precision probe (tricks.*)."""
+    from bigtrain.callbacks.nan_policy import NonFinitePolicy
+    from bigtrain.callbacks.precision import PrecisionProbe
+
+    k = cfg.tricks
+    n = k.nonfinite
+    out: list[pl.Callback] = [
+        NonFinitePolicy(n.policy, n.max_consecutive, list(n.inject_at_steps), run_dir / "checkpoints"),
+        PrecisionProbe(cfg.trainer.precision),
+    ]
+    if k.ema.enabled:
+        from bigtrain.callbacks.ema import EMA
+
+        out.append(EMA(k.ema.decay, k.ema.start_step))
+    if k.swa.enabled:
+        from pytorch_lightning.callbacks import StochasticWeightAveraging
+
+        start = k.swa.epoch_start
+        out.append(
+            StochasticWeightAveraging(
+                swa_lrs=k.swa.lr,
+                swa_epoch_start=start if start < 1 else int(start),
+                annealing_epochs=k.swa.annealing_epochs,
+                annealing_strategy=k.swa.annealing_strategy,
+            )
+        )
+    return out
+
+
+def _find(callbacks: list, name: str) -> Any:
+    return next((c for c in callbacks if type(c).__name__ == name), None)
+
+
+def _trick_results(cfg: RunConfig, callbacks: list) -> dict:
+    """results.json blocks of the tricks: precision, nonfinite, ema, swa."""
+    out: dict[str, Any] = {}
+    for name, key in (("PrecisionProbe", "precision"), ("NonFinitePolicy", "nonfinite"), ("EMA", "ema")):
+        if (c := _find(callbacks, name)) is not None:
+            out[key] = c.summary()
+    if (swa := _find(callbacks, "StochasticWeightAveraging")) is not None:
+        n = swa.n_averaged
+        out["swa"] = {"models_averaged": int(n) if n is not None else 0, "epoch_start": swa._swa_epoch_start}
     return out
 
 
@@ -185,14 +233,22 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
     dm.setup("fit")
     _print_data(dm)
     module = build_module(cfg, spec)
+    if cfg.tricks.finders.lr.enabled or cfg.tricks.finders.batch_size.enabled:
+        from bigtrain.callbacks.finders import run_finders
+
+        results["finders"] = run_finders(module, dm, cfg, run_dir / "plots")
     callbacks = build_callbacks(cfg, run_dir)
     trainer = build_trainer(cfg, run_dir, callbacks, build_loggers(cfg, run_dir))
     ckpt_cb = trainer.checkpoint_callback
     throughput = next(c for c in callbacks if type(c).__name__ == "Throughput")
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        swa = cfg.tricks.swa.enabled
+        if swa:  # the average exists only now, after fit: save it and test it
+            trainer.save_checkpoint(run_dir / "checkpoints" / "swa.ckpt")
         if cfg.test_after_fit:
             best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+            best = None if swa else best
             tested = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
             results["test"] = strip_stage(tested[0] if tested else {}, "test")
             if module.test_artifacts:
@@ -212,6 +268,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
         if ckpt_cb is not None and ckpt_cb.best_model_path:
             results["best_checkpoint"] = os.path.relpath(ckpt_cb.best_model_path, run_dir)
         results["throughput"] = throughput.summary()
+        results.update(_trick_results(cfg, callbacks))
         results["wall_seconds"] = round(time.perf_counter() - start, 3)
         if trainer.is_global_zero:
             write_json_atomic(run_dir / RESULTS_FILE, results)

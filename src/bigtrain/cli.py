@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 CONFIG_MODULE = "pkg://bigtrain.conf"
 CONFIG_NAME = "train"
 EXIT_CONFIG_ERROR = 2
+EXIT_TRAINING_STOPPED = 3  # the non-finite loss policy ended training
 
 
 class UsageError(Exception):
@@ -193,10 +194,15 @@ def _task(cfg: DictConfig) -> Any:
 
     if run.callbacks.print_config and rank_zero_only.rank == 0:
         print_config_tree(cfg)
+    from bigtrain.callbacks.nan_policy import NonFiniteLossError
+
     try:
         results = train(run, run_dir)
     except ConfigError as e:
         _fail(str(e))
+    except NonFiniteLossError as e:  # results.json is written; one line, no traceback
+        sys.stderr.write(f"bigtrain: stopped: {e}\n")
+        sys.exit(EXIT_TRAINING_STOPPED)
     # Sweepers (Optuna) minimise or maximise what the task returns: the monitored value.
     monitor = run.callbacks.checkpoint.monitor.split("/", 1)
     return results.get(monitor[0], {}).get(monitor[1]) if len(monitor) == 2 else None

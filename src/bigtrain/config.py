@@ -109,43 +109,202 @@ class CNNConfig:
 # --------------------------------------------------------------------------- optimization
 
 
-@variant("optim", "adam", "adamw")
-@dataclass(frozen=True)
-class AdamConfig:
-    name: Literal["adam", "adamw"]
+NoDecay = Literal["bias", "norm", "embedding"]
+Implementation = Literal["auto", "for_loop", "foreach", "fused"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimCommon:
+    """Keys every optimizer has: weight decay groups and the kernel implementation."""
+
     lr: float = opt(1e-3, gt=0.0)
     weight_decay: float = opt(0.0, ge=0.0)
+    no_decay: list[NoDecay] = opt(["bias", "norm", "embedding"], "parameter kinds kept out of weight decay")
+    implementation: Implementation = opt(
+        "auto", "auto: torch's default; foreach/fused: multi-tensor or fused kernels where supported"
+    )
+
+
+@variant("optim", "adam", "adamw")
+@dataclass(frozen=True, kw_only=True)
+class AdamConfig(OptimCommon):
+    name: Literal["adam", "adamw"]
     betas: list[float] = opt([0.9, 0.999], ge=0.0, lt=1.0, length=2)
     eps: float = opt(1e-8, gt=0.0)
 
 
 @variant("optim", "sgd")
-@dataclass(frozen=True)
-class SGDConfig:
+@dataclass(frozen=True, kw_only=True)
+class SGDConfig(OptimCommon):
     name: Literal["sgd"]
     lr: float = opt(0.05, gt=0.0)
     momentum: float = opt(0.9, ge=0.0, lt=1.0)
     nesterov: bool = True
-    weight_decay: float = opt(0.0, ge=0.0)
+
+
+@variant("optim", "muon")
+@dataclass(frozen=True, kw_only=True)
+class MuonConfig(OptimCommon):
+    """torch.optim.Muon on 2-D weight matrices; every other tensor goes to the fallback optimizer."""
+
+    name: Literal["muon"]
+    lr: float = opt(0.02, gt=0.0)
+    momentum: float = opt(0.95, ge=0.0, lt=1.0)
+    nesterov: bool = True
+    ns_steps: int = opt(5, "Newton-Schulz iterations that orthogonalise the update", gt=0)
+    adjust_lr: Literal["original", "match_rms_adamw"] = "match_rms_adamw"
+    fallback: Literal["adamw", "adam"] = opt("adamw", "optimizer of biases, norms, embeddings, convs")
+    fallback_lr: float = opt(3e-3, gt=0.0)
+    betas: list[float] = opt([0.9, 0.999], ge=0.0, lt=1.0, length=2)
+    eps: float = opt(1e-8, gt=0.0)
+
+
+SchedInterval = Literal["step", "epoch"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedCommon:
+    interval: SchedInterval = opt("step", "step: per optimizer step; epoch: once per epoch")
+    warmup_steps: int = opt(0, "intervals of linear warmup; 0 uses warmup_fraction", ge=0)
+    warmup_fraction: float = opt(0.0, ge=0.0, lt=1.0)
+    min_lr_ratio: float = opt(0.0, "floor as a fraction of optim.lr", ge=0.0, le=1.0)
 
 
 @variant("sched", "constant")
-@dataclass(frozen=True)
-class ConstantSchedConfig:
+@dataclass(frozen=True, kw_only=True)
+class ConstantSchedConfig(SchedCommon):
     name: Literal["constant"]
-    warmup_steps: int = opt(0, ge=0)
 
 
 @variant("sched", "cosine")
-@dataclass(frozen=True)
-class CosineSchedConfig:
+@dataclass(frozen=True, kw_only=True)
+class CosineSchedConfig(SchedCommon):
     name: Literal["cosine"]
-    warmup_steps: int = opt(0, "optimizer steps of linear warmup; 0 uses warmup_fraction", ge=0)
     warmup_fraction: float = opt(0.05, ge=0.0, lt=1.0)
-    min_lr_ratio: float = opt(0.0, ge=0.0, le=1.0)
+
+
+@variant("sched", "linear")
+@dataclass(frozen=True, kw_only=True)
+class LinearSchedConfig(SchedCommon):
+    name: Literal["linear"]
+    warmup_fraction: float = opt(0.05, ge=0.0, lt=1.0)
+
+
+@variant("sched", "wsd")
+@dataclass(frozen=True, kw_only=True)
+class WSDSchedConfig(SchedCommon):
+    """Warmup, a long stable phase at the full rate, then a short decay to the floor."""
+
+    name: Literal["wsd"]
+    warmup_fraction: float = opt(0.05, ge=0.0, lt=1.0)
+    decay_fraction: float = opt(0.2, "last fraction of training spent decaying", gt=0.0, le=1.0)
+    decay_shape: Literal["linear", "cosine", "sqrt"] = "sqrt"
+
+
+@variant("sched", "step")
+@dataclass(frozen=True, kw_only=True)
+class StepSchedConfig(SchedCommon):
+    name: Literal["step"]
+    step_size: int = opt(100, "intervals between drops", gt=0)
+    gamma: float = opt(0.1, gt=0.0, le=1.0)
+
+
+@variant("sched", "exponential")
+@dataclass(frozen=True, kw_only=True)
+class ExponentialSchedConfig(SchedCommon):
+    name: Literal["exponential"]
+    gamma: float = opt(0.999, "factor per interval", gt=0.0, le=1.0)
+
+
+@variant("sched", "plateau")
+@dataclass(frozen=True, kw_only=True)
+class PlateauSchedConfig(SchedCommon):
+    """Multiply the rate by `factor` when `monitor` stops improving (checked after validation)."""
+
+    name: Literal["plateau"]
+    interval: SchedInterval = "epoch"
+    monitor: str = "val/loss"
+    mode: Literal["min", "max"] = "min"
+    factor: float = opt(0.5, gt=0.0, lt=1.0)
+    patience: int = opt(3, "validation runs without improvement before a drop", ge=0)
+    threshold: float = opt(1e-4, ge=0.0)
+    cooldown: int = opt(0, ge=0)
 
 
 # --------------------------------------------------------------------------- optimizer tricks
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    """Exponential moving average of the weights, used for validation, test and export."""
+
+    enabled: bool = False
+    decay: float = opt(0.999, "ema = decay * ema + (1 - decay) * weights, per optimizer step", gt=0.0, lt=1.0)
+    start_step: int = opt(
+        0, "optimizer steps before averaging starts (ema copies the weights until then)", ge=0
+    )
+
+
+@dataclass(frozen=True)
+class SWAConfig:
+    """Stochastic weight averaging (Lightning's callback): an equal-weight average of epoch ends."""
+
+    enabled: bool = False
+    lr: float = opt(1e-3, "learning rate held during the averaging phase", gt=0.0)
+    epoch_start: float = opt(0.75, "fraction of max_epochs (< 1) or epoch number (>= 1)", gt=0.0)
+    annealing_epochs: int = opt(1, ge=0)
+    annealing_strategy: Literal["cos", "linear"] = "cos"
+
+
+@dataclass(frozen=True)
+class NonFiniteConfig:
+    """What a NaN or infinite training loss does."""
+
+    policy: Literal["stop", "skip"] = opt("stop", "stop: save and exit naming the step; skip: drop the batch")
+    max_consecutive: int = opt(5, "skip: stop after this many non-finite losses in a row", gt=0)
+    inject_at_steps: list[int] = opt([], "testing: set the input of these optimizer steps to NaN", ge=0)
+
+
+@dataclass(frozen=True)
+class LRFinderConfig:
+    """Learning-rate range test: exponentially rising rate over real batches, before training."""
+
+    enabled: bool = False
+    min_lr: float = opt(1e-6, gt=0.0)
+    max_lr: float = opt(1.0, gt=0.0)
+    num_steps: int = opt(100, gt=1)
+    apply: bool = opt(False, "train with the suggested rate instead of optim.lr")
+
+
+@dataclass(frozen=True)
+class BatchSizeFinderConfig:
+    """Doubling search over the micro-batch: what fits in memory, and how fast each one steps."""
+
+    enabled: bool = False
+    start: int = opt(1, "first micro-batch tried", gt=0)
+    max: int = opt(4096, "largest micro-batch tried", gt=0)
+    steps: int = opt(3, "timed optimizer steps per size (after one untimed)", gt=0)
+    speed_fraction: float = opt(
+        0.9, "suggest the smallest size within this fraction of the best samples/s", gt=0.0, le=1.0
+    )
+
+
+@dataclass(frozen=True)
+class FindersConfig:
+    lr: LRFinderConfig = field(default_factory=LRFinderConfig)
+    batch_size: BatchSizeFinderConfig = field(default_factory=BatchSizeFinderConfig)
+
+
+@dataclass(frozen=True)
+class TricksConfig:
+    """Training tricks that are not the optimizer or the schedule (config group `tricks`)."""
+
+    label_smoothing: float = opt(0.0, "cross-entropy targets (1-e) one-hot + e/classes", ge=0.0, lt=1.0)
+    log_grad_norm: bool = opt(True, "log train/grad_norm (before clipping) every log_every_n_steps")
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    swa: SWAConfig = field(default_factory=SWAConfig)
+    nonfinite: NonFiniteConfig = field(default_factory=NonFiniteConfig)
+    finders: FindersConfig = field(default_factory=FindersConfig)
 
 
 # --------------------------------------------------------------------------- trainer and the rest
@@ -249,13 +408,22 @@ class RunConfig:
 
     data: SklearnDataConfig
     model: MLPConfig | CNNConfig
-    optim: AdamConfig | SGDConfig
-    sched: ConstantSchedConfig | CosineSchedConfig
+    optim: AdamConfig | SGDConfig | MuonConfig
+    sched: (
+        ConstantSchedConfig
+        | CosineSchedConfig
+        | LinearSchedConfig
+        | WSDSchedConfig
+        | StepSchedConfig
+        | ExponentialSchedConfig
+        | PlateauSchedConfig
+    )
     trainer: TrainerConfig
     strategy: AutoStrategyConfig | DDPStrategyConfig
     metrics: MetricsConfig
     callbacks: CallbacksConfig
     logger: LoggerConfig
+    tricks: TricksConfig = field(default_factory=TricksConfig)
     name: str = opt("default", nonempty=True)
     seed: int = opt(42, ge=0)
     ckpt_path: str | None = None
@@ -545,3 +713,69 @@ def validate(cfg: Any) -> RunConfig:
 def as_dict(cfg: RunConfig) -> dict:
     """Plain nested dict of a RunConfig (for logging as hyperparameters and plan.json)."""
     return dataclasses.asdict(cfg)
+
+
+# --------------------------------------------------------------------------- optimizer tricks: checks
+
+
+def check_optimizer_tricks(cfg: RunConfig) -> None:
+    """Schedules, optimizer implementations and tricks that only work in some combinations."""
+    s, t, k = cfg.sched, cfg.trainer, cfg.tricks
+    if s.interval == "epoch" and t.max_epochs == -1:
+        raise ConfigError(
+            "sched.interval=epoch counts epochs but trainer.max_epochs=-1: set trainer.max_epochs "
+            "or sched.interval=step"
+        )
+    if s.name == "plateau":
+        valid = {f"val/{m}" for m in (*cfg.metrics.names, "loss")}
+        if s.monitor not in valid:
+            close = difflib.get_close_matches(s.monitor, sorted(valid), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(
+                f"sched.monitor={s.monitor} is never logged{hint}: choose one of {', '.join(sorted(valid))}"
+            )
+        if s.warmup_steps or s.warmup_fraction:
+            raise ConfigError(
+                "sched=plateau has no warmup: set sched.warmup_steps=0 and sched.warmup_fraction=0"
+            )
+        if t.limit_val_batches == 0:
+            raise ConfigError("sched=plateau needs validation but trainer.limit_val_batches=0: drop it")
+    if cfg.optim.implementation == "fused" and cfg.optim.name == "muon":
+        raise ConfigError("optim=muon has no fused kernel: set optim.implementation=auto or foreach")
+    if cfg.optim.implementation == "fused" and t.precision == "16-mixed" and t.gradient_clip_val:
+        raise ConfigError(
+            "a fused optimizer unscales fp16 gradients itself, so Lightning cannot clip them: "
+            "set optim.implementation=foreach or drop trainer.gradient_clip_val"
+        )
+    if k.ema.enabled and k.swa.enabled:
+        raise ConfigError("tricks.ema and tricks.swa both average weights: enable only one of them")
+    if k.swa.enabled:
+        if t.max_epochs == -1:
+            raise ConfigError("tricks.swa averages epoch ends and needs trainer.max_epochs: set it")
+        if k.swa.epoch_start >= 1 and k.swa.epoch_start > t.max_epochs:
+            raise ConfigError(
+                f"tricks.swa.epoch_start={k.swa.epoch_start:g} is after the last epoch ({t.max_epochs}): "
+                "set it below trainer.max_epochs or as a fraction < 1"
+            )
+    if k.nonfinite.policy == "skip" and cfg.data_parallel_size > 1:
+        raise ConfigError(
+            "tricks.nonfinite.policy=skip drops a batch on one process, which DDP cannot do: "
+            "use tricks.nonfinite.policy=stop with more than one device"
+        )
+    f = k.finders
+    if (f.lr.enabled or f.batch_size.enabled) and cfg.data_parallel_size > 1:
+        raise ConfigError(
+            "the finders measure one device before training: run them with trainer.devices=1 "
+            "(and num_nodes=1), then set the values they suggest"
+        )
+    if f.lr.min_lr >= f.lr.max_lr:
+        raise ConfigError(
+            f"tricks.finders.lr.min_lr={f.lr.min_lr:g} must be below max_lr={f.lr.max_lr:g}: lower min_lr"
+        )
+    if f.batch_size.start > f.batch_size.max:
+        raise ConfigError(
+            f"tricks.finders.batch_size.start={f.batch_size.start} is above max={f.batch_size.max}: lower start"
+        )
+
+
+EXTRA_CHECKS.append(check_optimizer_tricks)

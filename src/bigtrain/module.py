@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
+from bigtrain.accumulation import StepTokenMean
 from bigtrain.metrics import build_curves, build_metrics
 from bigtrain.optim import build_optimizer, build_scheduler
 
@@ -35,6 +36,8 @@ class BigtrainModule(pl.LightningModule):
         metric_names: list[str],
         train_metrics: bool = True,
         hparams: dict | None = None,
+        label_smoothing: float = 0.0,
+        log_grad_norm: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -55,6 +58,11 @@ class BigtrainModule(pl.LightningModule):
         self.test_artifacts: dict[str, Any] = {}
         # One dict per epoch of the epoch-level values logged (for plots and results.json).
         self.history: list[dict[str, float]] = []
+        self.label_smoothing, self.log_grad_norm = label_smoothing, log_grad_norm
+        # Set by build.py to the non-finite loss policy: gate(module, loss) -> False skips the batch.
+        self.loss_gate: Any = None
+        # Token-level losses are summed per micro-batch and divided by the step's token count.
+        self.token_mean = StepTokenMean()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -62,16 +70,21 @@ class BigtrainModule(pl.LightningModule):
     # ------------------------------------------------------------------ loss and probabilities
 
     def loss_and_probs(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Label smoothing regularises the training loss only; evaluation losses stay comparable.
+        eps = self.label_smoothing if self.training else 0.0
         if self.task == "binary":
             logits = logits.squeeze(-1)
-            loss = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
+            target = y.to(logits.dtype) * (1.0 - eps) + 0.5 * eps  # two classes: e/2 each
+            loss = F.binary_cross_entropy_with_logits(logits, target)
             return loss, torch.sigmoid(logits.detach().float())
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=eps)
         return loss, torch.softmax(logits.detach().float(), dim=-1)
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor | None:
         x, y = batch
         loss, probs = self.loss_and_probs(self(x), y)
+        if stage == "fit" and self.loss_gate is not None and not self.loss_gate(self, loss):
+            return None  # a non-finite loss the policy skips: no backward, no metric update
         self.stage_loss[stage].update(loss.detach(), weight=y.numel())
         if stage in self.stage_metrics:
             self.stage_metrics[stage].update(probs, y)
@@ -83,6 +96,8 @@ class BigtrainModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._shared_step(batch, "fit")
+        if loss is None:
+            return None  # Lightning skips the backward and the update of this batch
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
@@ -128,10 +143,30 @@ class BigtrainModule(pl.LightningModule):
             "roc": (_to_cpu(fpr), _to_cpu(tpr)),
         }
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Gradients are complete (and unscaled) here, before Lightning clips them."""
+        if self.token_mean.pending:
+            self.token_mean.normalize_grads(
+                self.parameters(),
+                self.trainer.accumulate_grad_batches,
+                self.trainer.world_size,
+                lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"),
+            )
+        # The norm costs a pass over every gradient, so only on logging steps.
+        if self.log_grad_norm and self.global_step % self.trainer.log_every_n_steps == 0:
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            if grads:
+                norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+                self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optim_cfg, self.model)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": optimizer, "lr_scheduler": build_scheduler(self.sched_cfg, optimizer, total)}
+        if self.sched_cfg.interval == "epoch":
+            total = max(1, int(self.trainer.max_epochs))
+        else:
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = build_scheduler(self.sched_cfg, optimizer, total, self.trainer.check_val_every_n_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": sched}
 
 
 def _to_cpu(value):

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from bigtrain.models import build_model
+from bigtrain.optim import group_audit, optimizer_groups
 
 # Bytes per parameter for weights and for the autocast compute dtype, by Lightning precision.
 PARAM_BYTES = {"32-true": 4, "32": 4, "64-true": 8, "bf16-mixed": 4, "16-mixed": 4, "bf16-true": 2}
@@ -82,6 +83,7 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         "flops_per_sample": 3 * fwd_flops // max(micro, 1),
         "flops_per_token": None,
         "batch": batch,
+        "optimizer_groups": group_audit(optimizer_groups(cfg.optim, model)),
         "memory_per_device_bytes": {
             "weights": weights,
             "gradients": grads,
@@ -129,4 +131,26 @@ def print_plan(plan: dict) -> None:
     for key in ("weights", "gradients", "optimizer", "activations"):
         table.add_row(f"memory per device: {key}", _bytes(m[key]))
     table.add_row("memory per device: total", _bytes(m["total"]))
+    Console().print(table)
+    if plan.get("optimizer_groups"):
+        print_group_audit(plan["optimizer_groups"])
+
+
+def print_group_audit(rows: list[dict]) -> None:
+    """The parameter groups: which tensors get weight decay, and from which optimizer."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="optimizer parameter groups")
+    for col in ("group", "optimizer", "weight decay", "lr", "tensors", "parameters"):
+        table.add_column(col, justify="left" if col in ("group", "optimizer") else "right")
+    for r in rows:
+        table.add_row(
+            r["group"],
+            r["optimizer"],
+            f"{r['weight_decay']:g}",
+            f"{r['lr']:g}",
+            str(r["tensors"]),
+            f"{r['params']:,}",
+        )
     Console().print(table)

@@ -1,0 +1,91 @@
+"""What a non-finite (NaN or infinite) training loss does: `stop` or `skip`.
+
+The module asks this policy about every training loss before its backward (module.loss_gate),
+so a bad batch never reaches the weights. The decision is synced over processes (any rank's
+bad loss counts for all), so all ranks stop or skip together.
+
+- stop: save the current weights, which are the last finite ones (the bad batch was not applied),
+  to checkpoints/last-finite.ckpt, and end the run with an error naming the step.
+- skip: drop the batch (no backward, no update from it; under accumulation only that micro-batch
+  is dropped), record where it was, and stop as above after `max_consecutive` in a row.
+
+`inject_at_steps` fills the input of the first micro-batch of those optimizer steps with NaN, to
+test the policy on the real code path.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped on a non-finite loss; the message names the step."""
+
+
+class NonFinitePolicy(pl.Callback):
+    def __init__(
+        self, policy: str, max_consecutive: int, inject_at_steps: list[int], ckpt_dir: str | Path
+    ) -> None:
+        self.policy, self.max_consecutive = policy, max_consecutive
+        self.inject_at_steps = set(inject_at_steps)
+        self.ckpt_dir = Path(ckpt_dir)
+        self.skipped: list[dict] = []
+        self.injected: list[int] = []
+        self.consecutive = 0
+        self.stopped_at_step: int | None = None
+        self._batch_idx = 0
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Returning None from training_step is how the batch is skipped; Lightning warns each time.
+        warnings.filterwarnings("ignore", message=".*training_step. returned .None.")
+        # A plain function, not a bound method: deep copies of the module (SWA) keep calling us.
+        pl_module.loss_gate = lambda module, loss: self.check(module.trainer, loss)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._batch_idx = batch_idx
+        step = trainer.global_step
+        first_micro = batch_idx % trainer.accumulate_grad_batches == 0
+        if step in self.inject_at_steps and first_micro and step not in self.injected:
+            batch[0].fill_(float("nan"))  # the micro-batch is a copy: the data set is untouched
+            self.injected.append(step)
+
+    def check(self, trainer: pl.Trainer, loss: torch.Tensor) -> bool:
+        """True to train on this loss; False to skip it; raises NonFiniteLossError to stop."""
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            self.consecutive = 0
+            return True
+        where = {"step": trainer.global_step, "epoch": trainer.current_epoch, "batch": self._batch_idx}
+        if self.policy == "skip":
+            self.consecutive += 1
+            self.skipped.append(where)
+            if self.consecutive < self.max_consecutive:
+                return False
+            reason = f"{self.consecutive} non-finite training losses in a row"
+        else:
+            reason = f"non-finite training loss ({float(loss):g})"
+        self.stopped_at_step = trainer.global_step
+        path = self.ckpt_dir / "last-finite.ckpt"
+        trainer.save_checkpoint(path)
+        raise NonFiniteLossError(
+            f"{reason} at optimizer step {where['step']} (epoch {where['epoch']}, batch {where['batch']}); "
+            f"tricks.nonfinite.policy={self.policy} stopped training; the last finite weights are in "
+            f"checkpoints/{path.name}"
+        )
+
+    def summary(self) -> dict:
+        return {
+            "policy": self.policy,
+            "skipped": len(self.skipped),
+            "skipped_batches": self.skipped,
+            "injected_steps": self.injected,
+            "stopped_at_step": self.stopped_at_step,
+        }
