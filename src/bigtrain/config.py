@@ -494,6 +494,8 @@ def _convert(value: Any, tp: Any, path: str, meta: dict) -> Any:
         raise ConfigError(f"{path}={_fmt(value)} is invalid: expected {_type_name(tp)}; set {path}=<value>")
     if origin is Literal:
         choices = typing.get_args(tp)
+        if isinstance(value, int) and not isinstance(value, bool) and str(value) in choices:
+            value = str(value)  # trainer.precision=32 arrives from YAML as the integer 32
         if value not in choices:
             close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
             hint = f" (did you mean {path}={close[0]}?)" if close else ""
