@@ -17,6 +17,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+import bigtrain.slurm  # noqa: F401  (registers the ${bigtrain.*} resolvers that conf/ uses)
+
 CONFIG_MODULE = "pkg://bigtrain.conf"
 CONFIG_NAME = "train"
 EXIT_CONFIG_ERROR = 2
