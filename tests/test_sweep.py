@@ -134,3 +134,29 @@ def test_optuna_search_resumes_from_its_sqlite_study(tmp_path):
     assert sorted(r["job"] for r in rows) == ["0", "1", "2"]
     values = sorted(t.value for t in study.trials)
     assert [float(r["val/loss"]) for r in rows] == pytest.approx(values)
+
+
+def test_unknown_launcher_and_missing_plugin_are_one_line_errors(tmp_path):
+    proc = bigtrain_cmd("--multirun", "hydra/launcher=slurmm", "optim.lr=1e-3,1e-2", cwd=tmp_path)
+    assert proc.returncode == 2 and not (tmp_path / "outputs").exists()
+    assert proc.stderr.strip() == (
+        "bigtrain: error: unknown option hydra/launcher=slurmm: did you mean hydra/launcher=slurm? "
+        "choose one of basic, joblib, local, slurm, submitit_local, submitit_slurm"
+    )
+    # The submitit plugin made unimportable (a package of that name that fails first on the path):
+    # Hydra then lacks its configs, as when the slurm extra is not installed.
+    hidden = tmp_path / "hide" / "hydra_plugins" / "hydra_submitit_launcher"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('not installed')\n")
+    proc = bigtrain_cmd(
+        "--multirun",
+        "hydra/launcher=slurm",
+        "optim.lr=1e-3,1e-2",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path / "hide")},
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "bigtrain: error: hydra/launcher/submitit_slurm comes from the package hydra-submitit-launcher, "
+        "which is not installed: pip install 'bigtrain[slurm]'"
+    )
