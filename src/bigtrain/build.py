@@ -16,7 +16,15 @@ from bigtrain.data import build_datamodule, data_spec
 from bigtrain.models import build_model
 from bigtrain.module import BigtrainModule
 from bigtrain.plan import make_plan, print_plan
-from bigtrain.results import RESULTS_FILE, empty_results, print_summary, strip_stage, write_json_atomic
+from bigtrain.results import (
+    RESULTS_FILE,
+    empty_results,
+    print_summary,
+    read_json,
+    strip_stage,
+    write_json_atomic,
+)
+from bigtrain.slurm import in_slurm_job, job_id, newest_hpc_checkpoint, requeue
 
 
 def build_module(cfg: RunConfig, spec) -> BigtrainModule:
@@ -40,6 +48,7 @@ def build_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
 
     from bigtrain.callbacks.plots import Plots
     from bigtrain.callbacks.progress import ThrottledRichProgressBar
+    from bigtrain.callbacks.requeue import RequeueOnSignal
     from bigtrain.callbacks.throughput import Throughput
 
     c = cfg.callbacks
@@ -75,6 +84,8 @@ def build_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
         out.append(cb.TQDMProgressBar())
     if c.model_summary_depth > 0:
         out.append(cb.RichModelSummary(max_depth=c.model_summary_depth))
+    if in_slurm_job():
+        out.append(RequeueOnSignal(run_dir))
     return out + build_trick_callbacks(cfg, run_dir)
 
 
@@ -124,7 +135,38 @@ def _trick_results(cfg: RunConfig, callbacks: list) -> dict:
     return out
 
 
-def build_loggers(cfg: RunConfig, run_dir: Path) -> list:
+def _resuming_csv_logger(**kwargs: Any) -> Any:
+    """A CSVLogger that keeps the rows of the run it resumes.
+
+    Lightning's CSV writer deletes an existing metrics.csv when it starts; a requeued run writes
+    into the same run directory, so the file is read first, put back, and its header becomes the
+    writer's known columns (new columns still rewrite the file with a wider header).
+    """
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.loggers.logger import rank_zero_experiment
+
+    class ResumingCSVLogger(CSVLogger):
+        @property
+        @rank_zero_experiment
+        def experiment(self):
+            if self._experiment is not None:
+                return self._experiment
+            path = Path(self.log_dir) / "metrics.csv"
+            kept = path.read_text() if path.is_file() else None
+            writer = super().experiment
+            if kept:
+                path.write_text(kept)
+                writer.metrics_keys = sorted(next(csv.reader([kept.splitlines()[0]]), []))
+            return writer
+
+    return ResumingCSVLogger(**kwargs)
+
+
+def build_loggers(cfg: RunConfig, run_dir: Path, resuming: bool = False) -> list:
+    """CSV and TensorBoard loggers writing straight into the run directory (version ''), so a
+    resumed run keeps its logger version: the same metrics.csv and TensorBoard folder."""
     import warnings
 
     from pytorch_lightning import loggers
@@ -137,7 +179,7 @@ def build_loggers(cfg: RunConfig, run_dir: Path) -> list:
     if cfg.logger.csv is not None:
         # name="" and version="" put metrics.csv and hparams.yaml directly in the run directory.
         out.append(
-            loggers.CSVLogger(
+            (_resuming_csv_logger if resuming else loggers.CSVLogger)(
                 save_dir=str(run_dir),
                 name="",
                 version="",
@@ -163,6 +205,13 @@ def build_strategy(cfg: RunConfig) -> Any:
 
         return DDPStrategy(find_unused_parameters=cfg.strategy.find_unused_parameters)
     return "auto"
+
+
+def build_plugins() -> list:
+    """Under SLURM, Lightning's own requeue handler is off: RequeueOnSignal saves at an epoch end."""
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list) -> pl.Trainer:
@@ -192,6 +241,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list)
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=str(run_dir),
+        plugins=build_plugins() or None,
     )
 
 
@@ -214,6 +264,23 @@ def _best_val(module: BigtrainModule, ckpt_cb, monitor: str) -> dict:
     return strip_stage(rows[-1], "val") if rows else {}
 
 
+def resume_point(cfg: RunConfig, run_dir: Path) -> tuple[str | None, int]:
+    """The checkpoint to start from and how many times this run has been resumed.
+
+    Inside a SLURM job the run directory is named after the job id, so a checkpoint already in
+    it was left by this same job before a requeue: continue from the newest (hpc_ckpt_N from a
+    preemption, else checkpoints/last.ckpt from a hard kill). Elsewhere, only ckpt_path resumes.
+    """
+    previous = read_json(run_dir / RESULTS_FILE) or {}
+    if in_slurm_job():
+        hpc, n = newest_hpc_checkpoint(run_dir)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        auto = hpc or (last if last.is_file() else None)
+        if auto is not None:
+            return str(auto), max(int(previous.get("resumed", 0)) + 1, n)
+    return cfg.ckpt_path, 0
+
+
 def train(cfg: RunConfig, run_dir: str | Path) -> dict:
     """Plan, fit, test the best checkpoint, and write results.json in `run_dir`. Returns the results."""
     start = time.perf_counter()
@@ -229,6 +296,8 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
 
     results = empty_results(cfg.name)
     results["params"] = plan["params"]["total"]
+    ckpt_path, results["resumed"] = resume_point(cfg, run_dir)
+    results["slurm_job_id"] = job_id() if in_slurm_job() else None
     dm = build_datamodule(cfg)
     dm.setup("fit")
     _print_data(dm)
@@ -238,22 +307,28 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
 
         results["finders"] = run_finders(module, dm, cfg, run_dir / "plots")
     callbacks = build_callbacks(cfg, run_dir)
-    trainer = build_trainer(cfg, run_dir, callbacks, build_loggers(cfg, run_dir))
+    trainer = build_trainer(
+        cfg, run_dir, callbacks, build_loggers(cfg, run_dir, resuming=ckpt_path is not None)
+    )
     ckpt_cb = trainer.checkpoint_callback
     throughput = next(c for c in callbacks if type(c).__name__ == "Throughput")
+    requeuer = next((c for c in callbacks if type(c).__name__ == "RequeueOnSignal"), None)
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
         swa = cfg.tricks.swa.enabled
         if swa:  # the average exists only now, after fit: save it and test it
             trainer.save_checkpoint(run_dir / "checkpoints" / "swa.ckpt")
-        if cfg.test_after_fit:
+        if requeuer is not None and requeuer.requeue_requested:
+            results["status"] = "requeued"
+        elif cfg.test_after_fit:
             best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
             best = None if swa else best
             tested = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
             results["test"] = strip_stage(tested[0] if tested else {}, "test")
             if module.test_artifacts:
                 results["confusion_matrix"] = module.test_artifacts["confusion_matrix"].tolist()
-        results["status"] = "interrupted" if trainer.interrupted else "completed"
+        if results["status"] != "requeued":
+            results["status"] = "interrupted" if trainer.interrupted else "completed"
     except (KeyboardInterrupt, SystemExit):
         results["status"] = "interrupted"
         raise
@@ -274,4 +349,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
             write_json_atomic(run_dir / RESULTS_FILE, results)
     if trainer.is_global_zero:
         print_summary(results, run_dir)
+        if results["status"] == "requeued":
+            # Last: SLURM stops this job right away and starts it again with the same id.
+            requeue()
     return results

@@ -17,10 +17,20 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+import bigtrain.slurm  # noqa: F401  (registers the ${bigtrain.*} resolvers that conf/ uses)
+
 CONFIG_MODULE = "pkg://bigtrain.conf"
 CONFIG_NAME = "train"
 EXIT_CONFIG_ERROR = 2
 EXIT_TRAINING_STOPPED = 3  # the non-finite loss policy ended training
+
+
+# Configs that Hydra plugins ship (the `slurm` extra); conf/hydra/launcher/*.yaml build on them.
+PLUGIN_CONFIGS = {
+    "hydra/launcher/submitit_slurm": "hydra-submitit-launcher",
+    "hydra/launcher/joblib": "hydra-joblib-launcher",
+    "hydra/sweeper/optuna": "hydra-optuna-sweeper",
+}
 
 
 class UsageError(Exception):
@@ -86,8 +96,17 @@ def _one_line(e: Exception, h: Any, overrides: Sequence[str], config_dir: str | 
     from hydra.errors import MissingConfigException, OverrideParseException
 
     text = str(e).strip()
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file in PLUGIN_CONFIGS:
+        return (
+            f"{e.missing_cfg_file} comes from the package {PLUGIN_CONFIGS[e.missing_cfg_file]}, "
+            "which is not installed: pip install 'bigtrain[slurm]'"
+        )
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
-        group, name = e.missing_cfg_file.split("/", 1)
+        # Hydra's own groups nest (hydra/launcher/NAME); ours name sizes (model=mlp/tiny).
+        split = (
+            e.missing_cfg_file.rsplit if e.missing_cfg_file.startswith("hydra/") else e.missing_cfg_file.split
+        )
+        group, name = split("/", 1)
         opts = group_options(h, group)
         close = difflib.get_close_matches(name, opts, n=1)
         hint = f"did you mean {group}={close[0]}? " if close else ""

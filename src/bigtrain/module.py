@@ -159,6 +159,24 @@ class BigtrainModule(pl.LightningModule):
                 norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
                 self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
+    # ------------------------------------------------------------------ resuming
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resumed run must report the same best-epoch metrics and draw the same dropout masks
+        # as one that never stopped: keep the per-epoch history and the torch random state.
+        checkpoint["bigtrain_history"] = [dict(row) for row in self.history]
+        checkpoint["bigtrain_rng"] = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["bigtrain_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = [dict(row) for row in checkpoint.get("bigtrain_history", [])]
+        rng = checkpoint.get("bigtrain_rng")
+        if rng is not None:
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optim_cfg, self.model)
         if self.sched_cfg.interval == "epoch":

@@ -32,6 +32,14 @@ def write_json_atomic(path: str | Path, payload: dict) -> None:
         raise
 
 
+def read_json(path: str | Path) -> dict | None:
+    """The JSON object in `path`, or None when the file is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
