@@ -148,6 +148,19 @@ def test_csv_errors_are_one_line(tmp_path):
         ["data=csv", f"data.path={no_val}", "data.target=y", "data.split_column=s"]
     )
 
+    dev = tmp_path / "dev.csv"
+    dev.write_text(
+        "a,y,s\n" + "".join(f"{i},{i % 2},{('train', 'val', 'test', 'dev')[i % 4]}\n" for i in range(40))
+    )
+    assert "holds 'dev'" in _error(["data=csv", f"data.path={dev}", "data.target=y", "data.split_column=s"])
+
+    unseen = tmp_path / "unseen.csv"
+    rows = [(i, "a" if i % 2 else "b", ("train", "val", "test")[i % 3]) for i in range(30)] + [
+        (99, "c", "test")
+    ]
+    unseen.write_text("x,y,s\n" + "".join(f"{x},{y},{s}\n" for x, y, s in rows))
+    assert "class 'c'" in _error(["data=csv", f"data.path={unseen}", "data.target=y", "data.split_column=s"])
+
     wrong = tmp_path / "data.txt"
     wrong.write_text("a,y\n1,0\n")
     assert "neither CSV nor Parquet" in _error(["data=csv", f"data.path={wrong}", "data.target=y"])
