@@ -12,9 +12,10 @@ def test_help_lists_every_group_and_option(tmp_path):
     out = bigtrain_cmd("--help", cwd=tmp_path)
     assert out.returncode == 0
     for line in (
-        "data: breast_cancer, digits",
+        "data: breast_cancer, csv, digits, image_folder",
         "model/mlp: base, seed, small, tiny",
         "model/cnn: small, tiny",
+        "model/vit: small, tiny",
         "optim: adam, adamw, muon, sgd",
         "sched: constant, cosine, exponential, linear, plateau, step, wsd",
         "tricks: default, ema, swa",

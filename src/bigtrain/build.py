@@ -11,7 +11,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
-from bigtrain.config import RunConfig, as_dict
+from bigtrain.config import RunConfig, as_dict, strip_secrets
 from bigtrain.data import build_datamodule, data_spec
 from bigtrain.models import build_model
 from bigtrain.module import BigtrainModule
@@ -37,7 +37,8 @@ def build_module(cfg: RunConfig, spec) -> BigtrainModule:
         sched=cfg.sched,
         metric_names=list(cfg.metrics.names),
         train_metrics=cfg.metrics.train,
-        hparams=as_dict(cfg),
+        # Logged to every logger (and saved in checkpoints): never with secret-looking keys.
+        hparams=strip_secrets(as_dict(cfg)),
         label_smoothing=cfg.tricks.label_smoothing,
         log_grad_norm=cfg.tricks.log_grad_norm,
     )
@@ -73,7 +74,9 @@ def build_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
                 min_delta=c.early_stopping.min_delta,
             )
         )
-    has_logger = cfg.logger.csv is not None or cfg.logger.tensorboard is not None
+    has_logger = any(
+        getattr(cfg.logger, name) is not None for name in ("csv", "tensorboard", "mlflow", "wandb")
+    )
     if c.lr_monitor and has_logger:
         out.append(cb.LearningRateMonitor(logging_interval="step"))
     if c.plots:
@@ -196,7 +199,53 @@ def build_loggers(cfg: RunConfig, run_dir: Path, resuming: bool = False) -> list
                 log_graph=cfg.logger.tensorboard.log_graph,
             )
         )
+    if cfg.logger.mlflow is not None:
+        out.append(_mlflow_logger(cfg, run_dir))
+    if cfg.logger.wandb is not None:
+        out.append(_wandb_logger(cfg, run_dir))
     return out
+
+
+def _mlflow_logger(cfg: RunConfig, run_dir: Path):
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    m = cfg.logger.mlflow
+    uri = m.tracking_uri
+    if uri is None:
+        # A file store inside the run directory: no server or database needed. MLflow 3 keeps the
+        # file store working but refuses it unless this variable opts in (a database store would
+        # need SQLAlchemy, which the light mlflow-skinny client does not bring).
+        uri = (run_dir / "mlruns").resolve().as_uri()
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MLFlowLogger(
+        experiment_name=m.experiment_name or cfg.name,
+        run_name=m.run_name or run_dir.name,
+        tracking_uri=uri,
+    )
+
+
+def _wandb_logger(cfg: RunConfig, run_dir: Path):
+    from pytorch_lightning.loggers import WandbLogger
+
+    w = cfg.logger.wandb
+    extra = {"mode": "disabled"} if w.mode == "disabled" else {}
+    # Offline runs land in <run dir>/wandb/offline-run-*; `wandb sync` uploads them later.
+    return WandbLogger(
+        name=w.run_name or f"{cfg.name}/{run_dir.name}",
+        save_dir=str(run_dir),
+        project=w.project,
+        entity=w.entity,
+        offline=w.mode == "offline",
+        **extra,
+    )
+
+
+def _close_loggers(loggers: list) -> None:
+    """W&B writes its files from a background process: finish the run so they are complete
+    when train() returns (other loggers close themselves in Lightning's finalize)."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
+            logger.experiment.finish()
 
 
 def build_strategy(cfg: RunConfig) -> Any:
@@ -307,14 +356,15 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
 
         results["finders"] = run_finders(module, dm, cfg, run_dir / "plots")
     callbacks = build_callbacks(cfg, run_dir)
-    trainer = build_trainer(
-        cfg, run_dir, callbacks, build_loggers(cfg, run_dir, resuming=ckpt_path is not None)
-    )
+    loggers = build_loggers(cfg, run_dir, resuming=ckpt_path is not None)
+    trainer = build_trainer(cfg, run_dir, callbacks, loggers)
     ckpt_cb = trainer.checkpoint_callback
     throughput = next(c for c in callbacks if type(c).__name__ == "Throughput")
     requeuer = next((c for c in callbacks if type(c).__name__ == "RequeueOnSignal"), None)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        # Hyperparameters went to the loggers when fit started; testing would send them again.
+        trainer.enable_autolog_hparams = False
         swa = cfg.tricks.swa.enabled
         if swa:  # the average exists only now, after fit: save it and test it
             trainer.save_checkpoint(run_dir / "checkpoints" / "swa.ckpt")
@@ -347,6 +397,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
         results["wall_seconds"] = round(time.perf_counter() - start, 3)
         if trainer.is_global_zero:
             write_json_atomic(run_dir / RESULTS_FILE, results)
+        _close_loggers(loggers)
     if trainer.is_global_zero:
         print_summary(results, run_dir)
         if results["status"] == "requeued":

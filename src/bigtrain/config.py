@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import os
 import types
 import typing
@@ -98,12 +99,85 @@ class CNNConfig:
     channels: list[int] = opt([32, 64], nonempty=True, gt=0)
     hidden: int = opt(128, gt=0)
     dropout: float = opt(0.0, ge=0.0, lt=1.0)
+    pooled_size: int = opt(4, "feature maps larger than this are average-pooled to it", gt=0)
 
 
 # --------------------------------------------------------------------------- language models
 
 
 # --------------------------------------------------------------------------- user data and models
+
+# Split names a `data.split_column` may hold, and the subfolders an image root may have.
+SPLITS = ("train", "val", "test")
+TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+@variant("data", "csv")
+@dataclass(frozen=True)
+class TabularDataConfig:
+    """Your own table (CSV or Parquet): one file split by a column or by fractions, or one file per
+    split. Numeric features are standardised with training statistics; categorical ones one-hot."""
+
+    name: Literal["csv"]
+    path: str | None = opt(None, "one file holding every split")
+    train_path: str | None = None
+    val_path: str | None = None
+    test_path: str | None = None
+    target: str | None = opt(None, "the label column (required)")
+    features: list[str] | None = opt(None, "feature columns; null = every other column")
+    categorical: list[str] = opt([], "feature columns encoded one-hot (categories of the train split)")
+    split_column: str | None = opt(None, "column of train/val/test; null = stratified split by fractions")
+    standardize: bool = True
+    batch_size: int = opt(64, "global batch per optimizer step", gt=0)
+    eval_batch_size: int = opt(256, "per-device batch for validation and test", gt=0)
+    val_fraction: float = opt(0.15, gt=0.0, lt=1.0)
+    test_fraction: float = opt(0.15, gt=0.0, lt=1.0)
+    num_workers: int = opt(0, ge=0)
+
+    def files(self) -> dict[str, str]:
+        """{'all': path} or {'train': ..., 'val': ..., 'test': ...}."""
+        if self.path is not None:
+            return {"all": self.path}
+        return {
+            k: v for k, v in zip(SPLITS, (self.train_path, self.val_path, self.test_path), strict=True) if v
+        }
+
+
+@variant("data", "image_folder")
+@dataclass(frozen=True)
+class ImageFolderDataConfig:
+    """Class folders of PNG/JPEG images (root/<class>/*.png), decoded once into memory at
+    `image_size` x `image_size`; split by root/train|val|test subfolders or by fractions."""
+
+    name: Literal["image_folder"]
+    root: str | None = opt(None, "folder of class folders, or of train/val/test folders (required)")
+    image_size: int = opt(32, "images are resized to image_size x image_size", ge=4)
+    channels: Literal[1, 3] = 3
+    crop_padding: int = opt(0, "random crop after zero padding by this many pixels; 0 = off", ge=0)
+    hflip: bool = False
+    normalize: bool = True
+    mean: list[float] | None = opt(None, "per channel; null = from the train split")
+    std: list[float] | None = opt(None, "per channel; null = from the train split", gt=0.0)
+    max_memory_mb: int = opt(4096, "limit on the decoded images held in memory", gt=0)
+    batch_size: int = opt(64, "global batch per optimizer step", gt=0)
+    eval_batch_size: int = opt(256, "per-device batch for validation and test", gt=0)
+    val_fraction: float = opt(0.15, gt=0.0, lt=1.0)
+    test_fraction: float = opt(0.15, gt=0.0, lt=1.0)
+    num_workers: int = opt(0, ge=0)
+
+
+@variant("model", "vit")
+@dataclass(frozen=True)
+class ViTConfig:
+    """Vision Transformer: patch embedding, class token, pre-norm encoder blocks."""
+
+    family: Literal["vit"]
+    patch_size: int = opt(4, "image side must be a multiple of it", gt=0)
+    dim: int = opt(64, "embedding width; a multiple of heads", gt=0)
+    depth: int = opt(4, gt=0)
+    heads: int = opt(4, gt=0)
+    mlp_ratio: float = opt(4.0, gt=0.0)
+    dropout: float = opt(0.0, ge=0.0, lt=1.0)
 
 
 # --------------------------------------------------------------------------- optimization
@@ -397,29 +471,39 @@ class TensorBoardLoggerConfig:
 
 
 @dataclass(frozen=True)
+class MLflowLoggerConfig:
+    tracking_uri: str | None = opt(None, "null = a file store in <run dir>/mlruns")
+    experiment_name: str | None = opt(None, "null = the run's name")
+    run_name: str | None = None
+
+
+@dataclass(frozen=True)
+class WandbLoggerConfig:
+    project: str = opt("bigtrain", nonempty=True)
+    entity: str | None = None
+    run_name: str | None = None
+    mode: Literal["offline", "online", "disabled"] = "offline"
+
+
+@dataclass(frozen=True)
 class LoggerConfig:
     csv: CSVLoggerConfig | None = None
     tensorboard: TensorBoardLoggerConfig | None = None
+    mlflow: MLflowLoggerConfig | None = None
+    wandb: WandbLoggerConfig | None = None
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """The whole validated run: what builders receive."""
 
-    data: SklearnDataConfig
-    model: MLPConfig | CNNConfig
-    optim: AdamConfig | SGDConfig | MuonConfig
-    sched: (
-        ConstantSchedConfig
-        | CosineSchedConfig
-        | LinearSchedConfig
-        | WSDSchedConfig
-        | StepSchedConfig
-        | ExponentialSchedConfig
-        | PlateauSchedConfig
-    )
+    # Sections with variants hold one of the dataclasses registered with @variant for them.
+    data: Any
+    model: Any
+    optim: Any
+    sched: Any
     trainer: TrainerConfig
-    strategy: AutoStrategyConfig | DDPStrategyConfig
+    strategy: Any
     metrics: MetricsConfig
     callbacks: CallbacksConfig
     logger: LoggerConfig
@@ -441,8 +525,8 @@ class RunConfig:
 
 
 # Data sets whose samples are images (C, H, W); the others are flat feature vectors.
-IMAGE_DATA = {"digits"}
-IMAGE_MODELS = {"cnn"}
+IMAGE_DATA = {"digits", "image_folder"}
+IMAGE_MODELS = {"cnn", "vit"}
 
 
 # --------------------------------------------------------------------------- the validator
@@ -666,6 +750,115 @@ def check_combinations(cfg: RunConfig) -> None:
         check(cfg)
 
 
+def check_user_data(cfg: RunConfig) -> None:
+    """Files, columns and shapes of user data and models, checked before anything is built.
+    Reads only table headers and folder listings (milliseconds)."""
+    d, m = cfg.data, cfg.model
+    if isinstance(d, TabularDataConfig):
+        _check_table(d, cfg.seed)
+    if isinstance(d, ImageFolderDataConfig):
+        _check_image_root(d)
+        if d.mean is not None and len(d.mean) != d.channels:
+            raise ConfigError(f"data.mean needs {d.channels} values (one per channel); got {len(d.mean)}")
+        if d.std is not None and len(d.std) != d.channels:
+            raise ConfigError(f"data.std needs {d.channels} values (one per channel); got {len(d.std)}")
+    side = {"digits": 8, "image_folder": getattr(d, "image_size", 0)}.get(d.name)
+    if isinstance(m, CNNConfig) and side and side < 2 ** len(m.channels):
+        # Each conv block halves the side: n blocks need a side of at least 2^n.
+        raise ConfigError(
+            f"{len(m.channels)} CNN blocks halve {side}x{side} images below 1x1: use at most "
+            f"{side.bit_length() - 1} model.channels, or a larger data.image_size"
+        )
+    if isinstance(m, ViTConfig):
+        if m.dim % m.heads:
+            raise ConfigError(
+                f"model.dim={m.dim} is not divisible by model.heads={m.heads}: change one of them"
+            )
+        if side and side % m.patch_size:
+            raise ConfigError(
+                f"model.patch_size={m.patch_size} does not divide the {side}x{side} images: "
+                f"choose a divisor of {side}"
+                + (" or change data.image_size" if d.name == "image_folder" else "")
+            )
+    for name, package in (("mlflow", "mlflow"), ("wandb", "wandb")):
+        if getattr(cfg.logger, name) is not None and importlib.util.find_spec(package) is None:
+            raise ConfigError(
+                f"logger.{name} needs the {package} package: pip install 'bigtrain[{name}]', or drop logger.{name}"
+            )
+
+
+def _check_table(d: TabularDataConfig, seed: int) -> None:
+    from bigtrain.data.tables import load_table, read_header
+
+    split_paths = [d.train_path, d.val_path, d.test_path]
+    if d.path is not None and any(split_paths):
+        raise ConfigError("set either data.path or data.train_path/val_path/test_path, not both")
+    if d.path is None and not all(split_paths):
+        if not any(split_paths):
+            raise ConfigError(
+                "data=csv needs a file: set data.path=FILE (or data.train_path, val_path and test_path)"
+            )
+        missing = [f"data.{k}_path" for k, v in zip(SPLITS, split_paths, strict=True) if not v]
+        raise ConfigError(f"separate split files need all three: set {', '.join(missing)}")
+    if d.split_column is not None and d.path is None:
+        raise ConfigError(
+            "data.split_column applies to one file (data.path): drop it for separate split files"
+        )
+    if d.target is None:
+        raise ConfigError("data=csv needs the label column: set data.target=COLUMN")
+    for split_name, path in d.files().items():
+        key = "data.path" if split_name == "all" else f"data.{split_name}_path"
+        columns = read_header(path, key)
+        wanted = [("data.target", d.target)]
+        wanted += [("data.split_column", d.split_column)] if d.split_column else []
+        wanted += [("data.features", c) for c in d.features or []]
+        wanted += [("data.categorical", c) for c in d.categorical]
+        for option, column in wanted:
+            if column not in columns:
+                close = difflib.get_close_matches(column, columns, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ConfigError(
+                    f"{option}: column '{column}' is not in {key}={path}{hint}; its columns are {', '.join(columns)}"
+                )
+    features = d.features if d.features is not None else None
+    if features is not None and d.target in features:
+        raise ConfigError(f"data.features lists the target '{d.target}': remove it from data.features")
+    stray = [c for c in d.categorical if features is not None and c not in features]
+    if stray:
+        raise ConfigError(f"data.categorical column '{stray[0]}' is not in data.features: add it there too")
+    if d.target in d.categorical:
+        raise ConfigError(f"data.categorical lists the target '{d.target}': remove it")
+    # Reads and encodes the table now (numpy only), so errors in the data come before a run
+    # directory exists; the data module reuses the result.
+    load_table(d, seed)
+
+
+def _check_image_root(d: ImageFolderDataConfig) -> None:
+    if d.root is None:
+        raise ConfigError("data=image_folder needs a folder: set data.root=DIR (class folders inside)")
+    if not os.path.isdir(d.root):
+        raise ConfigError(f"data.root={d.root} is not a folder: give the folder that holds the class folders")
+    if os.path.isdir(os.path.join(d.root, "train")):
+        missing = [s for s in SPLITS if not os.path.isdir(os.path.join(d.root, s))]
+        if missing:
+            raise ConfigError(
+                f"data.root={d.root} has a train/ folder but no {'/, '.join(missing)}/: add it, "
+                "or put the class folders directly in data.root to split by fractions"
+            )
+        folders = [os.path.join(d.root, s) for s in SPLITS]
+    else:
+        folders = [d.root]
+    for folder in folders:
+        classes = [e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")]
+        if len(classes) < 2:
+            raise ConfigError(
+                f"{folder} holds {len(classes)} class folder(s): image_folder needs at least 2 (root/<class>/*.png)"
+            )
+
+
+EXTRA_CHECKS.append(check_user_data)
+
+
 def _check_hardware(cfg: RunConfig) -> None:
     """Device checks; torch is imported only when the config asks for a GPU or GPU-only precision."""
     t = cfg.trainer
@@ -781,3 +974,20 @@ def check_optimizer_tricks(cfg: RunConfig) -> None:
 
 
 EXTRA_CHECKS.append(check_optimizer_tricks)
+
+
+# Key names that look like credentials: never sent to a logger or tracking server.
+SECRET_WORDS = ("token", "password", "passwd", "secret", "api_key", "apikey", "credential", "private_key")
+
+
+def strip_secrets(value: Any) -> Any:
+    """`value` without dict keys that look like secrets (at any depth), for logging."""
+    if isinstance(value, dict):
+        return {
+            k: strip_secrets(v)
+            for k, v in value.items()
+            if not any(w in str(k).lower().replace("-", "_") for w in SECRET_WORDS)
+        }
+    if isinstance(value, (list, tuple)):
+        return type(value)(strip_secrets(v) for v in value)
+    return value

@@ -22,7 +22,17 @@ class DataSpec:
 
 
 def data_spec(cfg) -> DataSpec:
-    """The spec of the configured data, without loading it."""
+    """The spec of the configured data, without loading it (a user's table is read here once,
+    since its class count and one-hot width come from the data)."""
+    # User data (tables and image folders).
+    if cfg.data.name == "csv":
+        from bigtrain.data.tables import load_table
+
+        return load_table(cfg.data, cfg.seed).spec
+    if cfg.data.name == "image_folder":
+        from bigtrain.data.images import image_spec
+
+        return image_spec(cfg.data)
     from bigtrain.data.sklearn import SPECS
 
     return SPECS[cfg.data.name]
@@ -30,6 +40,15 @@ def data_spec(cfg) -> DataSpec:
 
 def build_datamodule(cfg):
     """The LightningDataModule for a validated RunConfig."""
+    # User data (tables and image folders).
+    if cfg.data.name == "csv":
+        from bigtrain.data.tabular import TabularDataModule
+
+        return TabularDataModule(cfg.data, seed=cfg.seed)
+    if cfg.data.name == "image_folder":
+        from bigtrain.data.images import ImageFolderDataModule
+
+        return ImageFolderDataModule(cfg.data, seed=cfg.seed)
     from bigtrain.data.sklearn import SklearnDataModule
 
     return SklearnDataModule(cfg.data, seed=cfg.seed)

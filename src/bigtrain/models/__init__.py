@@ -16,4 +16,8 @@ def build_model(cfg: Any, input_shape: tuple[int, ...], num_outputs: int):
         from bigtrain.models.cnn import CNN
 
         return CNN(cfg, input_shape, num_outputs)
+    if cfg.family == "vit":
+        from bigtrain.models.vit import ViT
+
+        return ViT(cfg, input_shape, num_outputs)
     raise ValueError(f"unknown model family {cfg.family!r}")

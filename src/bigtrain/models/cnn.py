@@ -1,6 +1,10 @@
 """A small conv net for small images: per entry of `channels`, a 3x3 conv (padding 1), ReLU and a
 2x2 max-pool that halves height and width (8x8 -> 4x4 -> 2x2 for two blocks on digits); then
-flatten, one hidden dense layer and the head."""
+flatten, one hidden dense layer and the head.
+
+Larger images (a folder of 64x64 or 224x224 images) would leave large maps after the blocks and
+a dense layer of millions of weights, so maps larger than `pooled_size` are average-pooled to
+`pooled_size` x `pooled_size` first (224x224, 2 blocks: 56x56x64 -> 4x4x64 = 1024 inputs)."""
 
 from __future__ import annotations
 
@@ -25,6 +29,11 @@ class CNN(nn.Module):
             blocks += [nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
             in_ch, height, width = out_ch, height // 2, width // 2
         self.features = nn.Sequential(*blocks)
+        # Kept apart from `features` (and an Identity when not needed) so checkpoint keys of
+        # small-image models do not change.
+        side = (min(height, cfg.pooled_size), min(width, cfg.pooled_size))
+        self.pool = nn.AdaptiveAvgPool2d(side) if side != (height, width) else nn.Identity()
+        height, width = side
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(in_ch * height * width, cfg.hidden),
@@ -34,4 +43,4 @@ class CNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.pool(self.features(x)))

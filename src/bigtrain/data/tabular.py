@@ -1,0 +1,29 @@
+"""Your own table (CSV or Parquet) as an in-memory LightningDataModule: the splits encoded by
+`tables.load_table` (see there for splitting and encoding), served by the loaders of
+SklearnDataModule (global batch per optimizer step, evaluation sharded over ranks)."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from bigtrain.config import TabularDataConfig
+from bigtrain.data.sklearn import SklearnDataModule
+from bigtrain.data.tables import load_table
+
+
+class TabularDataModule(SklearnDataModule):
+    """The in-memory loaders of SklearnDataModule (global batches, sharded evaluation) over a table."""
+
+    def __init__(self, cfg: TabularDataConfig, seed: int) -> None:
+        pl.LightningDataModule.__init__(self)  # the parent's __init__ looks up scikit-learn specs
+        self.cfg, self.seed = cfg, seed
+        self.table = load_table(cfg, seed)
+        self.spec = self.table.spec
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.splits = {
+                k: (torch.from_numpy(x), torch.from_numpy(y)) for k, (x, y) in self.table.splits.items()
+            }
