@@ -36,7 +36,9 @@ def build_module(cfg: RunConfig, spec) -> BigtrainModule:
 def build_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
     from pytorch_lightning import callbacks as cb
 
+    from bigtrain.callbacks.memory import MemoryWatch
     from bigtrain.callbacks.plots import Plots
+    from bigtrain.callbacks.resume_state import ResumeState
     from bigtrain.callbacks.throughput import Throughput
 
     c = cfg.callbacks
@@ -51,7 +53,20 @@ def build_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
             save_top_k=c.checkpoint.save_top_k,
         ),
         Throughput(),
+        ResumeState(),
+        MemoryWatch(every=cfg.trainer.log_every_n_steps),
     ]
+    if c.checkpoint.every_n_train_steps:
+        # Mid-epoch checkpoints for resume; the latest one is kept (monitor=None, top 1).
+        out.append(
+            cb.ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename="step{step:06d}",
+                auto_insert_metric_name=False,
+                every_n_train_steps=c.checkpoint.every_n_train_steps,
+                save_top_k=1,
+            )
+        )
     if c.early_stopping.enabled:
         out.append(
             cb.EarlyStopping(
@@ -87,8 +102,12 @@ def build_loggers(cfg: RunConfig, run_dir: Path) -> list:
     out = []
     if cfg.logger.csv is not None:
         # name="" and version="" put metrics.csv and hparams.yaml directly in the run directory.
+        from bigtrain.csv_append import AppendingCSVLogger
+
+        # A resumed run appends to its metrics.csv (Lightning's own logger would delete it).
+        csv_logger = AppendingCSVLogger if cfg.resume is not None else loggers.CSVLogger
         out.append(
-            loggers.CSVLogger(
+            csv_logger(
                 save_dir=str(run_dir),
                 name="",
                 version="",
@@ -117,6 +136,8 @@ def build_strategy(cfg: RunConfig) -> Any:
 
 
 def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list) -> pl.Trainer:
+    from bigtrain.checkpoint_io import AtomicCheckpointIO
+
     t = cfg.trainer
     progress = t.enable_progress_bar and cfg.callbacks.progress_bar != "none"
     precision = "32-true" if t.precision == "32" else t.precision
@@ -143,6 +164,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list)
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO(trust=cfg.trust_checkpoint)],
     )
 
 
@@ -165,6 +187,38 @@ def _best_val(module: BigtrainModule, ckpt_cb, monitor: str) -> dict:
     return strip_stage(rows[-1], "val") if rows else {}
 
 
+def _start_checkpoint(cfg: RunConfig, run_dir: Path) -> str | None:
+    """ckpt_path, or for `resume=` the newest intact checkpoint of the run (None: from step 0)."""
+    from bigtrain.checkpointing import newest_intact
+    from bigtrain.config import ConfigError
+
+    if cfg.resume is None:
+        return cfg.ckpt_path
+    ckpt_dir = run_dir / "checkpoints"
+    say = rank_zero_only(lambda msg: print(f"resume: {msg}", flush=True))
+    found = newest_intact(ckpt_dir, cfg.trust_checkpoint, say, clean=rank_zero_only.rank == 0)
+    if found is None and ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")):
+        raise ConfigError(
+            f"resume={cfg.resume}: no checkpoint in {ckpt_dir} is usable (see above); start a new run"
+        )
+    say(f"continuing from {found}" if found else "no checkpoint was written yet: starting from step 0")
+    return str(found) if found else None
+
+
+def _check_output(cfg: RunConfig, run_dir: Path, plan: dict) -> None:
+    """Before training: the run directory takes files and has room for the checkpoints."""
+    from bigtrain.config import ConfigError
+    from bigtrain.rundir import RunDirError, check_writable
+
+    # A checkpoint holds weights and two Adam moments (fp32: 12 bytes a parameter); a save needs
+    # room for the new file while the old one still exists, and best and last are kept.
+    need = 12 * plan["params"]["total"] * 3
+    try:
+        check_writable(run_dir, what="run directory", need=need)
+    except RunDirError as e:
+        raise ConfigError(str(e)) from e
+
+
 def train(cfg: RunConfig, run_dir: str | Path) -> dict:
     """Plan, fit, test the best checkpoint, and write results.json in `run_dir`. Returns the results."""
     start = time.perf_counter()
@@ -177,6 +231,8 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
         write_json_atomic(run_dir / "plan.json", plan)
     if cfg.dry_run:
         return {"status": "planned", "plan": plan}
+    _check_output(cfg, run_dir, plan)
+    ckpt_path = _start_checkpoint(cfg, run_dir)
 
     results = empty_results(cfg.name)
     results["params"] = plan["params"]["total"]
@@ -188,8 +244,10 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
     trainer = build_trainer(cfg, run_dir, callbacks, build_loggers(cfg, run_dir))
     ckpt_cb = trainer.checkpoint_callback
     throughput = next(c for c in callbacks if type(c).__name__ == "Throughput")
+    resume_state = next(c for c in callbacks if type(c).__name__ == "ResumeState")
+    memory = next(c for c in callbacks if type(c).__name__ == "MemoryWatch")
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
         if cfg.test_after_fit:
             best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
             tested = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
@@ -211,6 +269,8 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
         if ckpt_cb is not None and ckpt_cb.best_model_path:
             results["best_checkpoint"] = os.path.relpath(ckpt_cb.best_model_path, run_dir)
         results["throughput"] = throughput.summary()
+        results["resumed"] = resume_state.resumed
+        results["memory"] = memory.summary()
         results["wall_seconds"] = round(time.perf_counter() - start, 3)
         if trainer.is_global_zero:
             write_json_atomic(run_dir / RESULTS_FILE, results)
