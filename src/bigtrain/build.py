@@ -20,7 +20,6 @@ from bigtrain.results import (
     RESULTS_FILE,
     empty_results,
     print_summary,
-    read_json,
     strip_stage,
     write_json_atomic,
 )
@@ -47,9 +46,11 @@ def build_module(cfg: RunConfig, spec) -> BigtrainModule:
 def build_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
     from pytorch_lightning import callbacks as cb
 
+    from bigtrain.callbacks.memory import MemoryWatch
     from bigtrain.callbacks.plots import Plots
     from bigtrain.callbacks.progress import ThrottledRichProgressBar
     from bigtrain.callbacks.requeue import RequeueOnSignal
+    from bigtrain.callbacks.resume_state import ResumeState
     from bigtrain.callbacks.throughput import Throughput
 
     c = cfg.callbacks
@@ -64,7 +65,20 @@ def build_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
             save_top_k=c.checkpoint.save_top_k,
         ),
         Throughput(),
+        ResumeState(),
+        MemoryWatch(every=cfg.trainer.log_every_n_steps),
     ]
+    if c.checkpoint.every_n_train_steps:
+        # Mid-epoch checkpoints for resume; the latest one is kept (monitor=None, top 1).
+        out.append(
+            cb.ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename="step{step:06d}",
+                auto_insert_metric_name=False,
+                every_n_train_steps=c.checkpoint.every_n_train_steps,
+                save_top_k=1,
+            )
+        )
     if c.early_stopping.enabled:
         out.append(
             cb.EarlyStopping(
@@ -138,35 +152,6 @@ def _trick_results(cfg: RunConfig, callbacks: list) -> dict:
     return out
 
 
-def _resuming_csv_logger(**kwargs: Any) -> Any:
-    """A CSVLogger that keeps the rows of the run it resumes.
-
-    Lightning's CSV writer deletes an existing metrics.csv when it starts; a requeued run writes
-    into the same run directory, so the file is read first, put back, and its header becomes the
-    writer's known columns (new columns still rewrite the file with a wider header).
-    """
-    import csv
-
-    from pytorch_lightning.loggers import CSVLogger
-    from pytorch_lightning.loggers.logger import rank_zero_experiment
-
-    class ResumingCSVLogger(CSVLogger):
-        @property
-        @rank_zero_experiment
-        def experiment(self):
-            if self._experiment is not None:
-                return self._experiment
-            path = Path(self.log_dir) / "metrics.csv"
-            kept = path.read_text() if path.is_file() else None
-            writer = super().experiment
-            if kept:
-                path.write_text(kept)
-                writer.metrics_keys = sorted(next(csv.reader([kept.splitlines()[0]]), []))
-            return writer
-
-    return ResumingCSVLogger(**kwargs)
-
-
 def build_loggers(cfg: RunConfig, run_dir: Path, resuming: bool = False) -> list:
     """CSV and TensorBoard loggers writing straight into the run directory (version ''), so a
     resumed run keeps its logger version: the same metrics.csv and TensorBoard folder."""
@@ -181,8 +166,12 @@ def build_loggers(cfg: RunConfig, run_dir: Path, resuming: bool = False) -> list
     out = []
     if cfg.logger.csv is not None:
         # name="" and version="" put metrics.csv and hparams.yaml directly in the run directory.
+        from bigtrain.csv_append import AppendingCSVLogger
+
+        # A resumed run appends to its metrics.csv (Lightning's own logger would delete it).
+        csv_logger = AppendingCSVLogger if resuming else loggers.CSVLogger
         out.append(
-            (_resuming_csv_logger if resuming else loggers.CSVLogger)(
+            csv_logger(
                 save_dir=str(run_dir),
                 name="",
                 version="",
@@ -264,6 +253,8 @@ def build_plugins() -> list:
 
 
 def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list) -> pl.Trainer:
+    from bigtrain.checkpoint_io import AtomicCheckpointIO
+
     t = cfg.trainer
     progress = t.enable_progress_bar and cfg.callbacks.progress_bar != "none"
     precision = "32-true" if t.precision == "32" else t.precision
@@ -290,7 +281,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list)
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=str(run_dir),
-        plugins=build_plugins() or None,
+        plugins=[AtomicCheckpointIO(trust=cfg.trust_checkpoint), *build_plugins()],
     )
 
 
@@ -313,21 +304,45 @@ def _best_val(module: BigtrainModule, ckpt_cb, monitor: str) -> dict:
     return strip_stage(rows[-1], "val") if rows else {}
 
 
-def resume_point(cfg: RunConfig, run_dir: Path) -> tuple[str | None, int]:
-    """The checkpoint to start from and how many times this run has been resumed.
+def _start_checkpoint(cfg: RunConfig, run_dir: Path) -> str | None:
+    """Where fit starts: ckpt_path; or, for `resume=` and inside a SLURM job that already left
+    checkpoints in its run directory (a requeue), the newest intact checkpoint of the run."""
+    from bigtrain.checkpointing import newest_intact
+    from bigtrain.config import ConfigError
 
-    Inside a SLURM job the run directory is named after the job id, so a checkpoint already in
-    it was left by this same job before a requeue: continue from the newest (hpc_ckpt_N from a
-    preemption, else checkpoints/last.ckpt from a hard kill). Elsewhere, only ckpt_path resumes.
-    """
-    previous = read_json(run_dir / RESULTS_FILE) or {}
-    if in_slurm_job():
-        hpc, n = newest_hpc_checkpoint(run_dir)
-        last = run_dir / "checkpoints" / "last.ckpt"
-        auto = hpc or (last if last.is_file() else None)
-        if auto is not None:
-            return str(auto), max(int(previous.get("resumed", 0)) + 1, n)
-    return cfg.ckpt_path, 0
+    ckpt_dir = run_dir / "checkpoints"
+    if in_slurm_job() and cfg.resume is None:
+        # The run directory is named after the job id: a checkpoint in it was left by this same
+        # job before a requeue. Lightning's hpc checkpoint (a preemption) is the newest state.
+        hpc, _ = newest_hpc_checkpoint(run_dir)
+        if hpc is not None:
+            return str(hpc)
+        if not (ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt"))):
+            return cfg.ckpt_path
+    elif cfg.resume is None:
+        return cfg.ckpt_path
+    say = rank_zero_only(lambda msg: print(f"resume: {msg}", flush=True))
+    found = newest_intact(ckpt_dir, cfg.trust_checkpoint, say, clean=rank_zero_only.rank == 0)
+    if found is None and ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")):
+        raise ConfigError(
+            f"resume={cfg.resume}: no checkpoint in {ckpt_dir} is usable (see above); start a new run"
+        )
+    say(f"continuing from {found}" if found else "no checkpoint was written yet: starting from step 0")
+    return str(found) if found else None
+
+
+def _check_output(cfg: RunConfig, run_dir: Path, plan: dict) -> None:
+    """Before training: the run directory takes files and has room for the checkpoints."""
+    from bigtrain.config import ConfigError
+    from bigtrain.rundir import RunDirError, check_writable
+
+    # A checkpoint holds weights and two Adam moments (fp32: 12 bytes a parameter); a save needs
+    # room for the new file while the old one still exists, and best and last are kept.
+    need = 12 * plan["params"]["total"] * 3
+    try:
+        check_writable(run_dir, what="run directory", need=need)
+    except RunDirError as e:
+        raise ConfigError(str(e)) from e
 
 
 def train(cfg: RunConfig, run_dir: str | Path) -> dict:
@@ -342,10 +357,11 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
         write_json_atomic(run_dir / "plan.json", plan)
     if cfg.dry_run:
         return {"status": "planned", "plan": plan}
+    _check_output(cfg, run_dir, plan)
+    ckpt_path = _start_checkpoint(cfg, run_dir)
 
     results = empty_results(cfg.name)
     results["params"] = plan["params"]["total"]
-    ckpt_path, results["resumed"] = resume_point(cfg, run_dir)
     results["slurm_job_id"] = job_id() if in_slurm_job() else None
     dm = build_datamodule(cfg)
     dm.setup("fit")
@@ -361,6 +377,8 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
     ckpt_cb = trainer.checkpoint_callback
     throughput = next(c for c in callbacks if type(c).__name__ == "Throughput")
     requeuer = next((c for c in callbacks if type(c).__name__ == "RequeueOnSignal"), None)
+    resume_state = next(c for c in callbacks if type(c).__name__ == "ResumeState")
+    memory = next(c for c in callbacks if type(c).__name__ == "MemoryWatch")
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
         # Hyperparameters went to the loggers when fit started; testing would send them again.
@@ -394,6 +412,8 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
             results["best_checkpoint"] = os.path.relpath(ckpt_cb.best_model_path, run_dir)
         results["throughput"] = throughput.summary()
         results.update(_trick_results(cfg, callbacks))
+        results["resumed"] = resume_state.resumed
+        results["memory"] = memory.summary()
         results["wall_seconds"] = round(time.perf_counter() - start, 3)
         if trainer.is_global_zero:
             write_json_atomic(run_dir / RESULTS_FILE, results)

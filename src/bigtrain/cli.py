@@ -1,9 +1,12 @@
 """The `bigtrain` command: Hydra composes conf/ (plus the user's --config-dir) into one config.
 
 Before Hydra creates a run directory, `precheck` composes the same config (every job of a
-multirun grid) and validates it against the schemas in config.py, so that a bad override ends
-with one line and exit code 2 in well under a second, and nothing is written. Only after that
-are torch and Lightning imported.
+multirun grid), validates it against the schemas in config.py and checks that the output
+directory can be written, so that a bad override ends with one line and exit code 2 in well
+under a second, and nothing is written. Only after that are torch and Lightning imported.
+
+`bigtrain resume=RUN_DIR [overrides]` is rewritten first into the command line that continues
+that run in its own directory (see rundir.py).
 """
 
 from __future__ import annotations
@@ -148,9 +151,45 @@ def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
     return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
 
 
+def expand_resume(argv: Sequence[str]) -> list[str]:
+    """`resume=DIR [overrides]` -> the saved overrides of DIR, the new ones, hydra.run.dir=DIR."""
+    from bigtrain.rundir import RunDirError, check_same_config, find_resume, override_key, resume_overrides
+
+    args = hydra._internal.utils.get_args_parser().parse_args(list(argv))
+    run_dir = find_resume(list(args.overrides))
+    if run_dir is None or args.help or args.hydra_help or args.info or args.shell_completion:
+        return list(argv)
+    if args.multirun:
+        raise UsageError(f"resume={run_dir} continues one run: drop --multirun")
+    try:
+        overrides, saved_config_dir = resume_overrides(run_dir, list(args.overrides))
+        config_dir = args.config_dir or saved_config_dir
+        composed = compose(overrides, config_dir, args.config_name or CONFIG_NAME)
+        changed = {override_key(o) for o in args.overrides}
+        check_same_config(run_dir, composed, changed)
+    except RunDirError as e:
+        raise UsageError(str(e)) from e
+    flags = ["--config-dir", config_dir] if config_dir else []
+    flags += ["--config-name", args.config_name] if args.config_name else []
+    flags += ["--cfg", args.cfg] if args.cfg else []
+    pinned = overrides[-1].replace("resume=", "hydra.run.dir=", 1)  # the same quoted path
+    return [*flags, *overrides, pinned]
+
+
+def _output_dir(cfg: DictConfig, multirun: bool) -> tuple[str, str] | None:
+    """(key, path) of the folder Hydra will create, or None where it cannot be resolved yet."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+    except Exception:  # an interpolation only Hydra's runtime can resolve: checked at train time
+        return None
+    return (key, str(value)) if value else None
+
+
 def precheck(argv: Sequence[str]) -> None:
     """Compose and validate what `bigtrain argv` would run; raise UsageError or ConfigError."""
     from bigtrain.config import validate
+    from bigtrain.rundir import RunDirError, check_writable
 
     args = hydra._internal.utils.get_args_parser().parse_args(list(argv))
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or args.resolve:
@@ -163,7 +202,16 @@ def precheck(argv: Sequence[str]) -> None:
         except Exception:
             return  # a sweeper-specific syntax (interval(), tag()...): each job validates itself
     for job in jobs:
-        validate(compose(job, args.config_dir, args.config_name or CONFIG_NAME))
+        cfg = compose(job, args.config_dir, args.config_name or CONFIG_NAME, with_hydra=True)
+        out = _output_dir(cfg, args.multirun)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        validate(cfg)
+        if out is not None:
+            try:
+                check_writable(out[1], what=out[0])
+            except RunDirError as e:
+                raise UsageError(str(e)) from e
 
 
 # --------------------------------------------------------------------------- the run
@@ -233,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        argv = expand_resume(argv)
         precheck(argv)
     except (UsageError, ConfigError) as e:
         _fail(str(e))

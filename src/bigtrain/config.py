@@ -440,6 +440,7 @@ class CheckpointConfig:
     mode: Literal["min", "max"] = "min"
     save_last: bool = True
     save_top_k: int = opt(1, ge=-1)
+    every_n_train_steps: int | None = opt(None, "also save last.ckpt every N optimizer steps", gt=0)
 
 
 @dataclass(frozen=True)
@@ -513,6 +514,8 @@ class RunConfig:
     ckpt_path: str | None = None
     dry_run: bool = False
     test_after_fit: bool = True
+    resume: str | None = opt(None, "a run directory to continue (set by `bigtrain resume=DIR`)")
+    trust_checkpoint: bool = opt(False, "allow checkpoints that need unpickling code to load")
 
     @property
     def data_parallel_size(self) -> int:
@@ -857,6 +860,30 @@ def _check_image_root(d: ImageFolderDataConfig) -> None:
 
 
 EXTRA_CHECKS.append(check_user_data)
+
+
+# --------------------------------------------------------------------------- reliability
+
+
+def _check_checkpoint_inputs(cfg: RunConfig) -> None:
+    """ckpt_path must be an intact checkpoint that loads without running pickled code.
+
+    torch is imported only when a checkpoint is given: it is the only way to know."""
+    if cfg.resume is not None and cfg.ckpt_path is not None:
+        raise ConfigError(
+            f"resume={cfg.resume} and ckpt_path={cfg.ckpt_path} both say where to start: drop ckpt_path "
+            "(resume picks the newest intact checkpoint of the run)"
+        )
+    if cfg.ckpt_path is not None:
+        from bigtrain.checkpointing import CheckpointError, inspect_checkpoint
+
+        try:
+            inspect_checkpoint(cfg.ckpt_path, trust=cfg.trust_checkpoint)
+        except CheckpointError as e:
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path}: {e}") from e
+
+
+EXTRA_CHECKS.append(_check_checkpoint_inputs)
 
 
 def _check_hardware(cfg: RunConfig) -> None:

@@ -162,15 +162,13 @@ class BigtrainModule(pl.LightningModule):
     # ------------------------------------------------------------------ resuming
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # A resumed run must report the same best-epoch metrics and draw the same dropout masks
-        # as one that never stopped: keep the per-epoch history and the torch random state.
-        checkpoint["bigtrain_history"] = [dict(row) for row in self.history]
+        # A resumed run must draw the same dropout masks as one that never stopped. (The epoch
+        # history and the resume count are kept by callbacks/resume_state.py.)
         checkpoint["bigtrain_rng"] = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["bigtrain_rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.history = [dict(row) for row in checkpoint.get("bigtrain_history", [])]
         rng = checkpoint.get("bigtrain_rng")
         if rng is not None:
             torch.set_rng_state(rng["cpu"])

@@ -53,6 +53,7 @@ class SklearnDataModule(pl.LightningDataModule):
         self.cfg, self.seed = cfg, seed
         self.spec = SPECS[cfg.name]
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._resume_at: dict | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -86,19 +87,46 @@ class SklearnDataModule(pl.LightningDataModule):
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
+    def _position(self) -> tuple[int, int]:
+        """Where training goes on: (epoch, micro-batches of it processed); a finished epoch
+        (all of it, or `limit_train_batches` of it) points at the start of the next one."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:
+            return trainer.current_epoch + 1, 0
+        return trainer.current_epoch, done
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: the training data position (plain ints)."""
+        if self.trainer is None or self.trainer.state.fn != "fit":
+            return {}
+        epoch, consumed = self._position()
+        return {"train_position": {"epoch": epoch, "consumed": consumed}}
+
+    def load_state_dict(self, state: dict) -> None:
+        # Lightning restores the datamodule before it builds the loaders; the train loader made
+        # next starts at this position (the loader's own state is restored too late, see tensors).
+        self._resume_at = state.get("train_position")
+
     def train_dataloader(self) -> TensorLoader:
         rank, world, accum = self._topology()
-        return TensorLoader(
+        loader = TensorLoader(
             self.splits["train"],
             self.cfg.batch_size,
             shuffle=True,
             seed=self.seed,
             epoch=self._epoch,
+            position=self._position,
             rank=rank,
             world_size=world,
             accumulation=accum,
             drop_last=True,
         )
+        if self._resume_at is not None:
+            loader.load_state_dict(self._resume_at)
+        return loader
 
     def _eval_loader(self, split_name: str) -> TensorLoader:
         rank, world, _ = self._topology()

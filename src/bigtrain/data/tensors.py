@@ -9,11 +9,23 @@ consumes one *global* batch of `global_batch` indices from the epoch's permutati
 `world_size x accumulation` equal micro-batches; rank r takes micro-batches r, r + world_size, ...
 So 1 process with accumulation 2 and 2 processes without accumulation see the same samples per
 optimizer step, and the mean of the micro-batch losses equals the loss of the global batch.
+
+The loader is resumable: `state_dict` is where training goes on (epoch, micro-batches of it
+already consumed) and `load_state_dict` makes the next pass start there, with that epoch's
+permutation, so a run resumed from a mid-epoch checkpoint sees exactly the samples an
+uninterrupted run sees. The position comes from the `position` callable when given (the
+trainer's count of processed batches): the loader's own count runs ahead, because Lightning's
+fetcher pulls one batch early, and it cannot see where `limit_train_batches` ends an epoch.
+
+The resume point is taken when a pass hands out its first batch, not when `iter()` is called:
+Lightning builds the training iterator while the optimizer is configured (to count the steps),
+before it restores the loop counters, so `epoch()` is still 0 at that moment.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -27,6 +39,7 @@ class TensorLoader:
         shuffle: bool,
         seed: int = 0,
         epoch: Callable[[], int] = lambda: 0,
+        position: Callable[[], tuple[int, int]] | None = None,
         rank: int = 0,
         world_size: int = 1,
         accumulation: int = 1,
@@ -36,11 +49,24 @@ class TensorLoader:
         self.tensors = tuple(tensors)
         self.n = len(self.tensors[0])
         self.batch_size = batch_size
-        self.shuffle, self.seed, self.epoch = shuffle, seed, epoch
+        self.shuffle, self.seed, self.epoch, self.position = shuffle, seed, epoch, position
         self.rank, self.world_size, self.accumulation = rank, world_size, accumulation
         self.drop_last = drop_last
         if drop_last and batch_size % (world_size * accumulation):
             raise ValueError(f"global batch {batch_size} is not divisible by {world_size} x {accumulation}")
+        # Micro-batches handed out in the current pass; a pending resume point (epoch, consumed).
+        self._handed_out = 0
+        self._resume_at: tuple[int, int] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training goes on: epoch and micro-batches of it consumed (plain ints)."""
+        epoch, consumed = self.position() if self.position is not None else (self.epoch(), self._handed_out)
+        return {"epoch": int(epoch), "consumed": int(consumed)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Make the next pass be epoch `state['epoch']`, skipping the micro-batches already consumed."""
+        epoch, consumed = int(state["epoch"]), int(state["consumed"])
+        self._resume_at = (epoch + 1, 0) if consumed >= len(self) else (epoch, consumed)
 
     @property
     def micro_batch_size(self) -> int:
@@ -52,23 +78,28 @@ class TensorLoader:
         per_rank = len(range(self.rank, self.n, self.world_size))
         return -(-per_rank // self.batch_size)
 
-    def _order(self) -> torch.Tensor:
+    def _order(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.n)
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch())
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.n, generator=gen)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        order = self._order()
+        # A generator: nothing below runs until the first batch is asked for.
+        epoch, skip = int(self.epoch()), 0
+        if self._resume_at is not None:
+            (epoch, skip), self._resume_at = self._resume_at, None
+        self._handed_out = skip
+        order = self._order(epoch)
         if self.drop_last:
             micro = self.micro_batch_size
             steps = self.n // self.batch_size
-            for step in range(steps):
-                base = step * self.batch_size
-                for a in range(self.accumulation):
-                    start = base + (a * self.world_size + self.rank) * micro
-                    idx = order[start : start + micro]
-                    yield tuple(t[idx] for t in self.tensors)
+            for i in range(skip, steps * self.accumulation):
+                step, a = divmod(i, self.accumulation)
+                start = step * self.batch_size + (a * self.world_size + self.rank) * micro
+                idx = order[start : start + micro]
+                self._handed_out = i + 1
+                yield tuple(t[idx] for t in self.tensors)
         else:
             # Evaluation: every sample exactly once over all ranks (no padding, so metrics synced by
             # torchmetrics count each sample once).

@@ -1,0 +1,59 @@
+"""Resident memory of the training process, to show that a long run stays flat.
+
+Samples RSS every `log_every_n_steps` optimizer steps (reading /proc/self/status costs a few
+microseconds) and keeps three numbers: RSS once warm (the first sample at or after 10% of the
+run's steps: allocator pools, caches and lazily built kernels are in place by then), the peak,
+and the last. results.json gets them as `memory`.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+import pytorch_lightning as pl
+
+# The share of the run's steps treated as warm-up.
+WARMUP_FRACTION = 0.1
+
+
+def rss_mb() -> float:
+    """Current resident set size in MiB (peak RSS where /proc is missing, e.g. macOS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kB on Linux
+
+
+class MemoryWatch(pl.Callback):
+    def __init__(self, every: int = 10) -> None:
+        self.every = every
+        self.warm_step: int | None = None
+        self.warm = self.peak = self.last = None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step % self.every:
+            return
+        now = rss_mb()
+        self.last = now
+        self.peak = now if self.peak is None else max(self.peak, now)
+        total = trainer.estimated_stepping_batches
+        if self.warm is None and step >= WARMUP_FRACTION * total:
+            self.warm_step, self.warm = step, now
+
+    def summary(self) -> dict:
+        def mb(v):
+            return None if v is None else round(v, 1)
+
+        return {
+            "rss_mb_warm": mb(self.warm),
+            "warm_step": self.warm_step,
+            "rss_mb_peak": mb(self.peak),
+            "rss_mb_last": mb(self.last),
+        }

@@ -1,0 +1,26 @@
+"""The CheckpointIO plugin the Trainer gets: atomic saves and weights-only loads (see checkpointing)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from bigtrain.checkpointing import load_checkpoint_file, save_atomic
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with atomic writes and weights-only loading."""
+
+    def __init__(self, trust: bool = False) -> None:
+        super().__init__()
+        self.trust = trust
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        save_atomic(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        # The run's trust setting decides, whatever a caller inside Lightning asks for.
+        return load_checkpoint_file(path, map_location=map_location or "cpu", trust=self.trust)

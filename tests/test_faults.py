@@ -1,0 +1,129 @@
+"""Whole runs under faults: the real command, killed with SIGKILL at random steps and once in the
+middle of a checkpoint write, resumed each time, must end with the weights of a run that was
+never interrupted; and a long run must keep its memory flat."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import bigtrain
+from bigtrain.checkpointing import FAULT_ENV, PARTIAL_SUFFIX
+from conftest import QUIET, bigtrain_cmd, read_results
+
+# 19 steps an epoch (1257 training samples, global batch 64), 6 epochs = 114 steps, a
+# checkpoint every 4 steps; the default cosine schedule (the config does not change on resume).
+RUN = [
+    *QUIET,
+    "model=mlp/tiny",
+    "callbacks.plots=false",
+    "trainer.max_epochs=6",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "callbacks.checkpoint.every_n_train_steps=4",
+]
+
+
+def _start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    full_env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", FAULT_ENV)}
+    full_env.update(env or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "bigtrain", *args],
+        cwd=cwd,
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _kill_after_first_checkpoint(proc: subprocess.Popen, ckpt_dir: Path, rng: random.Random) -> bool:
+    """SIGKILL `proc` at a random moment after it has written a new checkpoint; False if it ended first."""
+    before = {p: p.stat().st_mtime_ns for p in ckpt_dir.glob("*.ckpt")} if ckpt_dir.is_dir() else {}
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        now = {p: p.stat().st_mtime_ns for p in ckpt_dir.glob("*.ckpt")} if ckpt_dir.is_dir() else {}
+        if now != before:
+            time.sleep(rng.uniform(0.0, 0.6))  # somewhere in the following steps (or saves)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return True
+            break
+        time.sleep(0.02)
+    proc.wait()
+    return False
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_steps_and_mid_save_then_resume_equals_uninterrupted(tmp_path):
+    reference = bigtrain.train(RUN, run_dir=tmp_path / "reference")
+    rng = random.Random(int(time.time()))
+    run_dir = tmp_path / "run"
+    ckpt_dir = run_dir / "checkpoints"
+
+    # 1. A kill inside a checkpoint write: the 3rd save of the process dies half-written.
+    proc = _start([*RUN, f"hydra.run.dir={run_dir}"], tmp_path, env={FAULT_ENV: "3"})
+    proc.wait(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    assert list(ckpt_dir.glob(f".*{PARTIAL_SUFFIX}")), "the interrupted save left its partial file"
+    steps = [torch.load(p, weights_only=True)["global_step"] for p in ckpt_dir.glob("*.ckpt")]
+    assert steps and max(steps) > 0  # the complete checkpoints before it are intact
+
+    # 2. Kills at random moments of training, each followed by a resume.
+    kills = 0
+    for _ in range(2):
+        proc = _start(["resume=run"], tmp_path)
+        kills += _kill_after_first_checkpoint(proc, ckpt_dir, rng)
+    assert kills >= 1
+
+    # 3. The last resume runs to the end.
+    done = bigtrain_cmd("resume=run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = read_results(run_dir)
+    assert results["status"] == "completed" and results["resumed"] >= 3
+    assert results["global_step"] == reference["global_step"] == 114
+    ours = torch.load(ckpt_dir / "last.ckpt", weights_only=True)["state_dict"]
+    theirs = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for key in theirs:
+        assert torch.equal(ours[key], theirs[key]), key
+    assert results["test"] == reference["test"]
+    assert not list(ckpt_dir.glob(f".*{PARTIAL_SUFFIX}"))
+
+
+@pytest.mark.slow
+def test_ten_thousand_steps_keep_resident_memory_flat(tmp_path):
+    """10,000 optimizer steps of the tiny MLP (global batch 8: 157 steps an epoch, 64 epochs
+    with a short validation and two checkpoint writes each); RSS after warm-up (10% of the
+    steps) must grow by less than 5%."""
+    out = bigtrain_cmd(
+        *QUIET,
+        "model=mlp/tiny",
+        "data.batch_size=8",
+        "trainer.max_steps=10000",
+        "trainer.max_epochs=-1",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "trainer.log_every_n_steps=50",
+        "callbacks.plots=false",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = read_results(tmp_path / "run")
+    mem = results["memory"]
+    assert results["global_step"] == 10000 and mem["warm_step"] == 1000
+    growth = (mem["rss_mb_peak"] - mem["rss_mb_warm"]) / mem["rss_mb_warm"]
+    print(
+        f"RSS warm {mem['rss_mb_warm']} MiB, peak {mem['rss_mb_peak']}, last {mem['rss_mb_last']}: +{growth:.2%}"
+    )
+    assert growth < 0.05, mem
