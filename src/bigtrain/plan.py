@@ -67,6 +67,11 @@ def make_plan(cfg: Any, spec: Any) -> dict:
     if cfg.optim.name == "sgd" and cfg.optim.momentum == 0:
         optimizer = 0
     activations = saved_fp32 * ACT_BYTES[precision] // 4
+    memory = shard_memory(
+        {"weights": weights, "gradients": grads, "optimizer": optimizer, "activations": activations},
+        cfg,
+        model,
+    )
     batch = {
         "micro_batch_size": micro,
         "devices": cfg.trainer.devices,
@@ -82,14 +87,36 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         "flops_per_sample": 3 * fwd_flops // max(micro, 1),
         "flops_per_token": None,
         "batch": batch,
-        "memory_per_device_bytes": {
-            "weights": weights,
-            "gradients": grads,
-            "optimizer": optimizer,
-            "activations": activations,
-            "total": weights + grads + optimizer + activations,
-        },
+        "memory_per_device_bytes": {**memory, "total": sum(memory.values())},
     }
+
+
+def shard_memory(memory: dict[str, int], cfg: Any, model: torch.nn.Module) -> dict[str, int]:
+    """Per-device bytes under the strategy. ddp/auto replicate everything. Tensor parallel divides
+    the weights its plan splits (and their gradients and optimizer state) by tp; FSDP then divides
+    all of it by the data-parallel size it shards over (devices per node for hybrid sharding).
+    DeepSpeed ZeRO-2 shards gradients and optimizer state over all processes, ZeRO-3 weights too.
+    Activations stay per micro-batch (tensor parallel shrinks the blocks' inner ones; not counted)."""
+    from bigtrain.config import tensor_parallel_size
+
+    s, t = cfg.strategy, cfg.trainer
+    world = t.devices * t.num_nodes
+    tp = tensor_parallel_size(s)
+    out = dict(memory)
+    states = ("weights", "gradients", "optimizer")
+    if tp > 1:
+        from bigtrain.parallel import tp_sharded_params
+
+        total = sum(p.numel() for p in model.parameters())
+        kept = 1 - tp_sharded_params(model) * (1 - 1 / tp) / total
+        out.update({k: int(out[k] * kept) for k in states})
+    shards = {"fsdp": world, "fsdp_tp": world // tp, "deepspeed_zero3": world}.get(s.name, 1)
+    if s.name == "fsdp" and s.sharding == "hybrid":
+        shards = t.devices
+    out.update({k: -(-out[k] // shards) for k in states})
+    if s.name == "deepspeed_zero2":
+        out.update({k: -(-out[k] // world) for k in ("gradients", "optimizer")})
+    return out
 
 
 def _human(n: float, unit: str = "") -> str:
