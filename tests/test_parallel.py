@@ -76,7 +76,12 @@ def test_data_parallel_size_excludes_tensor_parallel_groups():
 
 def _memory(overrides):
     cfg = make_cfg(["model=mlp/tiny", *overrides])
-    return make_plan(cfg, data_spec(cfg))["memory_per_device_bytes"]
+    plan = make_plan(cfg, data_spec(cfg))
+    b = plan["batch"]
+    # micro-batch x data-parallel ranks x accumulation is the global batch under every strategy
+    assert b["micro_batch_size"] * b["data_parallel_size"] == b["global_batch_size"]
+    assert b["data_parallel_size"] * b["tensor_parallel_size"] == b["devices"] * b["num_nodes"]
+    return plan["memory_per_device_bytes"]
 
 
 def test_plan_memory_follows_the_strategy():

@@ -78,6 +78,8 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         "num_nodes": cfg.trainer.num_nodes,
         "accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
         "global_batch_size": cfg.data.batch_size,
+        "data_parallel_size": cfg.data_parallel_size,
+        "tensor_parallel_size": cfg.trainer.devices * cfg.trainer.num_nodes // cfg.data_parallel_size,
     }
     return {
         "model": cfg.model.family,
@@ -153,6 +155,11 @@ def print_plan(plan: dict) -> None:
         f"{b['micro_batch_size']} x {b['devices']} x {b['num_nodes']} x {b['accumulate_grad_batches']}"
         f" = {b['global_batch_size']} per step",
     )
+    if b.get("tensor_parallel_size", 1) > 1:
+        table.add_row(
+            "tensor parallel: devices per group",
+            f"{b['tensor_parallel_size']} ({b['data_parallel_size']} groups)",
+        )
     for key in ("weights", "gradients", "optimizer", "activations"):
         table.add_row(f"memory per device: {key}", _bytes(m[key]))
     table.add_row("memory per device: total", _bytes(m["total"]))
