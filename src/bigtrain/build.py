@@ -11,7 +11,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
-from bigtrain.config import RunConfig, as_dict, strip_secrets
+from bigtrain.config import RunConfig, as_dict, strip_secrets, tensor_parallel_size
 from bigtrain.data import build_datamodule, data_spec
 from bigtrain.models import build_model
 from bigtrain.module import BigtrainModule
@@ -40,6 +40,8 @@ def build_module(cfg: RunConfig, spec) -> BigtrainModule:
         hparams=strip_secrets(as_dict(cfg)),
         label_smoothing=cfg.tricks.label_smoothing,
         log_grad_norm=cfg.tricks.log_grad_norm,
+        parallel=cfg.strategy,
+        num_nodes=cfg.trainer.num_nodes,
     )
 
 
@@ -238,10 +240,32 @@ def _close_loggers(loggers: list) -> None:
 
 
 def build_strategy(cfg: RunConfig) -> Any:
-    if cfg.strategy.name == "ddp":
+    """Lightning's strategy object. fsdp, tp and fsdp_tp all use ModelParallelStrategy: it builds
+    the (data_parallel, tensor_parallel) device mesh and calls the module's configure_model, where
+    parallel.py applies FSDP2 and tensor parallel; it runs on CPU (gloo) as well as on GPUs."""
+    s = cfg.strategy
+    if s.name == "ddp":
         from pytorch_lightning.strategies import DDPStrategy
 
-        return DDPStrategy(find_unused_parameters=cfg.strategy.find_unused_parameters)
+        return DDPStrategy(find_unused_parameters=s.find_unused_parameters)
+    if s.name in ("fsdp", "tp", "fsdp_tp"):
+        from pytorch_lightning.strategies import ModelParallelStrategy
+
+        tp = tensor_parallel_size(s)
+        world = cfg.trainer.devices * cfg.trainer.num_nodes
+        # Sharded checkpoints: each rank writes its shard (no gather of the whole model on rank 0),
+        # and the directory loads on any number of processes.
+        return ModelParallelStrategy(
+            data_parallel_size=world // tp, tensor_parallel_size=tp, save_distributed_checkpoint=True
+        )
+    if s.name.startswith("deepspeed"):
+        from pytorch_lightning.strategies import DeepSpeedStrategy
+
+        return DeepSpeedStrategy(
+            stage=3 if s.name.endswith("zero3") else 2,
+            offload_optimizer=s.offload_optimizer,
+            offload_parameters=s.offload_parameters,
+        )
     return "auto"
 
 

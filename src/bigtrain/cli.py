@@ -285,5 +285,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         precheck(argv)
     except (UsageError, ConfigError) as e:
         _fail(str(e))
-    sys.argv = [sys.argv[0], *argv]
+    sys.argv = [sys.argv[0], *argv, *_rank_overrides(argv)]
     _task()
+
+
+def _rank_overrides(argv: Sequence[str]) -> list[str]:
+    """Under torchrun or srun every process runs this command. Ranks above zero must not write
+    the run directory's .hydra/ copy nor append to rank zero's log: the same overrides Lightning
+    gives the processes it launches itself. (All ranks need the same hydra.run.dir.)"""
+    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
+    if rank == "0" or any(a.startswith(("hydra.output_subdir=", "hydra.job.name=")) for a in argv):
+        return []
+    return ["hydra.output_subdir=null", f"hydra.job.name=bigtrain_rank{rank}"]

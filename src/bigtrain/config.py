@@ -411,6 +411,8 @@ class TrainerConfig:
 @dataclass(frozen=True)
 class AutoStrategyConfig:
     name: Literal["auto"]
+    activation_checkpointing: bool = False
+    compile: bool = False
 
 
 @variant("strategy", "ddp")
@@ -418,9 +420,154 @@ class AutoStrategyConfig:
 class DDPStrategyConfig:
     name: Literal["ddp"]
     find_unused_parameters: bool = False
+    activation_checkpointing: bool = False
+    compile: bool = False
 
 
 # --------------------------------------------------------------------------- parallel strategies
+# Every strategy has `activation_checkpointing` and `compile`; parallel.py applies them in one
+# order (tensor parallel, activation checkpointing, compile, FSDP). See docs/parallelism.md.
+
+
+@variant("strategy", "fsdp")
+@dataclass(frozen=True)
+class FSDPStrategyConfig:
+    """FSDP2 `fully_shard`: weights, gradients and optimizer state sharded over all processes."""
+
+    name: Literal["fsdp"]
+    sharding: Literal["full", "hybrid"] = opt("full", "hybrid: shard within a node, replicate across nodes")
+    cpu_offload: bool = opt(False, "keep sharded weights, gradients and optimizer state in host memory")
+    reshard_after_forward: bool = opt(True, "free gathered weights after forward (ZeRO-3); false = ZeRO-2")
+    activation_checkpointing: bool = False
+    compile: bool = False
+
+
+@variant("strategy", "tp")
+@dataclass(frozen=True)
+class TPStrategyConfig:
+    """DTensor tensor parallel inside groups of `tensor_parallel_size` devices; data parallel across."""
+
+    name: Literal["tp"]
+    tensor_parallel_size: int = opt(2, gt=0)
+    sequence_parallel: bool = opt(False, "also shard norms and residuals along the sequence (transformer)")
+    activation_checkpointing: bool = False
+    compile: bool = False
+
+
+@variant("strategy", "fsdp_tp")
+@dataclass(frozen=True)
+class FSDPTPStrategyConfig:
+    """2-D: tensor parallel inside groups, FSDP2 over the data-parallel dimension across groups."""
+
+    name: Literal["fsdp_tp"]
+    tensor_parallel_size: int = opt(2, gt=0)
+    sequence_parallel: bool = False
+    reshard_after_forward: bool = True
+    activation_checkpointing: bool = False
+    compile: bool = False
+
+
+@variant("strategy", "deepspeed_zero2", "deepspeed_zero3")
+@dataclass(frozen=True)
+class DeepSpeedStrategyConfig:
+    """DeepSpeed ZeRO stage 2 (optimizer state + gradients sharded) or 3 (+ weights). GPU only."""
+
+    name: Literal["deepspeed_zero2", "deepspeed_zero3"]
+    offload_optimizer: bool = False
+    offload_parameters: bool = opt(False, "stage 3 only")
+    activation_checkpointing: bool = False
+    compile: bool = False
+
+
+StrategyConfig = (
+    AutoStrategyConfig
+    | DDPStrategyConfig
+    | FSDPStrategyConfig
+    | TPStrategyConfig
+    | FSDPTPStrategyConfig
+    | DeepSpeedStrategyConfig
+)
+# Families whose tensor-parallel plan parallel.py knows (cnn has none).
+TP_FAMILIES = {"mlp", "transformer"}
+
+
+def tensor_parallel_size(strategy: Any) -> int:
+    """Devices in one tensor-parallel group (1 when the strategy has no tensor parallel)."""
+    return getattr(strategy, "tensor_parallel_size", 1)
+
+
+def check_parallel(cfg: RunConfig) -> None:
+    """Strategy x hardware x model checks; each raises one line naming the override to change."""
+    s, t = cfg.strategy, cfg.trainer
+    world = t.devices * t.num_nodes
+    tp = tensor_parallel_size(s)
+    if s.name in ("tp", "fsdp_tp"):
+        if t.devices % tp:
+            raise ConfigError(
+                f"strategy.tensor_parallel_size={tp} must divide trainer.devices={t.devices} "
+                f"(tensor-parallel groups stay inside a node): set strategy.tensor_parallel_size to a divisor of {t.devices}"
+            )
+        if cfg.model.family not in TP_FAMILIES:
+            raise ConfigError(
+                f"strategy={s.name} has no tensor-parallel plan for model family '{cfg.model.family}': "
+                "use strategy=fsdp or strategy=ddp"
+            )
+        if getattr(cfg.model, "norm", "none") != "none":
+            raise ConfigError(
+                f"strategy={s.name} shards the hidden features, which model.norm={cfg.model.norm} normalises "
+                "across: set model.norm=none or use strategy=fsdp"
+            )
+        for key in ("n_heads", "n_kv_heads"):
+            heads = getattr(cfg.model, key, None)
+            if heads is not None and heads % tp:
+                raise ConfigError(
+                    f"model.{key}={heads} is not divisible by strategy.tensor_parallel_size={tp}: "
+                    f"set strategy.tensor_parallel_size to a divisor of {heads}"
+                )
+    if s.name == "fsdp_tp" and world // tp < 2:
+        raise ConfigError(
+            f"strategy=fsdp_tp needs at least 2 tensor-parallel groups but devices x nodes = {world} and "
+            f"tensor_parallel_size={tp}: use strategy=tp or more devices"
+        )
+    if s.name == "fsdp" and s.sharding == "hybrid" and t.num_nodes < 2:
+        raise ConfigError(
+            "strategy.sharding=hybrid replicates across nodes but trainer.num_nodes=1: "
+            "set strategy.sharding=full or trainer.num_nodes=2 (or more)"
+        )
+    if s.name in ("fsdp", "tp", "fsdp_tp"):
+        _check_dtensor(s.name)
+    if s.name.startswith("deepspeed"):
+        _check_deepspeed(cfg)
+
+
+def _check_dtensor(name: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torch.distributed.tensor") is None:
+        raise ConfigError(
+            f"strategy={name} needs a torch with DTensor (torch>=2.4 built with distributed): "
+            "upgrade torch or use strategy=ddp"
+        )
+
+
+def _check_deepspeed(cfg: RunConfig) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(
+            f"strategy={cfg.strategy.name} needs the deepspeed package: pip install 'bigtrain[deepspeed]', "
+            "or use strategy=fsdp"
+        )
+    if cfg.trainer.accelerator not in ("auto", "gpu", "cuda"):
+        raise ConfigError(
+            f"strategy={cfg.strategy.name} runs on CUDA GPUs only: set trainer.accelerator=gpu or use strategy=fsdp"
+        )
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"strategy={cfg.strategy.name} needs a CUDA GPU and none is visible: use strategy=fsdp or strategy=ddp"
+        )
 
 
 # --------------------------------------------------------------------------- metrics, callbacks, loggers
@@ -504,7 +651,7 @@ class RunConfig:
     optim: Any
     sched: Any
     trainer: TrainerConfig
-    strategy: Any
+    strategy: StrategyConfig
     metrics: MetricsConfig
     callbacks: CallbacksConfig
     logger: LoggerConfig
@@ -519,7 +666,8 @@ class RunConfig:
 
     @property
     def data_parallel_size(self) -> int:
-        return self.trainer.devices * self.trainer.num_nodes
+        """Processes that each see different samples: all of them, over the tensor-parallel size."""
+        return self.trainer.devices * self.trainer.num_nodes // tensor_parallel_size(self.strategy)
 
     @property
     def micro_batch_size(self) -> int:
@@ -716,12 +864,15 @@ EXTRA_CHECKS: list = []
 def check_combinations(cfg: RunConfig) -> None:
     """Checks across groups; each failure names the override that fixes it."""
     t = cfg.trainer
+    check_parallel(cfg)  # first: the data-parallel size below needs a valid tensor-parallel size
     per_step = cfg.data_parallel_size * t.accumulate_grad_batches
     if cfg.data.batch_size % per_step:
+        tp = tensor_parallel_size(cfg.strategy)
+        over_tp = f" / tensor_parallel_size {tp}" if tp > 1 else ""
         raise ConfigError(
             f"data.batch_size={cfg.data.batch_size} (the global batch) is not divisible by "
-            f"devices x nodes x accumulation = {t.devices} x {t.num_nodes} x {t.accumulate_grad_batches} = {per_step}; "
-            f"set data.batch_size to a multiple of {per_step}"
+            f"devices x nodes{over_tp} x accumulation = {t.devices} x {t.num_nodes}{over_tp} x "
+            f"{t.accumulate_grad_batches} = {per_step}; set data.batch_size to a multiple of {per_step}"
         )
     if cfg.model.family in IMAGE_MODELS and cfg.data.name not in IMAGE_DATA:
         raise ConfigError(
@@ -744,9 +895,16 @@ def check_combinations(cfg: RunConfig) -> None:
         raise ConfigError(
             f"callbacks.checkpoint.monitor={monitor} is never logged{hint}: choose one of {', '.join(sorted(valid))}"
         )
-    if cfg.ckpt_path is not None and not os.path.isfile(cfg.ckpt_path):
+    # A sharded checkpoint (strategy=fsdp/tp/fsdp_tp) is a directory with a meta.pt inside.
+    is_sharded = cfg.ckpt_path is not None and os.path.isfile(os.path.join(cfg.ckpt_path, "meta.pt"))
+    if cfg.ckpt_path is not None and not (os.path.isfile(cfg.ckpt_path) or is_sharded):
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} does not exist: give the path of a .ckpt file, or drop ckpt_path"
+        )
+    if is_sharded and cfg.strategy.name not in ("fsdp", "tp", "fsdp_tp"):
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} is a sharded checkpoint, which strategy={cfg.strategy.name} cannot "
+            "load: add strategy=fsdp (any number of devices), or export it with python -m bigtrain.export"
         )
     _check_hardware(cfg)
     for check in EXTRA_CHECKS:

@@ -38,9 +38,13 @@ class BigtrainModule(pl.LightningModule):
         hparams: dict | None = None,
         label_smoothing: float = 0.0,
         log_grad_norm: bool = False,
+        parallel: Any = None,
+        num_nodes: int = 1,
     ) -> None:
         super().__init__()
         self.model = model
+        # The strategy config; configure_model hands it to parallel.py (None: nothing to apply).
+        self.parallel_cfg, self.num_nodes = parallel, num_nodes
         self.task, self.num_classes = task, num_classes
         self.optim_cfg, self.sched_cfg = optim, sched
         self.train_metrics_on = train_metrics
@@ -98,7 +102,9 @@ class BigtrainModule(pl.LightningModule):
         loss = self._shared_step(batch, "fit")
         if loss is None:
             return None  # Lightning skips the backward and the update of this batch
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        # Synced: the mean of the ranks' micro-batch losses is the loss of the global batch, the
+        # same number on 1 or N processes (what the parallel equivalence tests compare).
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -174,6 +180,24 @@ class BigtrainModule(pl.LightningModule):
             torch.set_rng_state(rng["cpu"])
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def configure_model(self) -> None:
+        """Lightning calls this on every rank before the optimizer exists (and again for test):
+        parallel.py shards the model once over `self.device_mesh`, and metrics sync over the
+        data-parallel group so that tensor-parallel copies of a batch count once."""
+        if self.parallel_cfg is None or getattr(self, "_parallelized", False):
+            return
+        from bigtrain.parallel import data_parallel_group, parallelize
+
+        # The strategy's device: the module itself may still sit on the CPU at this point.
+        device = self.trainer.strategy.root_device
+        parallelize(self.model, self.parallel_cfg, self.device_mesh, device, self.num_nodes)
+        group = data_parallel_group(self.device_mesh)
+        if group is not None:
+            for m in self.modules():
+                if isinstance(m, torchmetrics.Metric):
+                    m.process_group = group
+        self._parallelized = True
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optim_cfg, self.model)

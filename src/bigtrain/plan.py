@@ -68,12 +68,19 @@ def make_plan(cfg: Any, spec: Any) -> dict:
     if cfg.optim.name == "sgd" and cfg.optim.momentum == 0:
         optimizer = 0
     activations = saved_fp32 * ACT_BYTES[precision] // 4
+    memory = shard_memory(
+        {"weights": weights, "gradients": grads, "optimizer": optimizer, "activations": activations},
+        cfg,
+        model,
+    )
     batch = {
         "micro_batch_size": micro,
         "devices": cfg.trainer.devices,
         "num_nodes": cfg.trainer.num_nodes,
         "accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
         "global_batch_size": cfg.data.batch_size,
+        "data_parallel_size": cfg.data_parallel_size,
+        "tensor_parallel_size": cfg.trainer.devices * cfg.trainer.num_nodes // cfg.data_parallel_size,
     }
     return {
         "model": cfg.model.family,
@@ -84,14 +91,36 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         "flops_per_token": None,
         "batch": batch,
         "optimizer_groups": group_audit(optimizer_groups(cfg.optim, model)),
-        "memory_per_device_bytes": {
-            "weights": weights,
-            "gradients": grads,
-            "optimizer": optimizer,
-            "activations": activations,
-            "total": weights + grads + optimizer + activations,
-        },
+        "memory_per_device_bytes": {**memory, "total": sum(memory.values())},
     }
+
+
+def shard_memory(memory: dict[str, int], cfg: Any, model: torch.nn.Module) -> dict[str, int]:
+    """Per-device bytes under the strategy. ddp/auto replicate everything. Tensor parallel divides
+    the weights its plan splits (and their gradients and optimizer state) by tp; FSDP then divides
+    all of it by the data-parallel size it shards over (devices per node for hybrid sharding).
+    DeepSpeed ZeRO-2 shards gradients and optimizer state over all processes, ZeRO-3 weights too.
+    Activations stay per micro-batch (tensor parallel shrinks the blocks' inner ones; not counted)."""
+    from bigtrain.config import tensor_parallel_size
+
+    s, t = cfg.strategy, cfg.trainer
+    world = t.devices * t.num_nodes
+    tp = tensor_parallel_size(s)
+    out = dict(memory)
+    states = ("weights", "gradients", "optimizer")
+    if tp > 1:
+        from bigtrain.parallel import tp_sharded_params
+
+        total = sum(p.numel() for p in model.parameters())
+        kept = 1 - tp_sharded_params(model) * (1 - 1 / tp) / total
+        out.update({k: int(out[k] * kept) for k in states})
+    shards = {"fsdp": world, "fsdp_tp": world // tp, "deepspeed_zero3": world}.get(s.name, 1)
+    if s.name == "fsdp" and s.sharding == "hybrid":
+        shards = t.devices
+    out.update({k: -(-out[k] // shards) for k in states})
+    if s.name == "deepspeed_zero2":
+        out.update({k: -(-out[k] // world) for k in ("gradients", "optimizer")})
+    return out
 
 
 def _human(n: float, unit: str = "") -> str:
@@ -128,6 +157,11 @@ def print_plan(plan: dict) -> None:
         f"{b['micro_batch_size']} x {b['devices']} x {b['num_nodes']} x {b['accumulate_grad_batches']}"
         f" = {b['global_batch_size']} per step",
     )
+    if b.get("tensor_parallel_size", 1) > 1:
+        table.add_row(
+            "tensor parallel: devices per group",
+            f"{b['tensor_parallel_size']} ({b['data_parallel_size']} groups)",
+        )
     for key in ("weights", "gradients", "optimizer", "activations"):
         table.add_row(f"memory per device: {key}", _bytes(m[key]))
     table.add_row("memory per device: total", _bytes(m["total"]))

@@ -79,10 +79,14 @@ class SklearnDataModule(pl.LightningDataModule):
         return {k: torch.bincount(v[1], minlength=n).tolist() for k, v in self.splits.items()}
 
     def _topology(self) -> tuple[int, int, int]:
+        """(data-parallel rank, data-parallel size, accumulation). Under tensor parallel the ranks
+        of one group must see the same batch, so this is the strategy's data-parallel rank and
+        size (devices x nodes / tensor_parallel_size), not the global rank and world size."""
         trainer = self.trainer
         if trainer is None:
             return 0, 1, 1
-        return trainer.global_rank, trainer.world_size, trainer.accumulate_grad_batches
+        dist = trainer.distributed_sampler_kwargs or {"rank": 0, "num_replicas": 1}
+        return dist["rank"], dist["num_replicas"], trainer.accumulate_grad_batches
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
