@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from bigtrain.build import resume_point
+from bigtrain.build import start_checkpoint
 from bigtrain.cli import compose
 from bigtrain.slurm import job_id, newest_hpc_checkpoint, run_id
 from bigtrain.sweep import collect
@@ -46,20 +46,16 @@ def test_run_dir_under_slurm_is_the_same_for_every_task(in_job):
     assert cfg.hydra.sweep.dir == "outputs/exp/multirun/slurm-4242"
 
 
-def test_resume_point_takes_the_newest_hpc_checkpoint(in_job, tmp_path):
+def test_start_checkpoint_in_a_job_is_the_newest_hpc_checkpoint(in_job, tmp_path):
     cfg = make_cfg(FAST)
-    assert resume_point(cfg, tmp_path) == (None, 0)
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    assert resume_point(cfg, tmp_path) == (str(tmp_path / "checkpoints" / "last.ckpt"), 1)
+    assert start_checkpoint(cfg, tmp_path) is None  # nothing left by an earlier attempt
     for n in (1, 2, 10):
         (tmp_path / f"hpc_ckpt_{n}.ckpt").write_bytes(b"x")
     assert newest_hpc_checkpoint(tmp_path) == (tmp_path / "hpc_ckpt_10.ckpt", 10)
-    (tmp_path / "results.json").write_text(json.dumps({"status": "requeued", "resumed": 11}))
-    assert resume_point(cfg, tmp_path) == (str(tmp_path / "hpc_ckpt_10.ckpt"), 12)
+    assert start_checkpoint(cfg, tmp_path) == str(tmp_path / "hpc_ckpt_10.ckpt")
     # Outside SLURM a leftover checkpoint never resumes a run by itself.
     in_job.delenv("SLURM_JOB_ID")
-    assert resume_point(cfg, tmp_path) == (None, 0)
+    assert start_checkpoint(cfg, tmp_path) is None
 
 
 @pytest.mark.parametrize(("accelerator", "gpus"), [("cpu", None), ("gpu", 4), ("auto", 4)])

@@ -328,7 +328,7 @@ def _best_val(module: BigtrainModule, ckpt_cb, monitor: str) -> dict:
     return strip_stage(rows[-1], "val") if rows else {}
 
 
-def _start_checkpoint(cfg: RunConfig, run_dir: Path) -> str | None:
+def start_checkpoint(cfg: RunConfig, run_dir: Path) -> str | None:
     """Where fit starts: ckpt_path; or, for `resume=` and inside a SLURM job that already left
     checkpoints in its run directory (a requeue), the newest intact checkpoint of the run."""
     from bigtrain.checkpointing import newest_intact
@@ -382,7 +382,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
     if cfg.dry_run:
         return {"status": "planned", "plan": plan}
     _check_output(cfg, run_dir, plan)
-    ckpt_path = _start_checkpoint(cfg, run_dir)
+    ckpt_path = start_checkpoint(cfg, run_dir)
 
     results = empty_results(cfg.name)
     results["params"] = plan["params"]["total"]
