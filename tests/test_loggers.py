@@ -78,11 +78,11 @@ def _leveldb_log_records(data: bytes) -> list[bytes]:
     return records
 
 
-def _wandb_records(run_file: Path) -> tuple[list[dict], dict]:
-    """History rows and config of an offline run."""
+def _wandb_records(run_file: Path) -> tuple[list[dict], dict, int]:
+    """History rows and config of an offline run, and how many config updates sent `optim`."""
     from wandb.proto import wandb_internal_pb2
 
-    history, config = [], {}
+    history, config, optim_updates = [], {}, 0
     for data in _leveldb_log_records(run_file.read_bytes()):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(data)
@@ -94,7 +94,8 @@ def _wandb_records(run_file: Path) -> tuple[list[dict], dict]:
         elif kind in ("config", "run"):
             updates = record.config.update if kind == "config" else record.run.config.update
             config.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in updates})
-    return history, config
+            optim_updates += any(i.key == "optim" for i in updates)
+    return history, config, optim_updates
 
 
 def test_wandb_offline_run_holds_the_metrics_and_config(run):
@@ -102,12 +103,13 @@ def test_wandb_offline_run_holds_the_metrics_and_config(run):
     results, run_dir = run([*FAST, "logger=wandb", "trainer.log_every_n_steps=1"])
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     (run_file,) = offline.glob("run-*.wandb")
-    history, config = _wandb_records(run_file)
+    history, config, optim_updates = _wandb_records(run_file)
     losses = [row["train/loss"] for row in history if "train/loss" in row]
     assert len(losses) == 3
     test_acc = [row["test/acc"] for row in history if "test/acc" in row]
     assert test_acc == [pytest.approx(results["test"]["acc"], abs=1e-6)]
     assert config["optim"]["lr"] == make_cfg().optim.lr and config["model"]["family"] == "mlp"
+    assert optim_updates == 1  # hyperparameters are sent once per run, not again for the test stage
     _no_secret_keys(json.dumps(config).split('"'))
 
 

@@ -913,7 +913,8 @@ def check_combinations(cfg: RunConfig) -> None:
 
 def check_user_data(cfg: RunConfig) -> None:
     """Files, columns and shapes of user data and models, checked before anything is built.
-    Reads only table headers and folder listings (milliseconds)."""
+    Lists image folders (no image is opened) and reads user tables with numpy (see
+    data/tables.py): a table's data errors need its values, and it is read once per process."""
     d, m = cfg.data, cfg.model
     if isinstance(d, TabularDataConfig):
         _check_table(d, cfg.seed)
@@ -981,10 +982,9 @@ def _check_table(d: TabularDataConfig, seed: int) -> None:
                 raise ConfigError(
                     f"{option}: column '{column}' is not in {key}={path}{hint}; its columns are {', '.join(columns)}"
                 )
-    features = d.features if d.features is not None else None
-    if features is not None and d.target in features:
+    if d.features is not None and d.target in d.features:
         raise ConfigError(f"data.features lists the target '{d.target}': remove it from data.features")
-    stray = [c for c in d.categorical if features is not None and c not in features]
+    stray = [c for c in d.categorical if d.features is not None and c not in d.features]
     if stray:
         raise ConfigError(f"data.categorical column '{stray[0]}' is not in data.features: add it there too")
     if d.target in d.categorical:
