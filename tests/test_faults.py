@@ -19,22 +19,27 @@ import bigtrain
 from bigtrain.checkpointing import FAULT_ENV, PARTIAL_SUFFIX
 from conftest import QUIET, bigtrain_cmd, read_results
 
-# 19 steps an epoch (1257 training samples, global batch 64), 6 epochs = 114 steps, a
+# 19 steps an epoch (1257 training samples, global batch 64), 8 epochs = 152 steps, a
 # checkpoint every 4 steps; the default cosine schedule (the config does not change on resume).
 RUN = [
     *QUIET,
     "model=mlp/tiny",
     "callbacks.plots=false",
-    "trainer.max_epochs=6",
+    "trainer.max_epochs=8",
     "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=2",
     "callbacks.checkpoint.every_n_train_steps=4",
 ]
 
 
+# One torch thread: a 2,410-parameter model gains nothing from more, and on a busy 2-core
+# machine threads spinning for tiny kernels make each step ten times slower.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
 def _start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
     full_env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", FAULT_ENV)}
-    full_env.update(env or {})
+    full_env.update({**ONE_THREAD, **(env or {})})
     return subprocess.Popen(
         [sys.executable, "-m", "bigtrain", *args],
         cwd=cwd,
@@ -52,7 +57,7 @@ def _kill_after_first_checkpoint(proc: subprocess.Popen, ckpt_dir: Path, rng: ra
     while proc.poll() is None and time.monotonic() < deadline:
         now = {p: p.stat().st_mtime_ns for p in ckpt_dir.glob("*.ckpt")} if ckpt_dir.is_dir() else {}
         if now != before:
-            time.sleep(rng.uniform(0.0, 0.6))  # somewhere in the following steps (or saves)
+            time.sleep(rng.uniform(0.0, 0.3))  # somewhere in the following steps (or saves)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
@@ -65,7 +70,12 @@ def _kill_after_first_checkpoint(proc: subprocess.Popen, ckpt_dir: Path, rng: ra
 
 @pytest.mark.slow
 def test_sigkill_at_random_steps_and_mid_save_then_resume_equals_uninterrupted(tmp_path):
-    reference = bigtrain.train(RUN, run_dir=tmp_path / "reference")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the killed processes: the same kernels, the same bits
+    try:
+        reference = bigtrain.train(RUN, run_dir=tmp_path / "reference")
+    finally:
+        torch.set_num_threads(threads)
     rng = random.Random(int(time.time()))
     run_dir = tmp_path / "run"
     ckpt_dir = run_dir / "checkpoints"
@@ -79,18 +89,21 @@ def test_sigkill_at_random_steps_and_mid_save_then_resume_equals_uninterrupted(t
     assert steps and max(steps) > 0  # the complete checkpoints before it are intact
 
     # 2. Kills at random moments of training, each followed by a resume.
-    kills = 0
-    for _ in range(2):
+    kills = attempts = 0
+    while kills < 2 and attempts < 4:
+        attempts += 1
         proc = _start(["resume=run"], tmp_path)
-        kills += _kill_after_first_checkpoint(proc, ckpt_dir, rng)
+        if not _kill_after_first_checkpoint(proc, ckpt_dir, rng):
+            break  # it finished before the kill
+        kills += 1
     assert kills >= 1
 
     # 3. The last resume runs to the end.
-    done = bigtrain_cmd("resume=run", cwd=tmp_path)
+    done = bigtrain_cmd("resume=run", cwd=tmp_path, env=ONE_THREAD)
     assert done.returncode == 0, done.stderr[-3000:]
     results = read_results(run_dir)
-    assert results["status"] == "completed" and results["resumed"] >= 3
-    assert results["global_step"] == reference["global_step"] == 114
+    assert results["status"] == "completed" and results["resumed"] == kills + 1  # kills, then the last
+    assert results["global_step"] == reference["global_step"] == 152
     ours = torch.load(ckpt_dir / "last.ckpt", weights_only=True)["state_dict"]
     theirs = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     for key in theirs:
@@ -103,7 +116,8 @@ def test_sigkill_at_random_steps_and_mid_save_then_resume_equals_uninterrupted(t
 def test_ten_thousand_steps_keep_resident_memory_flat(tmp_path):
     """10,000 optimizer steps of the tiny MLP (global batch 8: 157 steps an epoch, 64 epochs
     with a short validation and two checkpoint writes each); RSS after warm-up (10% of the
-    steps) must grow by less than 5%."""
+    steps) must grow by less than 5%. Training metrics and the logger are off to keep the run
+    short; validation, checkpointing, the loops and the data position are all exercised."""
     out = bigtrain_cmd(
         *QUIET,
         "model=mlp/tiny",
@@ -114,8 +128,12 @@ def test_ten_thousand_steps_keep_resident_memory_flat(tmp_path):
         "trainer.limit_test_batches=1",
         "trainer.log_every_n_steps=50",
         "callbacks.plots=false",
+        "metrics.train=false",
+        "logger=none",
+        "callbacks.lr_monitor=false",
         "hydra.run.dir=run",
         cwd=tmp_path,
+        env=ONE_THREAD,
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]

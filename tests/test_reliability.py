@@ -273,3 +273,22 @@ def test_cli_resume_continues_in_the_same_directory(tmp_path):
     header = epochs[0]
     val_epochs = {r[header.index("epoch")] for r in epochs[1:] if r[header.index("val/loss")]}
     assert val_epochs == {"0", "1"}  # metrics.csv of the same run, continued
+
+
+def test_resume_accepts_its_own_expanded_command_line(finished_run):
+    """Lightning's DDP launcher re-runs the expanded command (plus hydra.* overrides) per process."""
+    from bigtrain.rundir import resume_overrides
+
+    merged, _ = resume_overrides(str(finished_run), ["trainer.max_epochs=3"])
+    assert merged[-1] == f"resume={finished_run}" and "trainer.max_epochs=1" not in merged
+    child = [*merged, f"hydra.run.dir={finished_run}", "hydra.output_subdir=null"]
+    again, _ = resume_overrides(str(finished_run), child)
+    assert [o for o in again if not o.startswith("hydra.")] == merged
+
+
+def test_resume_and_ckpt_path_together_is_a_config_error(finished_run):
+    from bigtrain.config import ConfigError, validate
+
+    ckpt = finished_run / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match="both say where to start: drop ckpt_path"):
+        validate(bigtrain.compose([f"resume={finished_run}", f"ckpt_path={ckpt}"]))

@@ -76,16 +76,20 @@ def resume_overrides(run_dir: str, new: list[str]) -> tuple[list[str], str | Non
         raise RunDirError(
             f"resume={run_dir} is not a run directory: it has no .hydra/config.yaml and .hydra/overrides.yaml"
         )
-    new = [o for o in new if override_key(o) != "resume"]
+    saved = [str(o) for o in OmegaConf.load(saved_overrides)]
+    # Hydra's own overrides pass through (Lightning's DDP launcher adds some for each process);
+    # an override the run was started with, repeated verbatim, changes nothing.
+    hydra_own = [o for o in new if override_key(o).startswith("hydra.")]
+    new = [o for o in new if override_key(o) != "resume" and o not in hydra_own]
     for o in new:
-        if override_key(o) not in RESUME_SAFE:
+        if override_key(o) not in RESUME_SAFE and o not in saved:
             raise RunDirError(
                 f"{override_key(o)} cannot change on resume (the run would not be the one that was "
                 f"checkpointed): allowed are {', '.join(RESUME_SAFE)}; start a new run instead"
             )
     changed = {override_key(o) for o in new}
-    old = [o for o in OmegaConf.load(saved_overrides) if override_key(str(o)) not in changed | {"resume"}]
-    merged = [str(o) for o in old] + new + [f"resume={_quote(str(run))}"]
+    old = [o for o in saved if override_key(o) not in changed | {"resume"}]
+    merged = old + new + hydra_own + [f"resume={_quote(str(run))}"]
     return merged, _saved_config_dir(run)
 
 
