@@ -62,7 +62,7 @@ def test_heads_must_divide_by_the_tensor_parallel_size():
 
 def test_sharded_checkpoint_directory_needs_a_sharding_strategy(tmp_path):
     (tmp_path / "last.ckpt").mkdir()
-    (tmp_path / "last.ckpt" / "meta.pt").write_bytes(b"")
+    torch.save({"global_step": 3, "epoch": 1}, tmp_path / "last.ckpt" / "meta.pt")
     with pytest.raises(ConfigError, match="add strategy=fsdp"):
         make_cfg([f"ckpt_path={tmp_path / 'last.ckpt'}"])
     assert make_cfg(["strategy=fsdp", *CPU2, f"ckpt_path={tmp_path / 'last.ckpt'}"]).ckpt_path

@@ -135,7 +135,15 @@ def _unsafe_global(e: BaseException) -> str:
 def inspect_checkpoint(path: str | Path, trust: bool = False) -> dict:
     """Load `path` (memory-mapped: only the index is read) and check it is a Lightning checkpoint.
 
-    Returns {'global_step', 'epoch'}; raises CheckpointError naming the file."""
+    Returns {'global_step', 'epoch'}; raises CheckpointError naming the file. A sharded
+    checkpoint (a folder of distributed-checkpoint shards from strategy=fsdp/tp) is judged by its
+    `meta.pt`, which holds the loop state; the shards are read by the strategy itself."""
+    meta = Path(path) / "meta.pt"
+    if meta.is_file():
+        ckpt = load_checkpoint_file(meta, map_location="cpu", trust=trust)
+        if not isinstance(ckpt, dict):
+            raise CheckpointError(f"{Path(path).name}/meta.pt is not a training checkpoint")
+        return {"global_step": int(ckpt.get("global_step", 0)), "epoch": int(ckpt.get("epoch", 0))}
     ckpt = load_checkpoint_file(path, map_location="cpu", trust=trust, mmap=True)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{Path(path).name} is not a training checkpoint (it has no state_dict)")

@@ -48,6 +48,10 @@ def split(x: np.ndarray, y: np.ndarray, val: float, test: float, seed: int) -> d
 
 
 class SklearnDataModule(pl.LightningDataModule):
+    # Where a resumed fit continues in the training data (set from the checkpoint); class-level
+    # so that subclasses with their own __init__ have it too.
+    _resume_at: dict | None = None
+
     def __init__(self, cfg: SklearnDataConfig, seed: int) -> None:
         super().__init__()
         self.cfg, self.seed = cfg, seed
