@@ -14,7 +14,7 @@ from bigtrain.config import ConfigError, check_parallel, tensor_parallel_size
 from bigtrain.data import data_spec
 from bigtrain.export import export
 from bigtrain.models import build_model
-from bigtrain.parallel import mlp_tp_plan, parallelize, tp_sharded_params
+from bigtrain.parallel import family_of, mlp_tp_plan, parallelize, tp_sharded_params
 from bigtrain.plan import make_plan
 from conftest import make_cfg
 
@@ -137,6 +137,10 @@ def test_activation_checkpointing_keeps_gradients_and_state_dict_keys(family):
     parallelize(wrapped, cfg.strategy)
     assert any(type(m).__name__ == "CheckpointWrapper" for m in wrapped.modules())
     assert list(wrapped.state_dict()) == list(plain.state_dict())  # checkpoints stay portable
+    # FSDP (applied after checkpointing) still finds its units, by the same names.
+    units = family_of(plain).fsdp_units(plain)
+    assert family_of(wrapped).fsdp_units(wrapped) == units
+    assert [type(wrapped.get_submodule(u)) for u in units] == [type(plain.get_submodule(u)) for u in units]
     x, y = torch.randn(8, *spec.input_shape), torch.randint(0, 10, (8,))
     g0, g1 = _grads(plain, x, y), _grads(wrapped, x, y)
     for (n0, a), b in zip(g0.items(), g1.values(), strict=True):

@@ -71,19 +71,28 @@ def reference(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory) -> Path:
-    """FSDP on 2 processes: compared with the reference, and its epoch-1 checkpoint resumed."""
-    return _train(tmp_path_factory.mktemp("fsdp"), "strategy=fsdp", "trainer.devices=2")
+    """FSDP on 2 processes: compared with the reference, and its epoch-1 checkpoint resumed.
+    With activation checkpointing, which must change neither the numbers nor the checkpoint keys
+    (the resumed run on 1 process has none)."""
+    overrides = ["strategy=fsdp", "trainer.devices=2", "strategy.activation_checkpointing=true"]
+    return _train(tmp_path_factory.mktemp("fsdp"), *overrides)
 
 
 @pytest.mark.parametrize(
-    ("strategy", "devices"),
-    [("ddp", 2), ("fsdp", 2), ("tp", 2), ("fsdp_tp", 4)],  # fsdp_tp: 2 data-parallel x 2 tensor-parallel
+    ("strategy", "devices", "extra"),
+    [
+        ("ddp", 2, []),
+        ("fsdp", 2, []),  # the fsdp_run fixture, with activation checkpointing
+        ("tp", 2, []),
+        # 2 data-parallel x 2 tensor-parallel, all four steps of parallel.py but compile
+        ("fsdp_tp", 4, ["strategy.activation_checkpointing=true"]),
+    ],
 )
-def test_strategy_matches_a_single_process(request, reference, tmp_path, strategy, devices):
+def test_strategy_matches_a_single_process(request, reference, tmp_path, strategy, devices, extra):
     if strategy == "fsdp":
         run_dir = request.getfixturevalue("fsdp_run")
     else:
-        run_dir = _train(tmp_path, f"strategy={strategy}", f"trainer.devices={devices}")
+        run_dir = _train(tmp_path, f"strategy={strategy}", f"trainer.devices={devices}", *extra)
     want = _losses(reference)
     assert len(want) == 38  # 1257 training samples // 64 = 19 steps per epoch, 2 epochs
     _assert_same_losses(_losses(run_dir), want, range(38))

@@ -26,7 +26,9 @@ from torch import nn
 
 
 def _mlp_linears(model: nn.Module) -> list[str]:
-    names = [f"body.{i}" for i, m in enumerate(model.body) if isinstance(m, nn.Linear)]
+    # After activation checkpointing `body` is a wrapper; its layers keep their names.
+    body = getattr(model.body, "_checkpoint_wrapped_module", model.body)
+    names = [f"body.{i}" for i, m in enumerate(body) if isinstance(m, nn.Linear)]
     return [*names, "head"]
 
 
@@ -97,6 +99,11 @@ def transformer_tp_plan(model: nn.Module, sequence_parallel: bool = False) -> di
     return plan
 
 
+def _unwrapped(name: str) -> str:
+    """A module's name as before activation checkpointing (the wrapper forwards attributes)."""
+    return name.replace("_checkpoint_wrapped_module.", "")
+
+
 @dataclass(frozen=True)
 class Family:
     """Where a family's blocks are (checkpointing, compile), its FSDP units, and its TP plan."""
@@ -111,7 +118,7 @@ FAMILIES: dict[str, Family] = {
     "mlp": Family(lambda m: ["body"], _mlp_linears, mlp_tp_plan),
     "cnn": Family(
         lambda m: ["features"],
-        lambda m: [n for n, x in m.named_modules() if isinstance(x, (nn.Conv2d, nn.Linear))],
+        lambda m: [_unwrapped(n) for n, x in m.named_modules() if isinstance(x, (nn.Conv2d, nn.Linear))],
         None,
     ),
     "transformer": Family(
