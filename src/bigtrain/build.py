@@ -19,7 +19,7 @@ from bigtrain.plan import make_plan, print_plan
 from bigtrain.results import RESULTS_FILE, empty_results, print_summary, strip_stage, write_json_atomic
 
 
-def build_module(cfg: RunConfig, spec) -> BigtrainModule:
+def build_module(cfg: RunConfig, spec, bytes_per_token: float = 1.0) -> BigtrainModule:
     model = build_model(cfg.model, spec.input_shape, spec.num_outputs)
     return BigtrainModule(
         model,
@@ -30,10 +30,11 @@ def build_module(cfg: RunConfig, spec) -> BigtrainModule:
         metric_names=list(cfg.metrics.names),
         train_metrics=cfg.metrics.train,
         hparams=as_dict(cfg),
+        bytes_per_token=bytes_per_token,
     )
 
 
-def build_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
+def build_callbacks(cfg: RunConfig, run_dir: Path, plan: dict | None = None) -> list[pl.Callback]:
     from pytorch_lightning import callbacks as cb
 
     from bigtrain.callbacks.plots import Plots
@@ -50,8 +51,18 @@ def build_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
             save_last=c.checkpoint.save_last,
             save_top_k=c.checkpoint.save_top_k,
         ),
-        Throughput(),
+        Throughput(
+            warmup=c.throughput.warmup,
+            tokens_per_sample=(plan or {}).get("batch", {}).get("seq_len"),
+            flops_per_token=(plan or {}).get("flops_per_token"),
+            peak_flops=c.throughput.peak_flops,
+            precision=cfg.trainer.precision,
+        ),
     ]
+    if cfg.model.family == "transformer" and c.samples.enabled:
+        from bigtrain.callbacks.samples import Samples
+
+        out.append(Samples(c.samples, context=min(cfg.model.max_seq_len, cfg.data.seq_len)))
     if c.early_stopping.enabled:
         out.append(
             cb.EarlyStopping(
@@ -150,6 +161,9 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list)
 def _print_data(dm) -> None:
     from rich.console import Console
 
+    if hasattr(dm, "describe"):
+        Console().print(dm.describe(), markup=False)
+        return
     sizes, balance = dm.sizes(), dm.class_balance()
     parts = ", ".join(f"{k} {sizes[k]} (classes {balance[k]})" for k in sizes)
     Console().print(f"data: {dm.cfg.name}: {parts}")
@@ -183,8 +197,11 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
     dm = build_datamodule(cfg)
     dm.setup("fit")
     _print_data(dm)
-    module = build_module(cfg, spec)
-    callbacks = build_callbacks(cfg, run_dir)
+    stats = getattr(dm, "stats", {})
+    if stats:
+        results["data"] = stats
+    module = build_module(cfg, spec, stats.get("bytes_per_token", 1.0))
+    callbacks = build_callbacks(cfg, run_dir, plan)
     trainer = build_trainer(cfg, run_dir, callbacks, build_loggers(cfg, run_dir))
     ckpt_cb = trainer.checkpoint_callback
     throughput = next(c for c in callbacks if type(c).__name__ == "Throughput")
@@ -211,6 +228,9 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
         if ckpt_cb is not None and ckpt_cb.best_model_path:
             results["best_checkpoint"] = os.path.relpath(ckpt_cb.best_model_path, run_dir)
         results["throughput"] = throughput.summary()
+        samples = next((c for c in callbacks if type(c).__name__ == "Samples"), None)
+        if samples is not None:
+            results["samples"] = samples.last
         results["wall_seconds"] = round(time.perf_counter() - start, 3)
         if trainer.is_global_zero:
             write_json_atomic(run_dir / RESULTS_FILE, results)

@@ -16,11 +16,11 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from bigtrain.metrics import build_curves, build_metrics
+from bigtrain.metrics import build_curves, build_metrics, lm_from_loss
 from bigtrain.optim import build_optimizer, build_scheduler
 
 # What the progress bar shows besides train/loss; everything is in the logs.
-PROGRESS_KEYS = {"val/loss", "val/acc"}
+PROGRESS_KEYS = {"val/loss", "val/acc", "val/ppl"}
 
 
 class BigtrainModule(pl.LightningModule):
@@ -35,12 +35,14 @@ class BigtrainModule(pl.LightningModule):
         metric_names: list[str],
         train_metrics: bool = True,
         hparams: dict | None = None,
+        bytes_per_token: float = 1.0,
     ) -> None:
         super().__init__()
         self.model = model
         self.task, self.num_classes = task, num_classes
         self.optim_cfg, self.sched_cfg = optim, sched
         self.train_metrics_on = train_metrics
+        self.metric_names, self.bytes_per_token = list(metric_names), bytes_per_token
         # Plain dicts only: checkpoints must load with torch.load(weights_only=True).
         self.save_hyperparameters(hparams or {}, logger=True)
         base = build_metrics(task, num_classes, metric_names)
@@ -69,7 +71,21 @@ class BigtrainModule(pl.LightningModule):
         loss = F.cross_entropy(logits, y)
         return loss, torch.softmax(logits.detach().float(), dim=-1)
 
+    def _lm_step(self, batch: tuple[torch.Tensor], stage: str) -> torch.Tensor:
+        """Next-token cross-entropy averaged over every token of the micro-batch. Micro-batches
+        hold the same number of tokens, so the mean over micro-batches and devices is exact."""
+        (windows,) = batch
+        x, y = windows[:, :-1].long(), windows[:, 1:].long()
+        logits = self(x)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        self.stage_loss[stage].update(loss.detach(), weight=y.numel())
+        if stage in self.stage_metrics:
+            self.stage_metrics[stage].update(logits.detach().argmax(-1).flatten(), y.flatten())
+        return loss
+
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        if self.task == "lm":
+            return self._lm_step(batch, stage)
         x, y = batch
         loss, probs = self.loss_and_probs(self(x), y)
         self.stage_loss[stage].update(loss.detach(), weight=y.numel())
@@ -99,6 +115,10 @@ class BigtrainModule(pl.LightningModule):
             values.update(self.stage_metrics[stage].compute())
             self.stage_metrics[stage].reset()
         self.stage_loss[stage].reset()
+        if self.task == "lm":
+            prefix = "train" if stage == "fit" else stage
+            derived = lm_from_loss(float(values[loss_key]), self.metric_names, self.bytes_per_token)
+            values.update({f"{prefix}/{k}": torch.tensor(v) for k, v in derived.items()})
         # Values are already synced across processes by torchmetrics' compute().
         self.log_dict({k: v for k, v in values.items() if k not in PROGRESS_KEYS}, sync_dist=False)
         self.log_dict({k: v for k, v in values.items() if k in PROGRESS_KEYS}, prog_bar=True, sync_dist=False)
@@ -120,6 +140,8 @@ class BigtrainModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+        if self.task == "lm":
+            return
         curves = self.curves.compute()
         self.curves.reset()
         fpr, tpr, _ = curves["roc"]
