@@ -338,3 +338,11 @@ def test_training_on_token_files(tmp_path, run):
     assert results["status"] == "completed" and results["global_step"] == 3
     assert results["data"]["tokens"] == 80000 and results["data"]["unigram_val_loss"] > 2
     assert math.isfinite(results["test"]["loss"]) and results["test"]["loss"] < math.log(256) + 0.5
+
+
+def test_corpus_smaller_than_one_batch_is_a_config_error():
+    from bigtrain.data import build_datamodule
+
+    dm = build_datamodule(make_cfg([*TINY, "data.max_bytes=1500", "data.batch_size=64"]))
+    with pytest.raises(ConfigError, match="fewer than one global batch"):
+        dm.setup("fit")

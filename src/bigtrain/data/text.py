@@ -177,6 +177,11 @@ class TextDataModule(pl.LightningDataModule):
                     f"the {k} split of data={self.cfg.name} has no window of {self.cfg.seq_len + 1} tokens: "
                     "add text (data.max_bytes, data.paths) or lower data.seq_len"
                 )
+        if len(arrays["train"]) < self.cfg.batch_size:
+            raise ConfigError(
+                f"data={self.cfg.name} has {len(arrays['train'])} training windows, fewer than one global batch "
+                f"(data.batch_size={self.cfg.batch_size}): add text or lower data.batch_size"
+            )
         vocab, dtype = self.spec.vocab_size, token_dtype(self.spec.vocab_size)
         self.splits = {k: torch.from_numpy(np.ascontiguousarray(w)).to(dtype) for k, w in arrays.items()}
         unigram = unigram_loss(arrays["train"][:, 1:], arrays["val"][:, 1:], vocab)
