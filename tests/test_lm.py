@@ -313,15 +313,15 @@ def test_every_lm_experiment_trains_a_few_steps(run, name):
 
 @pytest.mark.slow
 def test_gpt_stdlib_beats_the_unigram_baseline(run):
-    """The experiment, stopped at its second validation (174 of 435 steps): the val loss must
-    already be well below the unigram model of the same bytes (measured: 2.49 vs 3.34 nats at
-    step 174; 2.11 at the end of the full run)."""
+    """The experiment, stopped at its first validation (87 of 435 steps): the val loss must
+    already be well below the unigram model of the same bytes (measured: 2.65 vs 3.34 nats at
+    step 87; 2.11 at the end of the full run)."""
     results, _ = run(
-        ["+experiment=gpt_stdlib", "trainer.max_steps=174", "callbacks.samples.max_new_tokens=40"]
+        ["+experiment=gpt_stdlib", "trainer.max_steps=87", "callbacks.samples.max_new_tokens=40"]
     )
     unigram = results["data"]["unigram_val_loss"]
     assert unigram > 3.0  # Python source bytes: ~3.3 nats under byte frequencies
-    assert results["val"]["loss"] < unigram - 0.6
+    assert results["val"]["loss"] < unigram - 0.5
 
 
 def test_tokens_cli_needs_inputs(tmp_path, capsys):
