@@ -12,14 +12,16 @@ def test_help_lists_every_group_and_option(tmp_path):
     out = bigtrain_cmd("--help", cwd=tmp_path)
     assert out.returncode == 0
     for line in (
-        "data: breast_cancer, csv, digits, image_folder",
+        "data: breast_cancer, csv, digits, image_folder, stdlib_text, text, tokens",
+        "model/gpt: 1.3b, 125m, 13b, 175b, 2.7b, 350m, 6.7b, 760m, tiny",
+        "model/llama: 13b, 70b, 7b, tiny",
         "model/mlp: base, seed, small, tiny",
         "model/cnn: small, tiny",
         "model/vit: small, tiny",
         "optim: adam, adamw, muon, sgd",
         "sched: constant, cosine, exponential, linear, plateau, step, wsd",
         "tricks: default, ema, swa",
-        "experiment: breast_cancer_mlp, digits_cnn, digits_mlp, seed",
+        "experiment: breast_cancer_mlp, digits_cnn, digits_mlp, gpt_125m, gpt_stdlib, llama_7b, seed",
     ):
         assert line in out.stdout
     assert not (tmp_path / "outputs").exists()
@@ -30,7 +32,10 @@ def test_help_lists_every_group_and_option(tmp_path):
     [
         (["optim.lrr=1"], "unknown key 'optim.lrr': did you mean optim.lr?"),
         (["model=mlp/huge"], "unknown option model=mlp/huge"),
-        (["+experiment=nope"], "choose one of breast_cancer_mlp, digits_cnn, digits_mlp, seed"),
+        (
+            ["+experiment=nope"],
+            "choose one of breast_cancer_mlp, digits_cnn, digits_mlp, gpt_125m, gpt_stdlib",
+        ),
         (["optim.lr=-3e-4"], "optim.lr=-0.0003 is out of range"),
         (["data.batch_size=0"], "data.batch_size=0 is out of range"),
         (["trainer.devices=0"], "trainer.devices=0 is out of range"),

@@ -26,7 +26,7 @@ from bigtrain.results import (
 from bigtrain.slurm import in_slurm_job, job_id, newest_hpc_checkpoint, requeue
 
 
-def build_module(cfg: RunConfig, spec) -> BigtrainModule:
+def build_module(cfg: RunConfig, spec, bytes_per_token: float = 1.0) -> BigtrainModule:
     model = build_model(cfg.model, spec.input_shape, spec.num_outputs)
     return BigtrainModule(
         model,
@@ -42,10 +42,11 @@ def build_module(cfg: RunConfig, spec) -> BigtrainModule:
         log_grad_norm=cfg.tricks.log_grad_norm,
         parallel=cfg.strategy,
         num_nodes=cfg.trainer.num_nodes,
+        bytes_per_token=bytes_per_token,
     )
 
 
-def build_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
+def build_callbacks(cfg: RunConfig, run_dir: Path, plan: dict | None = None) -> list[pl.Callback]:
     from pytorch_lightning import callbacks as cb
 
     from bigtrain.callbacks.memory import MemoryWatch
@@ -66,10 +67,20 @@ def build_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
             save_last=c.checkpoint.save_last,
             save_top_k=c.checkpoint.save_top_k,
         ),
-        Throughput(),
+        Throughput(
+            warmup=c.throughput.warmup,
+            tokens_per_sample=(plan or {}).get("batch", {}).get("seq_len"),
+            flops_per_token=(plan or {}).get("flops_per_token"),
+            peak_flops=c.throughput.peak_flops,
+            precision=cfg.trainer.precision,
+        ),
         ResumeState(),
         MemoryWatch(every=cfg.trainer.log_every_n_steps),
     ]
+    if cfg.model.family == "transformer" and c.samples.enabled:
+        from bigtrain.callbacks.samples import Samples
+
+        out.append(Samples(c.samples, context=min(cfg.model.max_seq_len, cfg.data.seq_len)))
     if c.checkpoint.every_n_train_steps:
         # Mid-epoch checkpoints for resume; the latest one is kept (monitor=None, top 1).
         out.append(
@@ -313,6 +324,9 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list)
 def _print_data(dm) -> None:
     from rich.console import Console
 
+    if hasattr(dm, "describe"):
+        Console().print(dm.describe(), markup=False)
+        return
     sizes, balance = dm.sizes(), dm.class_balance()
     parts = ", ".join(f"{k} {sizes[k]} (classes {balance[k]})" for k in sizes)
     Console().print(f"data: {dm.cfg.name}: {parts}")
@@ -390,12 +404,15 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
     dm = build_datamodule(cfg)
     dm.setup("fit")
     _print_data(dm)
-    module = build_module(cfg, spec)
+    stats = getattr(dm, "stats", {})
+    if stats:
+        results["data"] = stats
+    module = build_module(cfg, spec, stats.get("bytes_per_token", 1.0))
     if cfg.tricks.finders.lr.enabled or cfg.tricks.finders.batch_size.enabled:
         from bigtrain.callbacks.finders import run_finders
 
         results["finders"] = run_finders(module, dm, cfg, run_dir / "plots")
-    callbacks = build_callbacks(cfg, run_dir)
+    callbacks = build_callbacks(cfg, run_dir, plan)
     loggers = build_loggers(cfg, run_dir, resuming=ckpt_path is not None)
     trainer = build_trainer(cfg, run_dir, callbacks, loggers)
     ckpt_cb = trainer.checkpoint_callback
@@ -438,6 +455,9 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
         results.update(_trick_results(cfg, callbacks))
         results["resumed"] = resume_state.resumed
         results["memory"] = memory.summary()
+        samples = next((c for c in callbacks if type(c).__name__ == "Samples"), None)
+        if samples is not None:
+            results["samples"] = samples.last
         results["wall_seconds"] = round(time.perf_counter() - start, 3)
         if trainer.is_global_zero:
             write_json_atomic(run_dir / RESULTS_FILE, results)

@@ -105,6 +105,88 @@ class CNNConfig:
 # --------------------------------------------------------------------------- language models
 
 
+@variant("data", "text", "stdlib_text")
+@dataclass(frozen=True)
+class TextDataConfig:
+    """Text files cut into fixed windows. `text`: the user's files, folders or globs (`paths`);
+    `stdlib_text`: the .py source of the running Python's standard library, capped at `max_bytes`.
+    Tokens are bytes (vocabulary 256) unless `tokenizer` names a Hugging Face tokenizers JSON file."""
+
+    name: Literal["text", "stdlib_text"]
+    paths: list[str] = opt([], "files, folders or globs (data=text)")
+    tokenizer: str | None = opt(None, "a tokenizers JSON file; null = byte-level (vocabulary 256)")
+    max_bytes: int | None = opt(None, "read at most this many bytes of text; null = all", gt=0)
+    seq_len: int = opt(256, "tokens per training window", gt=0)
+    batch_size: int = opt(32, "global batch per optimizer step, in windows", gt=0)
+    eval_batch_size: int = opt(32, "per-device batch for validation and test", gt=0)
+    val_fraction: float = opt(0.05, gt=0.0, lt=1.0)
+    test_fraction: float = opt(0.05, gt=0.0, lt=1.0)
+    num_workers: int = opt(0, ge=0)
+
+
+@variant("data", "tokens")
+@dataclass(frozen=True)
+class TokensDataConfig:
+    """A pre-tokenised corpus on disk (`bigtrain-tokens write`): a flat uint16/uint32 memmap
+    `<path>.bin` with `<path>.json` metadata. Training draws random windows per step."""
+
+    name: Literal["tokens"]
+    path: str = opt("", "the .bin or .json file written by the tokens writer", nonempty=True)
+    seq_len: int = opt(1024, "tokens per training window", gt=0)
+    batch_size: int = opt(32, "global batch per optimizer step, in windows", gt=0)
+    eval_batch_size: int = opt(32, "per-device batch for validation and test", gt=0)
+    val_fraction: float = opt(0.01, gt=0.0, lt=1.0)
+    test_fraction: float = opt(0.01, gt=0.0, lt=1.0)
+    steps_per_epoch: int | None = opt(None, "optimizer steps per epoch; null = one pass of tokens", gt=0)
+    max_eval_windows: int | None = opt(1024, "cap on validation and test windows; null = all", gt=0)
+    num_workers: int = opt(0, ge=0)
+
+
+LM_DATA = {"text", "stdlib_text", "tokens"}
+LM_MODELS = {"transformer"}
+
+
+@variant("model", "transformer")
+@dataclass(frozen=True)
+class TransformerConfig:
+    """A decoder-only Transformer (GPT and LLaMA shapes are presets of it, see conf/model/)."""
+
+    family: Literal["transformer"]
+    n_layers: int = opt(2, gt=0)
+    d_model: int = opt(64, gt=0)
+    n_heads: int = opt(4, gt=0)
+    n_kv_heads: int | None = opt(None, "grouped-query attention; null = n_heads", gt=0)
+    d_ff: int | None = opt(None, "MLP width; null = 4*d_model (gelu) or 2/3 of that rounded (swiglu)", gt=0)
+    vocab_size: int | None = opt(None, "null = the data's vocabulary (256 for bytes)", gt=0)
+    max_seq_len: int = opt(2048, "longest context (size of the learned position table)", gt=0)
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    positions: Literal["learned", "rope"] = "learned"
+    tie_embeddings: bool = True
+    bias: bool = True
+    dropout: float = opt(0.0, ge=0.0, lt=1.0)
+    norm_eps: float = opt(1e-5, gt=0.0)
+    rope_theta: float = opt(10000.0, gt=0.0)
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        if self.d_ff is not None:
+            return self.d_ff
+        if self.mlp == "gelu":
+            return 4 * self.d_model
+        # SwiGLU has three matrices instead of two: 2/3 of 4d keeps the parameter count, rounded
+        # up to a multiple of 256 as LLaMA does (for matmul tile sizes).
+        return -(-(8 * self.d_model // 3) // 256) * 256
+
+
 # --------------------------------------------------------------------------- user data and models
 
 # Split names a `data.split_column` may hold, and the subfolders an image root may have.
@@ -572,7 +654,8 @@ def _check_deepspeed(cfg: RunConfig) -> None:
 
 # --------------------------------------------------------------------------- metrics, callbacks, loggers
 
-MetricName = Literal["acc", "precision", "recall", "f1", "auroc"]
+# ppl and bpb are language-model metrics (perplexity, bits per byte); acc is token accuracy there.
+MetricName = Literal["acc", "precision", "recall", "f1", "auroc", "ppl", "bpb"]
 
 
 @dataclass(frozen=True)
@@ -598,9 +681,29 @@ class EarlyStoppingConfig:
 
 
 @dataclass(frozen=True)
+class SamplesConfig:
+    """Text generated from `prompt` after each validation (language models only)."""
+
+    enabled: bool = True
+    prompt: str = "def "
+    max_new_tokens: int = opt(80, gt=0)
+    temperature: float = opt(0.0, "0 = greedy decoding", ge=0.0)
+    top_k: int | None = opt(None, gt=0)
+    num_samples: int = opt(1, gt=0)
+
+
+@dataclass(frozen=True)
+class ThroughputConfig:
+    warmup: int = opt(5, "training batches not timed at the start", ge=0)
+    peak_flops: float | None = opt(None, "peak FLOP/s of one device for MFU; null = known-GPU table", gt=0.0)
+
+
+@dataclass(frozen=True)
 class CallbacksConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
+    throughput: ThroughputConfig = field(default_factory=ThroughputConfig)
     progress_bar: Literal["rich", "tqdm", "none"] = "rich"
     model_summary_depth: int = opt(2, ge=0)
     plots: bool = True
@@ -859,6 +962,71 @@ def from_dict(raw: dict) -> RunConfig:
 # Checks of other areas (reliability, clusters) register here: each takes the RunConfig and
 # raises ConfigError.
 EXTRA_CHECKS: list = []
+
+
+def _check_language_models(cfg: RunConfig) -> None:
+    """LM data goes with the transformer and LM metrics; shapes must divide evenly."""
+    is_lm_data, m = cfg.data.name in LM_DATA, cfg.model
+    if is_lm_data and m.family not in LM_MODELS:
+        raise ConfigError(
+            f"data={cfg.data.name} is token data but model={m.family}/*: use model=gpt/tiny (or llama/*)"
+        )
+    if not is_lm_data and m.family in LM_MODELS:
+        raise ConfigError(
+            f"model={m.family} needs token data but data={cfg.data.name}: use data=stdlib_text, text or tokens"
+        )
+    if not is_lm_data:
+        bad = [n for n in cfg.metrics.names if n in ("ppl", "bpb")]
+        if bad:
+            raise ConfigError(f"metrics.names has {bad[0]}, a language-model metric: use metrics=default")
+        return
+    bad = [n for n in cfg.metrics.names if n not in ("acc", "ppl", "bpb")]
+    if bad:
+        raise ConfigError(f"metrics.names has {bad[0]}, a classification metric: use metrics=lm")
+    if m.d_model % m.n_heads:
+        raise ConfigError(
+            f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}: set model.n_heads to a divisor"
+        )
+    if m.n_heads % m.kv_heads:
+        raise ConfigError(
+            f"model.n_heads={m.n_heads} is not divisible by model.n_kv_heads={m.kv_heads}: set model.n_kv_heads to a divisor"
+        )
+    if m.positions == "rope" and m.head_dim % 2:
+        raise ConfigError(
+            f"RoPE needs an even head size, got {m.head_dim}: change model.n_heads or model.d_model"
+        )
+    if cfg.data.seq_len > m.max_seq_len:
+        raise ConfigError(
+            f"data.seq_len={cfg.data.seq_len} is longer than model.max_seq_len={m.max_seq_len}: lower data.seq_len"
+        )
+    _check_lm_files(cfg.data)
+
+
+def _check_lm_files(d: Any) -> None:
+    import glob
+    import importlib.util
+
+    if d.name == "text":
+        if not d.paths:
+            raise ConfigError("data=text needs input files: set data.paths=[file.txt,folder/,'docs/*.md']")
+        for p in d.paths:
+            if not (os.path.exists(p) or glob.glob(p, recursive=True)):
+                raise ConfigError(f"data.paths: {p} matches no file: give existing files, folders or globs")
+    if d.name == "tokens":
+        base = d.path[: -len(".json")] if d.path.endswith(".json") else d.path.removesuffix(".bin")
+        for ext in (".bin", ".json"):
+            if not os.path.isfile(base + ext):
+                raise ConfigError(
+                    f"data.path={d.path}: {base + ext} not found; write it with bigtrain-tokens write"
+                )
+    if getattr(d, "tokenizer", None) is not None:
+        if importlib.util.find_spec("tokenizers") is None:
+            raise ConfigError("data.tokenizer needs the tokenizers package: pip install 'bigtrain[text]'")
+        if not os.path.isfile(d.tokenizer):
+            raise ConfigError(f"data.tokenizer={d.tokenizer} does not exist: give a tokenizers JSON file")
+
+
+EXTRA_CHECKS.append(_check_language_models)
 
 
 def check_combinations(cfg: RunConfig) -> None:

@@ -1,13 +1,19 @@
 """Task -> torchmetrics MetricCollection, with the keys used in logs and results.json.
 
-Keys: acc, precision, recall, f1, auroc. Accuracy is the plain fraction correct (micro), as
+Keys: acc, precision, recall, f1, auroc; for language models (task "lm") acc, ppl, bpb. Accuracy is the plain fraction correct (micro), as
 scikit-learn's accuracy_score; for multiclass tasks precision, recall, F1 and AUROC are macro
 averages (one-vs-rest for AUROC), as scikit-learn's `average="macro"`. Binary tasks threshold the
 sigmoid at 0.5 and score the positive class.
+
+Language models: `acc` is token accuracy (argmax == next token, micro over all tokens). `ppl`
+(exp of the mean token cross-entropy) and `bpb` (bits per byte: loss / ln 2 / bytes per token)
+are functions of the token-weighted mean loss, so the module derives them from the synced loss
+and they are exact on any number of devices; see `lm_from_loss`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torchmetrics
@@ -33,6 +39,12 @@ def build_metrics(task: str, num_classes: int, names: Sequence[str]) -> torchmet
             "f1": lambda: C.MulticlassF1Score(num_classes=k, average="macro"),
             "auroc": lambda: C.MulticlassAUROC(num_classes=k, average="macro"),
         }
+    elif task == "lm":
+        # validate_args=False: the range check on every token batch costs more than the update.
+        table = {
+            "acc": lambda: C.MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
+        }
+        names = [n for n in names if n in table]
     else:
         raise ValueError(f"unknown task {task!r}")
     # compute_groups=False: the groups would share state between metrics, which is only a saving
@@ -42,6 +54,8 @@ def build_metrics(task: str, num_classes: int, names: Sequence[str]) -> torchmet
 
 def build_curves(task: str, num_classes: int) -> torchmetrics.MetricCollection:
     """Test-time artefacts: the confusion matrix and the ROC curve(s)."""
+    if task == "lm":
+        return torchmetrics.MetricCollection({}, compute_groups=False)
     if task == "binary":
         return torchmetrics.MetricCollection(
             {"confusion_matrix": C.BinaryConfusionMatrix(), "roc": C.BinaryROC()}, compute_groups=False
@@ -53,3 +67,13 @@ def build_curves(task: str, num_classes: int) -> torchmetrics.MetricCollection:
         },
         compute_groups=False,
     )
+
+
+def lm_from_loss(loss: float, names: Sequence[str], bytes_per_token: float) -> dict[str, float]:
+    """Perplexity and bits per byte from a mean token cross-entropy in nats."""
+    out = {}
+    if "ppl" in names:
+        out["ppl"] = math.exp(min(loss, 80.0))  # exp(80) ~ 5e34: a diverged run stays finite
+    if "bpb" in names:
+        out["bpb"] = loss / math.log(2) / bytes_per_token
+    return out

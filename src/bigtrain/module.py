@@ -17,11 +17,11 @@ import torchmetrics
 from torch import nn
 
 from bigtrain.accumulation import StepTokenMean
-from bigtrain.metrics import build_curves, build_metrics
+from bigtrain.metrics import build_curves, build_metrics, lm_from_loss
 from bigtrain.optim import build_optimizer, build_scheduler
 
 # What the progress bar shows besides train/loss; everything is in the logs.
-PROGRESS_KEYS = {"val/loss", "val/acc"}
+PROGRESS_KEYS = {"val/loss", "val/acc", "val/ppl"}
 
 
 class BigtrainModule(pl.LightningModule):
@@ -40,6 +40,7 @@ class BigtrainModule(pl.LightningModule):
         log_grad_norm: bool = False,
         parallel: Any = None,
         num_nodes: int = 1,
+        bytes_per_token: float = 1.0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -48,6 +49,7 @@ class BigtrainModule(pl.LightningModule):
         self.task, self.num_classes = task, num_classes
         self.optim_cfg, self.sched_cfg = optim, sched
         self.train_metrics_on = train_metrics
+        self.metric_names, self.bytes_per_token = list(metric_names), bytes_per_token
         # Plain dicts only: checkpoints must load with torch.load(weights_only=True).
         self.save_hyperparameters(hparams or {}, logger=True)
         base = build_metrics(task, num_classes, metric_names)
@@ -84,7 +86,24 @@ class BigtrainModule(pl.LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=eps)
         return loss, torch.softmax(logits.detach().float(), dim=-1)
 
+    def _lm_step(self, batch: tuple[torch.Tensor], stage: str) -> torch.Tensor | None:
+        """Next-token cross-entropy averaged over every token of the micro-batch. Micro-batches
+        hold the same number of tokens, so the mean over micro-batches and devices is exact."""
+        (windows,) = batch
+        x, y = windows[:, :-1].long(), windows[:, 1:].long()
+        logits = self(x)
+        eps = self.label_smoothing if self.training else 0.0
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), label_smoothing=eps)
+        if stage == "fit" and self.loss_gate is not None and not self.loss_gate(self, loss):
+            return None  # a non-finite loss the policy skips
+        self.stage_loss[stage].update(loss.detach(), weight=y.numel())
+        if stage in self.stage_metrics:
+            self.stage_metrics[stage].update(logits.detach().argmax(-1).flatten(), y.flatten())
+        return loss
+
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor | None:
+        if self.task == "lm":
+            return self._lm_step(batch, stage)
         x, y = batch
         loss, probs = self.loss_and_probs(self(x), y)
         if stage == "fit" and self.loss_gate is not None and not self.loss_gate(self, loss):
@@ -120,6 +139,10 @@ class BigtrainModule(pl.LightningModule):
             values.update(self.stage_metrics[stage].compute())
             self.stage_metrics[stage].reset()
         self.stage_loss[stage].reset()
+        if self.task == "lm":
+            prefix = "train" if stage == "fit" else stage
+            derived = lm_from_loss(float(values[loss_key]), self.metric_names, self.bytes_per_token)
+            values.update({f"{prefix}/{k}": torch.tensor(v) for k, v in derived.items()})
         # Values are already synced across processes by torchmetrics' compute().
         self.log_dict({k: v for k, v in values.items() if k not in PROGRESS_KEYS}, sync_dist=False)
         self.log_dict({k: v for k, v in values.items() if k in PROGRESS_KEYS}, prog_bar=True, sync_dist=False)
@@ -141,6 +164,8 @@ class BigtrainModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+        if self.task == "lm":
+            return
         curves = self.curves.compute()
         self.curves.reset()
         fpr, tpr, _ = curves["roc"]

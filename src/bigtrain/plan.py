@@ -6,8 +6,14 @@ since the backward computes gradients for both inputs and weights). Activation m
 sum of the tensors autograd saves for the backward in that same meta forward pass, scaled to the
 micro-batch. Nothing here touches real memory, so it works for any size on any laptop.
 
+The transformer is costed analytically instead (models/transformer.py, docs/lm.md): FLOPs per
+token 6N + 12 L d T, activations from the tensors each block keeps for the backward, with and
+without activation checkpointing.
+
 plan.json keys are stable (add, never rename): params.total, params.trainable, flops_per_sample,
-flops_per_token, memory_per_device_bytes.{weights,gradients,optimizer,activations,total}, batch.*.
+flops_per_token, memory_per_device_bytes.{weights,gradients,optimizer,activations,total}, batch.*;
+for the transformer also params.embedding, batch.{seq_len,tokens_per_step} and
+memory_per_device_bytes.{activations_checkpointed,total_checkpointed}.
 """
 
 from __future__ import annotations
@@ -48,6 +54,26 @@ def _meta_forward(model: torch.nn.Module, example: torch.Tensor) -> tuple[int, i
     return int(counter.get_total_flops()), saved
 
 
+def _transformer_costs(model: torch.nn.Module, micro: int, seq_len: int, precision: str) -> dict:
+    """Analytic FLOPs and activation memory of a transformer (formulas in models/transformer.py):
+    a meta forward of a 175B model would also work, but the formulas say *why* and cover
+    activation checkpointing, which no forward pass can measure."""
+    from bigtrain.models import transformer as tf
+
+    per_token = tf.flops_per_token(model, seq_len)
+    emb = model.tok_emb.weight.numel() + (model.pos_emb.weight.numel() if hasattr(model, "pos_emb") else 0)
+    casts = tf.matmul_params(model) * 2 if precision in ("bf16-mixed", "16-mixed") else 0
+    return {
+        "flops_per_token": per_token,
+        "flops_per_sample": per_token * seq_len,
+        "embedding": emb,
+        "activations": tf.activation_bytes(model, micro, seq_len, precision, checkpointed=False),
+        "activations_checkpointed": tf.activation_bytes(model, micro, seq_len, precision, checkpointed=True),
+        # autocast keeps a 16-bit copy of each matmul weight for the backward
+        "autocast_weight_copies": casts,
+    }
+
+
 def make_plan(cfg: Any, spec: Any) -> dict:
     """The plan for a validated RunConfig and DataSpec."""
     with torch.device("meta"):
@@ -56,11 +82,16 @@ def make_plan(cfg: Any, spec: Any) -> dict:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     micro = cfg.micro_batch_size
-    model.train()
-    example = torch.zeros((micro, *spec.input_shape), device="meta", requires_grad=False)
-    fwd_flops, saved_fp32 = _meta_forward(model, example)
-
     precision = cfg.trainer.precision
+    model.train()
+    lm = None
+    if cfg.model.family == "transformer":
+        lm = _transformer_costs(model, micro, spec.seq_len, precision)
+        fwd_flops, saved_fp32 = lm["flops_per_sample"] * micro // 3, 0
+    else:
+        example = torch.zeros((micro, *spec.input_shape), device="meta", requires_grad=False)
+        fwd_flops, saved_fp32 = _meta_forward(model, example)
+
     pbytes = PARAM_BYTES[precision]
     weights = total * pbytes
     grads = trainable * pbytes
@@ -68,6 +99,10 @@ def make_plan(cfg: Any, spec: Any) -> dict:
     if cfg.optim.name == "sgd" and cfg.optim.momentum == 0:
         optimizer = 0
     activations = saved_fp32 * ACT_BYTES[precision] // 4
+    if lm is not None:
+        # With activation checkpointing only block inputs stay alive across the forward.
+        key = "activations_checkpointed" if cfg.strategy.activation_checkpointing else "activations"
+        activations = lm[key] + lm["autocast_weight_copies"]
     memory = shard_memory(
         {"weights": weights, "gradients": grads, "optimizer": optimizer, "activations": activations},
         cfg,
@@ -82,7 +117,7 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         "data_parallel_size": cfg.data_parallel_size,
         "tensor_parallel_size": cfg.trainer.devices * cfg.trainer.num_nodes // cfg.data_parallel_size,
     }
-    return {
+    plan = {
         "model": cfg.model.family,
         "strategy": cfg.strategy.name,
         "precision": precision,
@@ -93,6 +128,15 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         "optimizer_groups": group_audit(optimizer_groups(cfg.optim, model)),
         "memory_per_device_bytes": {**memory, "total": sum(memory.values())},
     }
+    if lm is not None:
+        plan["params"]["embedding"] = lm["embedding"]
+        plan["flops_per_token"] = lm["flops_per_token"]
+        plan["batch"]["seq_len"] = spec.seq_len
+        plan["batch"]["tokens_per_step"] = cfg.data.batch_size * spec.seq_len
+        mem = plan["memory_per_device_bytes"]
+        mem["activations_checkpointed"] = lm["activations_checkpointed"] + lm["autocast_weight_copies"]
+        mem["total_checkpointed"] = mem["total"] - mem["activations"] + mem["activations_checkpointed"]
+    return plan
 
 
 def shard_memory(memory: dict[str, int], cfg: Any, model: torch.nn.Module) -> dict[str, int]:
@@ -152,6 +196,8 @@ def print_plan(plan: dict) -> None:
     )
     table.add_row("parameters (trainable)", f"{p['total']:,} ({p['trainable']:,})")
     table.add_row("training FLOPs per sample", _human(plan["flops_per_sample"]))
+    if plan.get("flops_per_token"):
+        table.add_row("training FLOPs per token", _human(plan["flops_per_token"]))
     table.add_row(
         "batch: micro x devices x nodes x accum",
         f"{b['micro_batch_size']} x {b['devices']} x {b['num_nodes']} x {b['accumulate_grad_batches']}"
@@ -165,6 +211,8 @@ def print_plan(plan: dict) -> None:
     for key in ("weights", "gradients", "optimizer", "activations"):
         table.add_row(f"memory per device: {key}", _bytes(m[key]))
     table.add_row("memory per device: total", _bytes(m["total"]))
+    if "total_checkpointed" in m:
+        table.add_row("  with activation checkpointing", _bytes(m["total_checkpointed"]))
     Console().print(table)
     if plan.get("optimizer_groups"):
         print_group_audit(plan["optimizer_groups"])

@@ -9,11 +9,17 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What a model and its loss need to know about the data."""
+    """What a model and its loss need to know about the data.
+
+    Language models (task "lm"): input_shape is (seq_len,) token ids, num_classes the vocabulary;
+    `byte_level` says that one token is one byte (so bits per byte is loss / ln 2)."""
 
     input_shape: tuple[int, ...]
     num_classes: int
-    task: Literal["binary", "multiclass"]
+    task: Literal["binary", "multiclass", "lm"]
+    vocab_size: int | None = None
+    seq_len: int | None = None
+    byte_level: bool = False
 
     @property
     def num_outputs(self) -> int:
@@ -21,9 +27,16 @@ class DataSpec:
         return 1 if self.task == "binary" else self.num_classes
 
 
+LM_DATA = {"text", "stdlib_text", "tokens"}
+
+
 def data_spec(cfg) -> DataSpec:
     """The spec of the configured data, without loading it (a user's table is read here once,
     since its class count and one-hot width come from the data)."""
+    if cfg.data.name in LM_DATA:
+        from bigtrain.data.text import lm_spec
+
+        return lm_spec(cfg.data)
     # User data (tables and image folders).
     if cfg.data.name == "csv":
         from bigtrain.data.tables import load_table
@@ -40,6 +53,14 @@ def data_spec(cfg) -> DataSpec:
 
 def build_datamodule(cfg):
     """The LightningDataModule for a validated RunConfig."""
+    if cfg.data.name == "tokens":
+        from bigtrain.data.tokens import TokensDataModule
+
+        return TokensDataModule(cfg.data, seed=cfg.seed)
+    if cfg.data.name in LM_DATA:
+        from bigtrain.data.text import TextDataModule
+
+        return TextDataModule(cfg.data, seed=cfg.seed)
     # User data (tables and image folders).
     if cfg.data.name == "csv":
         from bigtrain.data.tabular import TabularDataModule

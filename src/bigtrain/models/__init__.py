@@ -20,4 +20,24 @@ def build_model(cfg: Any, input_shape: tuple[int, ...], num_outputs: int):
         from bigtrain.models.vit import ViT
 
         return ViT(cfg, input_shape, num_outputs)
+    if cfg.family == "transformer":
+        from bigtrain.models.transformer import Transformer
+
+        return Transformer(cfg, model_vocab(cfg, num_outputs))
     raise ValueError(f"unknown model family {cfg.family!r}")
+
+
+def model_vocab(cfg: Any, data_vocab: int) -> int:
+    """The transformer's vocabulary: `model.vocab_size` if set (it must cover the data's tokens),
+    else the data's own (256 for bytes). A preset's published size (50257, 32000) keeps its
+    parameter count; byte-level runs set model.vocab_size=null."""
+    if cfg.vocab_size is None:
+        return data_vocab
+    if cfg.vocab_size < data_vocab:
+        from bigtrain.config import ConfigError
+
+        raise ConfigError(
+            f"model.vocab_size={cfg.vocab_size} is smaller than the data's vocabulary {data_vocab}: "
+            "set model.vocab_size=null to use the data's"
+        )
+    return cfg.vocab_size

@@ -1,0 +1,81 @@
+"""Text generated from a fixed prompt after each validation, so a user sees the model learn.
+
+Decoding is greedy at temperature 0, else sampling from softmax(logits / temperature),
+optionally among the `top_k` most likely tokens, with a generator seeded per validation step
+(the same samples for the same checkpoint). No KV cache: each new token reruns the cropped
+context, which is cheap for the few tokens logged. Rank zero generates and logs; the text also
+is kept in `last` (results.json: `samples`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytorch_lightning as pl
+import torch
+
+log = logging.getLogger("bigtrain.samples")
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    context: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Continue a (1, T) prompt by `max_new_tokens` tokens; returns (1, T + max_new_tokens)."""
+    tokens = prompt
+    for _ in range(max_new_tokens):
+        logits = model(tokens[:, -context:])[:, -1, :].float()
+        if temperature == 0:
+            nxt = logits.argmax(-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = torch.softmax(logits, dim=-1)
+            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(tokens.device)
+        tokens = torch.cat([tokens, nxt], dim=1)
+    return tokens
+
+
+class Samples(pl.Callback):
+    def __init__(self, cfg, context: int) -> None:
+        self.cfg, self.context = cfg, context
+        self.last: list[str] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        codec = getattr(trainer.datamodule, "codec", None)
+        if codec is None:
+            return
+        ids = codec.encode(self.cfg.prompt.encode("utf-8")).tolist() or [0]
+        prompt = torch.tensor([ids], dtype=torch.long, device=pl_module.device)
+        gen = torch.Generator().manual_seed(trainer.global_step)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            self.last = []
+            for _ in range(self.cfg.num_samples):
+                out = generate(
+                    pl_module.model,
+                    prompt,
+                    self.cfg.max_new_tokens,
+                    context=self.context,
+                    temperature=self.cfg.temperature,
+                    top_k=self.cfg.top_k,
+                    generator=gen,
+                )
+                self.last.append(codec.decode(out[0].tolist()))
+        finally:
+            pl_module.train(was_training)
+        for text in self.last:
+            log.info("sample at step %d: %r", trainer.global_step, text)
+            print(f"--- sample at step {trainer.global_step} ---\n{text}\n---", flush=True)

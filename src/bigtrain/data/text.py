@@ -1,0 +1,237 @@
+"""Text for language models: the user's files (`data=text`) or the Python standard library's own
+source (`data=stdlib_text`), as token windows held in memory.
+
+Tokens are bytes by default (vocabulary 256: no download, works offline, any language); a local
+Hugging Face `tokenizers` JSON file is the option for subword vocabularies.
+
+The token stream (files in sorted order, joined by a blank line) is split contiguously into
+[train | val | test], so the split is the same on every machine and no window straddles two
+splits. Each split is cut into non-overlapping windows of seq_len + 1 tokens: inputs are the
+first seq_len, targets the last seq_len (the next token at every position). Training windows are
+shuffled per epoch and cut into micro-batches by TensorLoader, with the same global-batch
+semantics as every other data set.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from bigtrain.config import ConfigError
+from bigtrain.data import DataSpec
+from bigtrain.data.tensors import TensorLoader
+
+BYTE_VOCAB = 256
+SEPARATOR = b"\n\n"
+
+
+class Codec:
+    """Text <-> token ids: bytes by default, or a tokenizers JSON file."""
+
+    def __init__(self, tokenizer: str | None = None) -> None:
+        self.tokenizer_path = tokenizer
+        self._tok = None
+        if tokenizer is not None:
+            try:
+                from tokenizers import Tokenizer
+            except ImportError as e:  # validation checks this first; kept for library use
+                raise ConfigError(
+                    "data.tokenizer needs the tokenizers package: pip install 'bigtrain[text]'"
+                ) from e
+            self._tok = Tokenizer.from_file(tokenizer)
+
+    @property
+    def vocab_size(self) -> int:
+        return BYTE_VOCAB if self._tok is None else self._tok.get_vocab_size()
+
+    @property
+    def byte_level(self) -> bool:
+        return self._tok is None
+
+    def encode(self, data: bytes) -> np.ndarray:
+        if self._tok is None:
+            return np.frombuffer(data, dtype=np.uint8)
+        ids = self._tok.encode(data.decode("utf-8", errors="replace")).ids
+        return np.asarray(ids, dtype=np.int64)
+
+    def decode(self, ids: list[int]) -> str:
+        if self._tok is None:
+            return bytes(int(i) % BYTE_VOCAB for i in ids).decode("utf-8", errors="replace")
+        return self._tok.decode([int(i) for i in ids])
+
+
+def stdlib_files() -> list[Path]:
+    """The .py files of the running interpreter's standard library (no installed packages)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return sorted(
+        p for p in root.rglob("*.py") if not {"site-packages", "dist-packages"} & set(p.parts) and p.is_file()
+    )
+
+
+def expand_paths(paths: list[str]) -> list[Path]:
+    """Files named directly, every file under a folder, and glob matches; sorted, no repeats."""
+    out: list[Path] = []
+    for p in paths:
+        if os.path.isdir(p):
+            out += sorted(q for q in Path(p).rglob("*") if q.is_file())
+        elif os.path.isfile(p):
+            out.append(Path(p))
+        else:
+            out += sorted(Path(q) for q in glob.glob(p, recursive=True) if os.path.isfile(q))
+    return list(dict.fromkeys(out))
+
+
+def read_text(files: list[Path], max_bytes: int | None) -> bytes:
+    """The files joined by a blank line, stopping at `max_bytes`."""
+    parts, total = [], 0
+    for f in files:
+        if max_bytes is not None and total >= max_bytes:
+            break
+        chunk = f.read_bytes() + SEPARATOR
+        parts.append(chunk)
+        total += len(chunk)
+    data = b"".join(parts)
+    return data if max_bytes is None else data[:max_bytes]
+
+
+def source_files(cfg) -> list[Path]:
+    return stdlib_files() if cfg.name == "stdlib_text" else expand_paths(list(cfg.paths))
+
+
+def lm_spec(cfg) -> DataSpec:
+    """The spec of LM data without reading the corpus (a tokens file's metadata at most)."""
+    if cfg.name == "tokens":
+        from bigtrain.data.tokens import read_meta
+
+        meta = read_meta(cfg.path)
+        vocab, byte_level = meta["vocab_size"], meta["tokenizer"] is None
+    else:
+        codec = Codec(cfg.tokenizer)
+        vocab, byte_level = codec.vocab_size, codec.byte_level
+    return DataSpec(
+        input_shape=(cfg.seq_len,),
+        num_classes=vocab,
+        task="lm",
+        vocab_size=vocab,
+        seq_len=cfg.seq_len,
+        byte_level=byte_level,
+    )
+
+
+def split_bounds(n: int, val: float, test: float) -> dict[str, tuple[int, int]]:
+    """Contiguous [train | val | test] token ranges."""
+    n_test, n_val = int(n * test), int(n * val)
+    n_train = n - n_val - n_test
+    return {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
+
+
+def windows(tokens: np.ndarray, seq_len: int) -> np.ndarray:
+    """Non-overlapping (N, seq_len + 1) windows; consecutive windows share one boundary token."""
+    n = (len(tokens) - 1) // seq_len
+    if n <= 0:
+        return np.zeros((0, seq_len + 1), dtype=tokens.dtype)
+    idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]
+    return tokens[idx]
+
+
+def unigram_loss(train_targets: np.ndarray, eval_targets: np.ndarray, vocab: int) -> float:
+    """Cross-entropy (nats per token) of `eval_targets` under train-token frequencies with add-one
+    smoothing: the loss of a model that ignores context. A language model must beat it."""
+    counts = np.bincount(train_targets.ravel(), minlength=vocab).astype(np.float64) + 1.0
+    logp = np.log(counts / counts.sum())
+    return float(-logp[eval_targets.ravel()].mean())
+
+
+def token_dtype(vocab: int) -> torch.dtype:
+    """The smallest storage for ids (the module casts to int64 per batch)."""
+    return torch.uint8 if vocab <= 256 else torch.int16 if vocab <= 32767 else torch.int32
+
+
+class TextDataModule(pl.LightningDataModule):
+    def __init__(self, cfg, seed: int) -> None:
+        super().__init__()
+        self.cfg, self.seed = cfg, seed
+        self.codec = Codec(cfg.tokenizer)
+        self.spec = lm_spec(cfg)
+        self.splits: dict[str, torch.Tensor] = {}
+        self.stats: dict = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        text = read_text(source_files(self.cfg), self.cfg.max_bytes)
+        tokens = self.codec.encode(text)
+        bounds = split_bounds(len(tokens), self.cfg.val_fraction, self.cfg.test_fraction)
+        arrays = {k: windows(tokens[a:b], self.cfg.seq_len) for k, (a, b) in bounds.items()}
+        for k, w in arrays.items():
+            if len(w) == 0:
+                raise ConfigError(
+                    f"the {k} split of data={self.cfg.name} has no window of {self.cfg.seq_len + 1} tokens: "
+                    "add text (data.max_bytes, data.paths) or lower data.seq_len"
+                )
+        if len(arrays["train"]) < self.cfg.batch_size:
+            raise ConfigError(
+                f"data={self.cfg.name} has {len(arrays['train'])} training windows, fewer than one global batch "
+                f"(data.batch_size={self.cfg.batch_size}): add text or lower data.batch_size"
+            )
+        vocab, dtype = self.spec.vocab_size, token_dtype(self.spec.vocab_size)
+        self.splits = {k: torch.from_numpy(np.ascontiguousarray(w)).to(dtype) for k, w in arrays.items()}
+        unigram = unigram_loss(arrays["train"][:, 1:], arrays["val"][:, 1:], vocab)
+        self.stats = {
+            "vocab_size": vocab,
+            "bytes": len(text),
+            "tokens": len(tokens),
+            "bytes_per_token": len(text) / max(1, len(tokens)),
+            "windows": {k: len(w) for k, w in arrays.items()},
+            "unigram_val_loss": unigram,
+            "unigram_val_bpb": unigram / math.log(2) * len(tokens) / max(1, len(text)),
+        }
+
+    def describe(self) -> str:
+        s = self.stats
+        return (
+            f"data: {self.cfg.name}: {s['bytes']:,} bytes -> {s['tokens']:,} tokens (vocab {s['vocab_size']}); "
+            f"windows of {self.cfg.seq_len}: {json.dumps(s['windows'])}; "
+            f"unigram baseline val loss {s['unigram_val_loss']:.4f}"
+        )
+
+    def _topology(self) -> tuple[int, int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1, 1
+        return trainer.global_rank, trainer.world_size, trainer.accumulate_grad_batches
+
+    def train_dataloader(self) -> TensorLoader:
+        rank, world, accum = self._topology()
+        epoch = (lambda: self.trainer.current_epoch) if self.trainer is not None else (lambda: 0)
+        return TensorLoader(
+            (self.splits["train"],),
+            self.cfg.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            epoch=epoch,
+            rank=rank,
+            world_size=world,
+            accumulation=accum,
+            drop_last=True,
+        )
+
+    def _eval_loader(self, name: str) -> TensorLoader:
+        rank, world, _ = self._topology()
+        return TensorLoader(
+            (self.splits[name],), self.cfg.eval_batch_size, shuffle=False, rank=rank, world_size=world
+        )
+
+    def val_dataloader(self) -> TensorLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> TensorLoader:
+        return self._eval_loader("test")

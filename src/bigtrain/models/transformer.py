@@ -1,0 +1,252 @@
+"""A decoder-only Transformer: GPT-2/3 and LLaMA are presets of this one class.
+
+    tokens -> tok_emb (+ pos_emb) -> dropout -> blocks x n_layers -> norm_f -> head -> logits
+    Block: x + attn(norm1(x)), then x + mlp(norm2(x))        (pre-norm, as GPT-2 and LLaMA)
+
+Options (TransformerConfig): LayerNorm or RMSNorm, GELU or SwiGLU MLP, learned or rotary
+positions, tied or untied embeddings, biases on or off, dropout, grouped-query attention.
+
+Names are part of the contract with tensor-parallel plans: tok_emb, pos_emb, blocks[i].{norm1,
+attn.{wq,wk,wv,wo}, norm2, mlp.{w1,w2,w3}}, norm_f, head. Attention reshapes with -1 heads, so a
+rank that holds a shard of wq/wk/wv (a slice of the heads) runs the same code unchanged.
+
+Large presets are built on the meta device and materialised where they live:
+    with torch.device("meta"): model = Transformer(cfg, vocab)
+    model.to_empty(device="cuda"); model.init_weights()
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bigtrain.config import TransformerConfig
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight (no mean subtraction, no bias), computed in float32 for stability."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
+
+
+def make_norm(cfg: TransformerConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return RMSNorm(cfg.d_model, cfg.norm_eps)
+    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+def rope_tables(head_dim: int, seq_len: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of shape (seq_len, head_dim): pair i of a head turns at theta^(-2i/head_dim)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)  # halves layout: dims i and i + head_dim/2 pair up
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, T, H, D) queries or keys by position; cos/sin are (T, D)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    cos, sin = cos[:, None, :].to(x.dtype), sin[:, None, :].to(x.dtype)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        d, hd = cfg.d_model, cfg.head_dim
+        self.head_dim = hd
+        self.wq = nn.Linear(d, cfg.n_heads * hd, bias=cfg.bias)
+        self.wk = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.bias)
+        self.wv = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.bias)
+        self.wo = nn.Linear(cfg.n_heads * hd, d, bias=cfg.bias)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        # -1 heads: under tensor parallelism this rank's wq holds only its share of the heads.
+        q = self.wq(x).view(B, T, -1, self.head_dim)
+        k = self.wk(x).view(B, T, -1, self.head_dim)
+        v = self.wv(x).view(B, T, -1, self.head_dim)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            is_causal=True,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=k.shape[1] != q.shape[1],  # each KV head serves n_heads / n_kv_heads queries
+        )
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    """GELU: w2(gelu(w1 x)). SwiGLU: w2(silu(w1 x) * w3 x), w3 being the gate's second branch."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.swiglu = cfg.mlp == "swiglu"
+        self.w1 = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=cfg.bias)
+        self.w2 = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=cfg.bias)
+        if self.swiglu:
+            self.w3 = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.swiglu:
+            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.w2(F.gelu(self.w1(x), approximate="tanh"))  # GPT-2's tanh approximation
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.norm1 = make_norm(cfg)
+        self.attn = Attention(cfg)
+        self.norm2 = make_norm(cfg)
+        self.mlp = MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), rope))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: TransformerConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.config, self.vocab_size = cfg, vocab_size
+        self.tok_emb = nn.Embedding(vocab_size, cfg.d_model)
+        if cfg.positions == "learned":
+            self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm_f = make_norm(cfg)
+        self.head = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.tok_emb.weight
+        if cfg.positions == "rope":
+            # Not persistent: recomputed by init_weights, so meta-built models and old checkpoints
+            # need nothing from the state dict.
+            self.register_buffer("rope_cos", torch.empty(cfg.max_seq_len, cfg.head_dim), persistent=False)
+            self.register_buffer("rope_sin", torch.empty(cfg.max_seq_len, cfg.head_dim), persistent=False)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """(Re)initialise every parameter and buffer: N(0, 0.02) for matrices and embeddings,
+        residual outputs (wo, w2) scaled by 1/sqrt(2 n_layers) (GPT-2: two residual additions per
+        block keep the residual stream's variance from growing with depth), zero biases, unit norms."""
+        cfg = self.config
+        resid_std = 0.02 / math.sqrt(2 * cfg.n_layers)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                std = resid_std if name.endswith(("attn.wo", "mlp.w2")) else 0.02
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            elif isinstance(module, (nn.LayerNorm, RMSNorm)):
+                nn.init.ones_(module.weight)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+        if cfg.positions == "rope":
+            cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=self.rope_cos.device)
+            self.rope_cos.copy_(cos)
+            self.rope_sin.copy_(sin)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, vocab) logits."""
+        T = tokens.shape[1]
+        x = self.tok_emb(tokens)
+        rope = None
+        if self.config.positions == "learned":
+            x = x + self.pos_emb(torch.arange(T, device=tokens.device))
+        else:
+            rope = (self.rope_cos[:T], self.rope_sin[:T])
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x, rope)
+        return self.head(self.norm_f(x))
+
+
+# --------------------------------------------------------------------------- cost arithmetic (plan.py)
+
+
+def matmul_params(model: Transformer) -> int:
+    """Weights that take part in a matmul per token: every nn.Linear, the head included (tied or
+    not). Embedding lookups and norms cost no multiply-adds worth counting."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def flops_per_token(model: Transformer, seq_len: int) -> int:
+    """Training FLOPs per token: 6 N + 12 L d T.
+
+    6 N: each matmul weight does one multiply-add (2 FLOPs) per token forward and twice that
+    backward (gradients of inputs and of weights), N = matmul_params. 12 L d T: per layer, the
+    scores QK^T and the weighted sum AV each take 2 T d FLOPs per token forward (counting the full
+    T x T square, as PaLM's MFU does, although causal kernels skip the upper half), x3 for training.
+    """
+    cfg = model.config
+    return 6 * matmul_params(model) + 12 * cfg.n_layers * cfg.d_model * seq_len
+
+
+# (residual-stream bytes, matmul-activation bytes) per element, by precision. Under *-mixed the
+# residual stream stays float32 (embeddings and additions are not autocast) while matmul inputs
+# and outputs are 16-bit.
+ACT_DTYPES = {
+    "32-true": (4, 4),
+    "32": (4, 4),
+    "64-true": (8, 8),
+    "bf16-mixed": (4, 2),
+    "16-mixed": (4, 2),
+    "bf16-true": (2, 2),
+}
+
+
+def layer_activation_bytes(cfg: TransformerConfig, precision: str) -> int:
+    """Bytes that one block saves for the backward, per token (the tensors autograd keeps):
+    residual-stream inputs of norm1 and norm2 (2 d, residual dtype); norm statistics (8 bytes);
+    the normed inputs of wq/wk/wv and of the MLP, q, the attention output, its reshaped copy fed
+    to wo (5 d); k and v (2 d_kv); the attention's logsumexp (4 bytes per head); the MLP's
+    hidden tensors: GELU keeps w1's output and the GELU output (2 f), SwiGLU keeps w1 and w3
+    outputs, silu(w1 x) and the product (4 f); one byte per element for each dropout mask."""
+    r, a = ACT_DTYPES[precision]
+    d, f = cfg.d_model, cfg.ffn_dim
+    d_kv = cfg.kv_heads * cfg.head_dim
+    mlp_units = 4 if cfg.mlp == "swiglu" else 2
+    total = 2 * r * d + 8 + a * (5 * d + 2 * d_kv + mlp_units * f) + 4 * cfg.n_heads
+    if cfg.dropout > 0:
+        total += 2 * d  # bool masks after attention and after the MLP
+    return total
+
+
+def activation_bytes(
+    model: Transformer, micro_batch: int, seq_len: int, precision: str, checkpointed: bool
+) -> int:
+    """Activation memory of one micro-batch: layers x per-layer bytes, plus the ends of the
+    network per token: token ids (8), norm_f's input and the head's input (d each), and the
+    float32 log-softmax of the logits that cross-entropy keeps (4 V).
+
+    With activation checkpointing every block keeps only its input (d in the residual dtype)
+    and one block's activations exist at a time while it is recomputed in the backward."""
+    cfg = model.config
+    r, a = ACT_DTYPES[precision]
+    per_layer = layer_activation_bytes(cfg, precision)
+    ends = 8 + (r + a) * cfg.d_model + 4 * model.vocab_size
+    if checkpointed:
+        per_token = cfg.n_layers * r * cfg.d_model + per_layer + ends
+    else:
+        per_token = cfg.n_layers * per_layer + ends
+    return micro_batch * seq_len * per_token
