@@ -13,7 +13,10 @@ import torch
 from bigtrain.build import build_callbacks, build_module, build_trainer, build_trick_callbacks
 from bigtrain.callbacks.finders import suggest_lr
 from bigtrain.callbacks.nan_policy import NonFiniteLossError
+from bigtrain.config import ConstantSchedConfig, SGDConfig
 from bigtrain.data import build_datamodule, data_spec
+from bigtrain.data.tensors import TensorLoader
+from bigtrain.module import BigtrainModule
 from conftest import FAST, QUIET, bigtrain_cmd, make_cfg, read_results
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -270,3 +273,50 @@ def test_finders_write_plots_suggestions_and_results(run):
     for png in ("lr_finder.png", "batch_size_finder.png"):
         assert (run_dir / "plots" / png).read_bytes().startswith(PNG)
     assert results["status"] == "completed"
+
+
+class TokenModule(BigtrainModule):
+    """The module with a token-level loss, computed the way a language-model task does."""
+
+    def training_step(self, batch, batch_idx):
+        tokens, targets = batch
+        loss, _ = self.token_mean.micro_batch_loss(self(tokens), targets)
+        return loss
+
+
+def test_token_level_accumulation_through_the_module_matches_one_batch():
+    vocab = 11
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, vocab, (32, 6), generator=gen)
+    targets = torch.randint(0, vocab, (32, 6), generator=gen)
+    targets[:8, 1:] = -100  # uneven micro-batches: 8 real tokens in the first, 48 in the others
+
+    def tiny() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Embedding(vocab, 8), torch.nn.Linear(8, vocab))
+
+    reference = tiny()
+    torch.nn.functional.cross_entropy(reference(tokens).flatten(0, 1), targets.flatten()).backward()
+    expected = torch.cat([(p - 0.5 * p.grad).detach().flatten() for p in reference.parameters()])
+    for acc in (1, 4):
+        module = TokenModule(
+            tiny(),
+            task="multiclass",
+            num_classes=vocab,
+            optim=SGDConfig(name="sgd", lr=0.5, momentum=0.0, nesterov=False),
+            sched=ConstantSchedConfig(name="constant"),
+            metric_names=["acc"],
+            train_metrics=False,
+        )
+        loader = TensorLoader([tokens, targets], 32, shuffle=False, accumulation=acc, drop_last=True)
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            max_steps=1,
+            accumulate_grad_batches=acc,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(module, train_dataloaders=loader)
+        assert torch.allclose(_weights(module), expected, atol=1e-6), acc
