@@ -103,7 +103,6 @@ start() {
     install_missing
     getent hosts "$HOST" >/dev/null || echo "127.0.0.1 $HOST" >>/etc/hosts
     mkdir -p "$STATE"
-    rm -f "$STATE"/started-*
     write_conf
     start_munge
     if ! alive "$STATE/slurmctld.pid"; then
