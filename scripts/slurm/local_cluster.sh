@@ -18,7 +18,7 @@ HOST=$(hostname -s)
 log() { echo "local_cluster: $*"; }
 die() { echo "local_cluster: error: $*" >&2; exit 1; }
 
-alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+alive() { [[ -f $1 ]] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }  # a daemon may remove its pid file as it exits
 
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
     local limit=$1 what=$2
@@ -103,7 +103,6 @@ start() {
     install_missing
     getent hosts "$HOST" >/dev/null || echo "127.0.0.1 $HOST" >>/etc/hosts
     mkdir -p "$STATE"
-    rm -f "$STATE"/started-*
     write_conf
     start_munge
     if ! alive "$STATE/slurmctld.pid"; then

@@ -9,8 +9,8 @@ interrupted sweep's folder (inside a SLURM job the folder is named after the job
 requeued sweep finds it by itself).
 
 Hydra finds plugins by scanning the hydra_plugins namespace, which an editable install does not
-expose to that scan; the config therefore also names `Register` as a Hydra callback, and
-importing this module (to build that callback, before the sweeper) registers the sweeper.
+expose to that scan; the config therefore also names `Register` as a Hydra callback, which
+registers the sweeper when Hydra builds it (before the sweeper).
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
 
 class Register(Callback):
-    """Does nothing itself: naming it in hydra.callbacks imports this module, which registers
-    ResumableOptunaSweeper with Hydra before Hydra builds the sweeper."""
+    """Registers ResumableOptunaSweeper with Hydra; Hydra builds its callbacks before the sweeper.
+
+    Not at import: Hydra's own plugin scan imports this module (in an installed wheel) while it
+    builds the registry, and registering from inside that scan would recurse."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
-
-
-Plugins.instance().register(ResumableOptunaSweeper)
+        Plugins.instance().register(ResumableOptunaSweeper)
