@@ -12,10 +12,10 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
 from bigtrain.config import RunConfig, as_dict, strip_secrets, tensor_parallel_size
-from bigtrain.data import build_datamodule, data_spec
+from bigtrain.data import build_datamodule
 from bigtrain.models import build_model
 from bigtrain.module import BigtrainModule
-from bigtrain.plan import make_plan, print_plan
+from bigtrain.plan import run_plan
 from bigtrain.results import (
     RESULTS_FILE,
     empty_results,
@@ -388,11 +388,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
     start = time.perf_counter()
     run_dir = Path(run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    spec = data_spec(cfg)
-    plan = make_plan(cfg, spec)
-    if rank_zero_only.rank == 0:
-        print_plan(plan)
-        write_json_atomic(run_dir / "plan.json", plan)
+    spec, plan = run_plan(cfg, run_dir, rank_zero_only.rank)
     if cfg.dry_run:
         return {"status": "planned", "plan": plan}
     _check_output(cfg, run_dir, plan)

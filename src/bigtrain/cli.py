@@ -236,6 +236,14 @@ def print_config_tree(cfg: DictConfig) -> None:
     Console().print(tree)
 
 
+def _rank() -> int:
+    """This process's global rank, from the launcher's environment (0 when run alone)."""
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return 0
+
+
 def _fail(message: str) -> None:
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise
@@ -255,6 +263,13 @@ def _task(cfg: DictConfig) -> Any:
         _fail(str(e))
     run_dir = HydraConfig.get().runtime.output_dir
 
+    if run.dry_run:  # the plan alone: no Lightning, no data, no weights
+        from bigtrain.plan import run_plan
+
+        if run.callbacks.print_config and _rank() == 0:
+            print_config_tree(cfg)
+        run_plan(run, run_dir, _rank())
+        return None
     from pytorch_lightning.utilities import rank_zero_only
 
     from bigtrain.build import train

@@ -18,6 +18,7 @@ memory_per_device_bytes.{activations_checkpointed,total_checkpointed}.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -72,6 +73,21 @@ def _transformer_costs(model: torch.nn.Module, micro: int, seq_len: int, precisi
         # autocast keeps a 16-bit copy of each matmul weight for the backward
         "autocast_weight_copies": casts,
     }
+
+
+def run_plan(cfg: Any, run_dir: str | Path, rank: int = 0) -> tuple[Any, dict]:
+    """(data spec, plan) of a validated RunConfig; rank zero prints it and writes plan.json.
+
+    Imports neither Lightning nor the data modules, so `dry_run=true` answers in seconds."""
+    from bigtrain.data import data_spec
+    from bigtrain.results import write_json_atomic
+
+    spec = data_spec(cfg)
+    plan = make_plan(cfg, spec)
+    if rank == 0:
+        print_plan(plan)
+        write_json_atomic(Path(run_dir) / "plan.json", plan)
+    return spec, plan
 
 
 def make_plan(cfg: Any, spec: Any) -> dict:

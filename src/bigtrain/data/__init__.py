@@ -29,12 +29,18 @@ class DataSpec:
 
 LM_DATA = {"text", "stdlib_text", "tokens"}
 
+# scikit-learn's bundled sets, known without loading them.
+SKLEARN_SPECS = {
+    "digits": DataSpec(input_shape=(1, 8, 8), num_classes=10, task="multiclass"),
+    "breast_cancer": DataSpec(input_shape=(30,), num_classes=2, task="binary"),
+}
+
 
 def data_spec(cfg) -> DataSpec:
     """The spec of the configured data, without loading it (a user's table is read here once,
     since its class count and one-hot width come from the data)."""
     if cfg.data.name in LM_DATA:
-        from bigtrain.data.text import lm_spec
+        from bigtrain.data.codec import lm_spec
 
         return lm_spec(cfg.data)
     # User data (tables and image folders).
@@ -46,9 +52,7 @@ def data_spec(cfg) -> DataSpec:
         from bigtrain.data.images import image_spec
 
         return image_spec(cfg.data)
-    from bigtrain.data.sklearn import SPECS
-
-    return SPECS[cfg.data.name]
+    return SKLEARN_SPECS[cfg.data.name]
 
 
 def build_datamodule(cfg):

@@ -14,13 +14,10 @@ import pytorch_lightning as pl
 import torch
 
 from bigtrain.config import SklearnDataConfig
-from bigtrain.data import DataSpec
+from bigtrain.data import SKLEARN_SPECS
 from bigtrain.data.tensors import TensorLoader
 
-SPECS = {
-    "digits": DataSpec(input_shape=(1, 8, 8), num_classes=10, task="multiclass"),
-    "breast_cancer": DataSpec(input_shape=(30,), num_classes=2, task="binary"),
-}
+SPECS = SKLEARN_SPECS
 
 
 def load_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -26,46 +26,8 @@ import pytorch_lightning as pl
 import torch
 
 from bigtrain.config import ConfigError
-from bigtrain.data import DataSpec
+from bigtrain.data.codec import BYTE_VOCAB, SEPARATOR, Codec, lm_spec  # noqa: F401 (re-exported)
 from bigtrain.data.tensors import TensorLoader
-
-BYTE_VOCAB = 256
-SEPARATOR = b"\n\n"
-
-
-class Codec:
-    """Text <-> token ids: bytes by default, or a tokenizers JSON file."""
-
-    def __init__(self, tokenizer: str | None = None) -> None:
-        self.tokenizer_path = tokenizer
-        self._tok = None
-        if tokenizer is not None:
-            try:
-                from tokenizers import Tokenizer
-            except ImportError as e:  # validation checks this first; kept for library use
-                raise ConfigError(
-                    "data.tokenizer needs the tokenizers package: pip install 'bigtrain[text]'"
-                ) from e
-            self._tok = Tokenizer.from_file(tokenizer)
-
-    @property
-    def vocab_size(self) -> int:
-        return BYTE_VOCAB if self._tok is None else self._tok.get_vocab_size()
-
-    @property
-    def byte_level(self) -> bool:
-        return self._tok is None
-
-    def encode(self, data: bytes) -> np.ndarray:
-        if self._tok is None:
-            return np.frombuffer(data, dtype=np.uint8)
-        ids = self._tok.encode(data.decode("utf-8", errors="replace")).ids
-        return np.asarray(ids, dtype=np.int64)
-
-    def decode(self, ids: list[int]) -> str:
-        if self._tok is None:
-            return bytes(int(i) % BYTE_VOCAB for i in ids).decode("utf-8", errors="replace")
-        return self._tok.decode([int(i) for i in ids])
 
 
 def stdlib_files() -> list[Path]:
@@ -104,26 +66,6 @@ def read_text(files: list[Path], max_bytes: int | None) -> bytes:
 
 def source_files(cfg) -> list[Path]:
     return stdlib_files() if cfg.name == "stdlib_text" else expand_paths(list(cfg.paths))
-
-
-def lm_spec(cfg) -> DataSpec:
-    """The spec of LM data without reading the corpus (a tokens file's metadata at most)."""
-    if cfg.name == "tokens":
-        from bigtrain.data.tokens import read_meta
-
-        meta = read_meta(cfg.path)
-        vocab, byte_level = meta["vocab_size"], meta["tokenizer"] is None
-    else:
-        codec = Codec(cfg.tokenizer)
-        vocab, byte_level = codec.vocab_size, codec.byte_level
-    return DataSpec(
-        input_shape=(cfg.seq_len,),
-        num_classes=vocab,
-        task="lm",
-        vocab_size=vocab,
-        seq_len=cfg.seq_len,
-        byte_level=byte_level,
-    )
 
 
 def split_bounds(n: int, val: float, test: float) -> dict[str, tuple[int, int]]:

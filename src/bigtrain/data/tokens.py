@@ -25,23 +25,15 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from bigtrain.data.text import Codec, expand_paths, lm_spec, split_bounds, stdlib_files, unigram_loss
-
-
-def _base(path: str) -> str:
-    for ext in (".json", ".bin"):
-        if path.endswith(ext):
-            return path[: -len(ext)]
-    return path
-
-
-def read_meta(path: str) -> dict:
-    return json.loads(Path(_base(path) + ".json").read_text())
+from bigtrain.data.codec import Codec, lm_spec, read_meta, token_path_base
+from bigtrain.data.text import expand_paths, split_bounds, stdlib_files, unigram_loss
 
 
 def open_tokens(path: str) -> np.ndarray:
     meta = read_meta(path)
-    return np.memmap(_base(path) + ".bin", dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["n_tokens"],))
+    return np.memmap(
+        token_path_base(path) + ".bin", dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["n_tokens"],)
+    )
 
 
 def write_tokens(
@@ -51,7 +43,7 @@ def write_tokens(
     time so the corpus never has to fit in memory. Returns the metadata."""
     codec = Codec(tokenizer)
     dtype = np.uint16 if codec.vocab_size <= 65536 else np.uint32
-    base = _base(out)
+    base = token_path_base(out)
     Path(base).parent.mkdir(parents=True, exist_ok=True)
     n_tokens = n_bytes = 0
     with open(base + ".bin", "wb") as f:
@@ -214,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     meta = write_tokens(args.out, files, args.tokenizer, args.max_bytes)
     print(
-        f"wrote {_base(args.out)}.bin: {meta['n_tokens']:,} tokens ({meta['dtype']}) from {meta['n_bytes']:,} bytes"
+        f"wrote {token_path_base(args.out)}.bin: {meta['n_tokens']:,} tokens ({meta['dtype']}) from {meta['n_bytes']:,} bytes"
     )
 
 

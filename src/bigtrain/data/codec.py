@@ -1,0 +1,79 @@
+"""Token codecs and the spec of language-model data: numpy and JSON only, so that validation and
+`dry_run=true` know the vocabulary without importing torch's data stack or Lightning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bigtrain.config import ConfigError
+from bigtrain.data import DataSpec
+
+BYTE_VOCAB = 256
+SEPARATOR = b"\n\n"
+
+
+class Codec:
+    """Text <-> token ids: bytes by default, or a tokenizers JSON file."""
+
+    def __init__(self, tokenizer: str | None = None) -> None:
+        self.tokenizer_path = tokenizer
+        self._tok = None
+        if tokenizer is not None:
+            try:
+                from tokenizers import Tokenizer
+            except ImportError as e:  # validation checks this first; kept for library use
+                raise ConfigError(
+                    "data.tokenizer needs the tokenizers package: pip install 'bigtrain[text]'"
+                ) from e
+            self._tok = Tokenizer.from_file(tokenizer)
+
+    @property
+    def vocab_size(self) -> int:
+        return BYTE_VOCAB if self._tok is None else self._tok.get_vocab_size()
+
+    @property
+    def byte_level(self) -> bool:
+        return self._tok is None
+
+    def encode(self, data: bytes) -> np.ndarray:
+        if self._tok is None:
+            return np.frombuffer(data, dtype=np.uint8)
+        ids = self._tok.encode(data.decode("utf-8", errors="replace")).ids
+        return np.asarray(ids, dtype=np.int64)
+
+    def decode(self, ids: list[int]) -> str:
+        if self._tok is None:
+            return bytes(int(i) % BYTE_VOCAB for i in ids).decode("utf-8", errors="replace")
+        return self._tok.decode([int(i) for i in ids])
+
+
+def token_path_base(path: str) -> str:
+    for ext in (".json", ".bin"):
+        if path.endswith(ext):
+            return path[: -len(ext)]
+    return path
+
+
+def read_meta(path: str) -> dict:
+    return json.loads(Path(token_path_base(path) + ".json").read_text())
+
+
+def lm_spec(cfg) -> DataSpec:
+    """The spec of LM data without reading the corpus (a tokens file's metadata at most)."""
+    if cfg.name == "tokens":
+        meta = read_meta(cfg.path)
+        vocab, byte_level = meta["vocab_size"], meta["tokenizer"] is None
+    else:
+        codec = Codec(cfg.tokenizer)
+        vocab, byte_level = codec.vocab_size, codec.byte_level
+    return DataSpec(
+        input_shape=(cfg.seq_len,),
+        num_classes=vocab,
+        task="lm",
+        vocab_size=vocab,
+        seq_len=cfg.seq_len,
+        byte_level=byte_level,
+    )
