@@ -35,11 +35,44 @@ EXPERIMENTS = sorted(
 LM_EXPERIMENTS = ["gpt_125m", "gpt_stdlib", "llama_7b"]
 
 
+# What one launch of torch.distributed leaves in os.environ (Lightning sets MASTER_PORT in the
+# process it runs in); inherited by a later test's subprocesses, it makes them all rendezvous on
+# one port that may still be held.
+DIST_ENV = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "LOCAL_WORLD_SIZE",
+    "PL_GLOBAL_SEED",
+    "PL_SEED_WORKERS",
+)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_lightning():
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _isolated_distributed_env():
+    """Each test starts without the distributed variables and process group of the one before."""
+    before = {k: os.environ.get(k) for k in DIST_ENV}
+    yield
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def make_cfg(overrides: list[str] = (), config_dir: str | None = None) -> RunConfig:
@@ -71,7 +104,11 @@ def bigtrain_cmd(
     *args: str, cwd: Path, env: dict | None = None, timeout: int = 300
 ) -> subprocess.CompletedProcess:
     """Run the real command line in a subprocess."""
-    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "HYDRA_FULL_ERROR" and k not in DIST_ENV and not k.startswith(("SLURM_", "TORCHELASTIC_"))
+    }
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "bigtrain", *args],

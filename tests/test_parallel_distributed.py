@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from bigtrain.export import load_weights
-from conftest import QUIET, bigtrain_cmd, read_results
+from conftest import DIST_ENV, QUIET, bigtrain_cmd, read_results
 
 pytestmark = pytest.mark.distributed
 
@@ -141,7 +141,7 @@ def test_two_nodes_with_torchrun_train_like_one_process(reference, tmp_path):
     """Two launchers, one per "node", meet at a rendezvous on 127.0.0.1: the same command as on a
     real cluster, with --node-rank 0 and 1 and the first node's address."""
     port, run_dir = _free_port(), tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR" and k not in DIST_ENV}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1"]
     rendezvous = ["--master-addr=127.0.0.1", f"--master-port={port}"]
     command = ["-m", "bigtrain", *COMMON, "strategy=ddp", "trainer.devices=1", "trainer.num_nodes=2"]

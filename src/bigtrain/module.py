@@ -185,9 +185,8 @@ class BigtrainModule(pl.LightningModule):
             )
         # The norm costs a pass over every gradient, so only on logging steps.
         if self.log_grad_norm and self.global_step % self.trainer.log_every_n_steps == 0:
-            grads = [p.grad for p in self.parameters() if p.grad is not None]
-            if grads:
-                norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+            norm = _grad_norm(self.parameters())
+            if norm is not None:
                 self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
     # ------------------------------------------------------------------ resuming
@@ -232,6 +231,20 @@ class BigtrainModule(pl.LightningModule):
             total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = build_scheduler(self.sched_cfg, optimizer, total, self.trainer.check_val_every_n_epoch)
         return {"optimizer": optimizer, "lr_scheduler": sched}
+
+
+def _grad_norm(params) -> torch.Tensor | None:
+    """The L2 norm of all gradients. Sharded gradients (DTensors under fsdp/tp) contribute their
+    global norm, so the value is the same on 1 or N processes and whatever the sharding."""
+    squares = []
+    for p in params:
+        if p.grad is None:
+            continue
+        norm = p.grad.detach().norm(2)
+        if hasattr(norm, "full_tensor"):  # a DTensor: reduce the shards' partial norms
+            norm = norm.full_tensor()
+        squares.append(norm.float() ** 2)
+    return torch.stack(squares).sum().sqrt() if squares else None
 
 
 def _to_cpu(value):
