@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,41 +32,18 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be used; the message says why and what to do."""
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable (the directory entry is data too)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_atomic(payload: Any, path: str | Path) -> None:
-    """torch.save to a temporary file next to `path`, fsync, rename over `path`, fsync the folder."""
+    """torch.save through results.atomic_write: a temporary file, fsync, rename, fsync the folder."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint gets the usual mode
-        with os.fdopen(fd, "wb") as f:
-            if _fault_now():
-                _die_mid_write(payload, f)
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    from bigtrain.results import atomic_write
 
+    def write(f) -> None:
+        if _fault_now():
+            _die_mid_write(payload, f)
+        torch.save(payload, f)
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    atomic_write(path, write, suffix=PARTIAL_SUFFIX)
 
 
 _saves_in_process = 0
