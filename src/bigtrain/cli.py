@@ -94,6 +94,37 @@ def group_options(h: Any, group: str) -> list[str]:
     return options
 
 
+def print_help(overrides: Sequence[str], config_dir: str | None) -> None:
+    """`bigtrain --help`: Hydra's help template, filled from one config repository.
+
+    Hydra's own --help rebuilds and deep-copies its config repository for every one of the ~150
+    groups (seconds); reading the groups straight from the config sources takes milliseconds.
+    """
+    from hydra.core.object_type import ObjectType
+
+    cfg = compose(overrides, config_dir, with_hydra=True)
+    repo = _hydra(config_dir).config_loader.repository
+
+    def groups(parent: str) -> list[str]:
+        found = []
+        for name in repo.get_group_options(parent, results_filter=ObjectType.GROUP):
+            path = f"{parent}/{name}" if parent else name
+            if path != "hydra":
+                found += [path, *groups(path)]
+        return found
+
+    lines = []
+    for group in sorted(groups("")):
+        options = repo.get_group_options(group, results_filter=ObjectType.CONFIG)
+        if options:
+            lines.append(f"{group}: {', '.join(options)}")
+    text = str(cfg.hydra.help.template)  # header and footer are interpolated into it here
+    with open_dict(cfg):
+        del cfg["hydra"]
+    text = text.replace("$APP_CONFIG_GROUPS", "\n".join(lines)).replace("$CONFIG", OmegaConf.to_yaml(cfg))
+    print(text)
+
+
 def _one_line(e: Exception, h: Any, overrides: Sequence[str], config_dir: str | None) -> str:
     """Hydra's multi-line messages, reduced to what is wrong and how to fix it."""
     from hydra.errors import MissingConfigException, OverrideParseException
@@ -297,6 +328,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         argv = expand_resume(argv)
+        args = hydra._internal.utils.get_args_parser().parse_args(argv)
+        if args.help and not (args.hydra_help or args.cfg or args.info or args.shell_completion):
+            print_help(list(args.overrides), args.config_dir)
+            return
         precheck(argv)
     except (UsageError, ConfigError) as e:
         _fail(str(e))
