@@ -114,6 +114,31 @@ def test_multirun_with_basic_launcher_writes_summary(tmp_path):
 
 
 @pytest.mark.slow
+def test_multirun_with_local_launcher_runs_jobs_in_parallel_processes(tmp_path):
+    proc = bigtrain_cmd(
+        "--multirun",
+        "hydra/launcher=local",
+        "hydra.sweep.dir=sweep",
+        "optim.lr=1e-3,1e-1",
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "sweep" / "summary.csv").open()))
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
+    # joblib's loky workers ran the two jobs at the same time: each job's config was written
+    # (its start) before either wrote results.json (its end). The basic launcher runs them in turn.
+    spans = []
+    for row in rows:
+        run = tmp_path / "sweep" / row["job"]
+        results = json.loads((run / "results.json").read_text())
+        assert results["status"] == "completed" and results["global_step"] > 0
+        spans.append((run / ".hydra" / "config.yaml").stat().st_mtime)
+        spans.append((run / "results.json").stat().st_mtime)
+    assert max(spans[0], spans[2]) < min(spans[1], spans[3]), spans
+
+
+@pytest.mark.slow
 def test_optuna_search_resumes_from_its_sqlite_study(tmp_path):
     import optuna
 
