@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from bigtrain.models import build_model
+from bigtrain.models import build_meta_model
 from bigtrain.optim import group_audit, optimizer_groups
 
 # Bytes per parameter for weights and for the autocast compute dtype, by Lightning precision.
@@ -92,8 +92,7 @@ def run_plan(cfg: Any, run_dir: str | Path, rank: int = 0) -> tuple[Any, dict]:
 
 def make_plan(cfg: Any, spec: Any) -> dict:
     """The plan for a validated RunConfig and DataSpec."""
-    with torch.device("meta"):
-        model = build_model(cfg.model, spec.input_shape, spec.num_outputs)
+    model = build_meta_model(cfg.model, spec.input_shape, spec.num_outputs)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 

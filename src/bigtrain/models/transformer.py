@@ -147,6 +147,8 @@ class Transformer(nn.Module):
         """(Re)initialise every parameter and buffer: N(0, 0.02) for matrices and embeddings,
         residual outputs (wo, w2) scaled by 1/sqrt(2 n_layers) (GPT-2: two residual additions per
         block keep the residual stream's variance from growing with depth), zero biases, unit norms."""
+        if self.tok_emb.weight.is_meta:
+            return  # shapes only: values come with to_empty() + init_weights() where the model lives
         cfg = self.config
         resid_std = 0.02 / math.sqrt(2 * cfg.n_layers)
         for name, module in self.named_modules():
