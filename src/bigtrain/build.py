@@ -116,7 +116,37 @@ def build_callbacks(cfg: RunConfig, run_dir: Path, plan: dict | None = None) -> 
         out.append(cb.RichModelSummary(max_depth=c.model_summary_depth))
     if in_slurm_job():
         out.append(RequeueOnSignal(run_dir))
-    return out + build_trick_callbacks(cfg, run_dir)
+    return skip_noop_batch_hooks(out + build_trick_callbacks(cfg, run_dir))
+
+
+# Hooks Lightning calls on every callback for every batch (most of them several times a step).
+BATCH_HOOKS = (
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+)
+
+
+def skip_noop_batch_hooks(callbacks: list[pl.Callback]) -> list[pl.Callback]:
+    """Lightning calls each per-batch hook of every callback, inside a profiler context, even
+    where the callback only inherits Callback's empty method: with ten callbacks that is 60
+    calls per step, 0.1-0.3 ms on a CPU, several percent of a small model's step. It calls only
+    what is callable, so an inherited no-op is set to None on the instance; hooks a callback
+    implements are untouched."""
+    for callback in callbacks:
+        for hook in BATCH_HOOKS:
+            if getattr(type(callback), hook) is getattr(pl.Callback, hook):
+                setattr(callback, hook, None)
+    return callbacks
 
 
 def build_trick_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:

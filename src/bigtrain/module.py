@@ -70,6 +70,14 @@ class BigtrainModule(pl.LightningModule):
         # Token-level losses are summed per micro-batch and divided by the step's token count.
         self.token_mean = StepTokenMean()
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets and restores this string around every hook call, a dozen times a step;
+        # nn.Module.__setattr__ first checks it against parameters, buffers and submodules.
+        if name == "_current_fx_name":
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
