@@ -156,6 +156,8 @@ def test_inherited_batch_hooks_are_not_called_but_implemented_ones_are(tmp_path)
 
 
 def test_throughput_and_ema_still_see_every_batch(run):
-    results, _ = run(["tricks.ema.enabled=true", "tricks.ema.start_step=0", "callbacks.throughput.warmup=0", *FAST])
+    results, _ = run(
+        ["tricks.ema.enabled=true", "tricks.ema.start_step=0", "callbacks.throughput.warmup=0", *FAST]
+    )
     assert results["global_step"] == 3 and results["throughput"]["samples_per_s"] > 0
     assert results["ema"]["updates"] == 3

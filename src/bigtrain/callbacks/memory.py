@@ -51,9 +51,15 @@ class MemoryWatch(pl.Callback):
         def mb(v):
             return None if v is None else round(v, 1)
 
-        return {
+        out = {
             "rss_mb_warm": mb(self.warm),
             "warm_step": self.warm_step,
             "rss_mb_peak": mb(self.peak),
             "rss_mb_last": mb(self.last),
         }
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            # This process's device: the peak of memory torch allocated, in GiB.
+            out["cuda_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+        return out
