@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -346,3 +349,51 @@ def test_corpus_smaller_than_one_batch_is_a_config_error():
     dm = build_datamodule(make_cfg([*TINY, "data.max_bytes=1500", "data.batch_size=64"]))
     with pytest.raises(ConfigError, match="fewer than one global batch"):
         dm.setup("fit")
+
+
+SHAPE_CASES = [
+    *[[f"model=gpt/{size}"] for size in ("tiny", "125m", "350m", "1.3b", "13b", "175b")],
+    *[[f"model=llama/{size}"] for size in ("tiny", "7b", "70b")],
+    ["model=gpt/tiny", "model.tie_embeddings=false", "model.bias=false", "model.dropout=0.1"],
+    ["model=gpt/tiny", "model.positions=rope", "model.mlp=swiglu", "model.norm=rmsnorm"],
+    ["model=llama/tiny", "model.n_kv_heads=2", "model.tie_embeddings=true", "model.bias=true"],
+    ["model=llama/tiny", "model.norm=layernorm", "model.bias=true", "model.vocab_size=300"],
+]
+
+
+@pytest.mark.parametrize("overrides", SHAPE_CASES, ids=lambda o: " ".join(o))
+def test_shapes_without_torch_match_the_built_model(overrides):
+    """models/shapes.py (the dry run's torch-free plan) against the meta-built Transformer:
+    names and shapes, weight-decay kinds, matmul weights, the tensor-parallel split and the
+    optimizer group audit under adamw, sgd and muon."""
+    from bigtrain.models import build_meta_model, model_vocab, shapes
+    from bigtrain.models.transformer import matmul_params
+    from bigtrain.optim import _named_trainable, group_audit, optimizer_groups, param_kind
+    from bigtrain.parallel import tp_sharded_params
+
+    cfg = make_cfg([*LM, *overrides])
+    spec = data_spec(cfg)
+    model = build_meta_model(cfg.model, spec.input_shape, spec.num_outputs)
+    rows = shapes.transformer_params(cfg.model, model_vocab(cfg.model, spec.num_outputs))
+    assert [(r.name, r.shape) for r in rows] == [(n, tuple(p.shape)) for n, p in model.named_parameters()]
+    assert [r.kind for r in rows] == [param_kind(m, n, p) for m, n, p in _named_trainable(model)]
+    assert shapes.matmul_params(cfg.model, model.vocab_size) == matmul_params(model)
+    assert sum(r.numel for r in rows if r.tp_split) == tp_sharded_params(model)
+    for optim in ("adamw", "sgd", "muon"):
+        ocfg = make_cfg([*LM, *overrides, f"optim={optim}"]).optim
+        assert shapes.group_audit_rows(ocfg, rows) == group_audit(optimizer_groups(ocfg, model)), optim
+
+
+def test_dry_run_of_a_transformer_never_imports_torch(tmp_path):
+    probe = "import sys\nfrom bigtrain.cli import main\nmain(sys.argv[1:])\nprint('TORCH', 'torch' in sys.modules)\n"
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *LM, "model=llama/7b", "dry_run=true", "hydra.run.dir=plan"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "TORCH False" in out.stdout
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert plan["params"]["total"] == 6_738_415_616  # LLaMA-2 7B as released

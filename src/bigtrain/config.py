@@ -624,8 +624,12 @@ def check_parallel(cfg: RunConfig) -> None:
 
 def _check_dtensor(name: str) -> None:
     import importlib.util
+    from pathlib import Path
 
-    if importlib.util.find_spec("torch.distributed.tensor") is None:
+    # Looked up on disk: find_spec of a submodule would import torch (seconds) just to check.
+    spec = importlib.util.find_spec("torch")
+    where = Path(spec.origin).parent if spec is not None and spec.origin else None
+    if where is None or not (where / "distributed" / "tensor" / "__init__.py").is_file():
         raise ConfigError(
             f"strategy={name} needs a torch with DTensor (torch>=2.4 built with distributed): "
             "upgrade torch or use strategy=ddp"

@@ -6,9 +6,9 @@ since the backward computes gradients for both inputs and weights). Activation m
 sum of the tensors autograd saves for the backward in that same meta forward pass, scaled to the
 micro-batch. Nothing here touches real memory, so it works for any size on any laptop.
 
-The transformer is costed analytically instead (models/transformer.py, docs/lm.md): FLOPs per
-token 6N + 12 L d T, activations from the tensors each block keeps for the backward, with and
-without activation checkpointing.
+The transformer is costed analytically instead, from its config alone and without importing
+torch (models/shapes.py, docs/lm.md): its parameters, FLOPs per token 6N + 12 L d T, activations
+from the tensors each block keeps for the backward, with and without activation checkpointing.
 
 plan.json keys are stable (add, never rename): params.total, params.trainable, flops_per_sample,
 flops_per_token, memory_per_device_bytes.{weights,gradients,optimizer,activations,total}, batch.*;
@@ -19,12 +19,13 @@ memory_per_device_bytes.{activations_checkpointed,total_checkpointed}.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from bigtrain.models import build_meta_model, model_vocab
+from bigtrain.models import shapes as tf
 
-from bigtrain.models import build_meta_model
-from bigtrain.optim import group_audit, optimizer_groups
+if TYPE_CHECKING:
+    import torch
 
 # Bytes per parameter for weights and for the autocast compute dtype, by Lightning precision.
 PARAM_BYTES = {"32-true": 4, "32": 4, "64-true": 8, "bf16-mixed": 4, "16-mixed": 4, "bf16-true": 2}
@@ -36,6 +37,7 @@ OPTIM_STATES = {"adam": 2, "adamw": 2, "sgd": 1}
 
 def _meta_forward(model: torch.nn.Module, example: torch.Tensor) -> tuple[int, int]:
     """(forward FLOPs, bytes saved for backward) of one forward pass on the meta device."""
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     saved = 0
@@ -55,21 +57,26 @@ def _meta_forward(model: torch.nn.Module, example: torch.Tensor) -> tuple[int, i
     return int(counter.get_total_flops()), saved
 
 
-def _transformer_costs(model: torch.nn.Module, micro: int, seq_len: int, precision: str) -> dict:
-    """Analytic FLOPs and activation memory of a transformer (formulas in models/transformer.py):
-    a meta forward of a 175B model would also work, but the formulas say *why* and cover
-    activation checkpointing, which no forward pass can measure."""
-    from bigtrain.models import transformer as tf
-
-    per_token = tf.flops_per_token(model, seq_len)
-    emb = model.tok_emb.weight.numel() + (model.pos_emb.weight.numel() if hasattr(model, "pos_emb") else 0)
-    casts = tf.matmul_params(model) * 2 if precision in ("bf16-mixed", "16-mixed") else 0
+def _transformer_costs(cfg: Any, spec: Any, micro: int, precision: str) -> dict:
+    """Parameters, FLOPs and activation memory of a transformer from its config alone
+    (models/shapes.py), without torch: a meta forward of a 175B model would also work, but the
+    formulas say *why*, cover activation checkpointing, which no forward pass can measure, and
+    answer in milliseconds."""
+    vocab, seq_len = model_vocab(cfg.model, spec.num_outputs), spec.seq_len
+    params = tf.transformer_params(cfg.model, vocab)
+    per_token = tf.flops_per_token(cfg.model, vocab, seq_len)
+    casts = tf.matmul_params(cfg.model, vocab) * 2 if precision in ("bf16-mixed", "16-mixed") else 0
     return {
+        "total": sum(p.numel for p in params),
+        "tp_split": sum(p.numel for p in params if p.tp_split),
+        "groups": tf.group_audit_rows(cfg.optim, params),
         "flops_per_token": per_token,
         "flops_per_sample": per_token * seq_len,
-        "embedding": emb,
-        "activations": tf.activation_bytes(model, micro, seq_len, precision, checkpointed=False),
-        "activations_checkpointed": tf.activation_bytes(model, micro, seq_len, precision, checkpointed=True),
+        "embedding": sum(p.numel for p in params if p.kind == "embedding"),
+        "activations": tf.activation_bytes(cfg.model, vocab, micro, seq_len, precision, checkpointed=False),
+        "activations_checkpointed": tf.activation_bytes(
+            cfg.model, vocab, micro, seq_len, precision, checkpointed=True
+        ),
         # autocast keeps a 16-bit copy of each matmul weight for the backward
         "autocast_weight_copies": casts,
     }
@@ -91,19 +98,32 @@ def run_plan(cfg: Any, run_dir: str | Path, rank: int = 0) -> tuple[Any, dict]:
 
 
 def make_plan(cfg: Any, spec: Any) -> dict:
-    """The plan for a validated RunConfig and DataSpec."""
-    model = build_meta_model(cfg.model, spec.input_shape, spec.num_outputs)
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-
+    """The plan for a validated RunConfig and DataSpec. A transformer's needs no torch; other
+    families are built on the meta device and run through one meta forward pass."""
     micro = cfg.micro_batch_size
     precision = cfg.trainer.precision
-    model.train()
     lm = None
     if cfg.model.family == "transformer":
-        lm = _transformer_costs(model, micro, spec.seq_len, precision)
+        lm = _transformer_costs(cfg, spec, micro, precision)
+        total = trainable = lm["total"]
+        tp_split, groups = lm["tp_split"], lm["groups"]
         fwd_flops, saved_fp32 = lm["flops_per_sample"] * micro // 3, 0
     else:
+        import torch
+
+        from bigtrain.config import tensor_parallel_size
+        from bigtrain.optim import group_audit, optimizer_groups
+
+        model = build_meta_model(cfg.model, spec.input_shape, spec.num_outputs)
+        total = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        tp_split = 0
+        if tensor_parallel_size(cfg.strategy) > 1:
+            from bigtrain.parallel import tp_sharded_params
+
+            tp_split = tp_sharded_params(model)
+        groups = group_audit(optimizer_groups(cfg.optim, model))
+        model.train()
         example = torch.zeros((micro, *spec.input_shape), device="meta", requires_grad=False)
         fwd_flops, saved_fp32 = _meta_forward(model, example)
 
@@ -121,7 +141,7 @@ def make_plan(cfg: Any, spec: Any) -> dict:
     memory = shard_memory(
         {"weights": weights, "gradients": grads, "optimizer": optimizer, "activations": activations},
         cfg,
-        model,
+        tp_split / max(total, 1),
     )
     batch = {
         "micro_batch_size": micro,
@@ -140,7 +160,7 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         "flops_per_sample": 3 * fwd_flops // max(micro, 1),
         "flops_per_token": None,
         "batch": batch,
-        "optimizer_groups": group_audit(optimizer_groups(cfg.optim, model)),
+        "optimizer_groups": groups,
         "memory_per_device_bytes": {**memory, "total": sum(memory.values())},
     }
     if lm is not None:
@@ -154,12 +174,13 @@ def make_plan(cfg: Any, spec: Any) -> dict:
     return plan
 
 
-def shard_memory(memory: dict[str, int], cfg: Any, model: torch.nn.Module) -> dict[str, int]:
+def shard_memory(memory: dict[str, int], cfg: Any, tp_fraction: float) -> dict[str, int]:
     """Per-device bytes under the strategy. ddp/auto replicate everything. Tensor parallel divides
-    the weights its plan splits (and their gradients and optimizer state) by tp; FSDP then divides
-    all of it by the data-parallel size it shards over (devices per node for hybrid sharding).
-    DeepSpeed ZeRO-2 shards gradients and optimizer state over all processes, ZeRO-3 weights too.
-    Activations stay per micro-batch (tensor parallel shrinks the blocks' inner ones; not counted)."""
+    the weights its plan splits (`tp_fraction` of all parameters; their gradients and optimizer
+    state too) by tp; FSDP then divides all of it by the data-parallel size it shards over
+    (devices per node for hybrid sharding). DeepSpeed ZeRO-2 shards gradients and optimizer state
+    over all processes, ZeRO-3 weights too. Activations stay per micro-batch (tensor parallel
+    shrinks the blocks' inner ones; not counted)."""
     from bigtrain.config import tensor_parallel_size
 
     s, t = cfg.strategy, cfg.trainer
@@ -168,10 +189,7 @@ def shard_memory(memory: dict[str, int], cfg: Any, model: torch.nn.Module) -> di
     out = dict(memory)
     states = ("weights", "gradients", "optimizer")
     if tp > 1:
-        from bigtrain.parallel import tp_sharded_params
-
-        total = sum(p.numel() for p in model.parameters())
-        kept = 1 - tp_sharded_params(model) * (1 - 1 / tp) / total
+        kept = 1 - tp_fraction * (1 - 1 / tp)
         out.update({k: int(out[k] * kept) for k in states})
     shards = {"fsdp": world, "fsdp_tp": world // tp, "deepspeed_zero3": world}.get(s.name, 1)
     if s.name == "fsdp" and s.sharding == "hybrid":

@@ -7,7 +7,7 @@ warm-up) do not.
 
 MFU = tokens/s x FLOPs per token / (peak FLOP/s per device x devices). FLOPs per token come from
 the plan: 6 N + 12 L d T for the transformer (N matmul weights, L layers, d width, T sequence
-length; see models/transformer.flops_per_token). Recomputation (activation checkpointing) is not
+length; see models/shapes.flops_per_token). Recomputation (activation checkpointing) is not
 counted, as MFU defines it. The peak is `callbacks.throughput.peak_flops` when set, else the dense
 (no sparsity) tensor-core peak of a known GPU for 16-bit precisions and its plain float32 peak
 otherwise (TF32 matmuls can beat that, so float32 MFU may exceed what bf16 MFU would show). On

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bigtrain.config import TransformerConfig
+from bigtrain.models import shapes
 
 
 class RMSNorm(nn.Module):
@@ -183,72 +184,26 @@ class Transformer(nn.Module):
         return self.head(self.norm_f(x))
 
 
-# --------------------------------------------------------------------------- cost arithmetic (plan.py)
+# --------------------------------------------------------------------------- cost arithmetic
+# The formulas live in models/shapes.py (the plan uses them without torch); here they apply to a
+# built model.
 
 
 def matmul_params(model: Transformer) -> int:
-    """Weights that take part in a matmul per token: every nn.Linear, the head included (tied or
-    not). Embedding lookups and norms cost no multiply-adds worth counting."""
+    """Weights that take part in a matmul per token, counted on the model: every nn.Linear, the
+    head included (tied or not)."""
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
 
 
 def flops_per_token(model: Transformer, seq_len: int) -> int:
-    """Training FLOPs per token: 6 N + 12 L d T.
-
-    6 N: each matmul weight does one multiply-add (2 FLOPs) per token forward and twice that
-    backward (gradients of inputs and of weights), N = matmul_params. 12 L d T: per layer, the
-    scores QK^T and the weighted sum AV each take 2 T d FLOPs per token forward (counting the full
-    T x T square, as PaLM's MFU does, although causal kernels skip the upper half), x3 for training.
-    """
-    cfg = model.config
-    return 6 * matmul_params(model) + 12 * cfg.n_layers * cfg.d_model * seq_len
-
-
-# (residual-stream bytes, matmul-activation bytes) per element, by precision. Under *-mixed the
-# residual stream stays float32 (embeddings and additions are not autocast) while matmul inputs
-# and outputs are 16-bit.
-ACT_DTYPES = {
-    "32-true": (4, 4),
-    "32": (4, 4),
-    "64-true": (8, 8),
-    "bf16-mixed": (4, 2),
-    "16-mixed": (4, 2),
-    "bf16-true": (2, 2),
-}
-
-
-def layer_activation_bytes(cfg: TransformerConfig, precision: str) -> int:
-    """Bytes that one block saves for the backward, per token (the tensors autograd keeps):
-    residual-stream inputs of norm1 and norm2 (2 d, residual dtype); norm statistics (8 bytes);
-    the normed inputs of wq/wk/wv and of the MLP, q, the attention output, its reshaped copy fed
-    to wo (5 d); k and v (2 d_kv); the attention's logsumexp (4 bytes per head); the MLP's
-    hidden tensors: GELU keeps w1's output and the GELU output (2 f), SwiGLU keeps w1 and w3
-    outputs, silu(w1 x) and the product (4 f); one byte per element for each dropout mask."""
-    r, a = ACT_DTYPES[precision]
-    d, f = cfg.d_model, cfg.ffn_dim
-    d_kv = cfg.kv_heads * cfg.head_dim
-    mlp_units = 4 if cfg.mlp == "swiglu" else 2
-    total = 2 * r * d + 8 + a * (5 * d + 2 * d_kv + mlp_units * f) + 4 * cfg.n_heads
-    if cfg.dropout > 0:
-        total += 2 * d  # bool masks after attention and after the MLP
-    return total
+    """Training FLOPs per token, 6 N + 12 L d T (shapes.flops_per_token)."""
+    return shapes.flops_per_token(model.config, model.vocab_size, seq_len)
 
 
 def activation_bytes(
     model: Transformer, micro_batch: int, seq_len: int, precision: str, checkpointed: bool
 ) -> int:
-    """Activation memory of one micro-batch: layers x per-layer bytes, plus the ends of the
-    network per token: token ids (8), norm_f's input and the head's input (d each), and the
-    float32 log-softmax of the logits that cross-entropy keeps (4 V).
-
-    With activation checkpointing every block keeps only its input (d in the residual dtype)
-    and one block's activations exist at a time while it is recomputed in the backward."""
-    cfg = model.config
-    r, a = ACT_DTYPES[precision]
-    per_layer = layer_activation_bytes(cfg, precision)
-    ends = 8 + (r + a) * cfg.d_model + 4 * model.vocab_size
-    if checkpointed:
-        per_token = cfg.n_layers * r * cfg.d_model + per_layer + ends
-    else:
-        per_token = cfg.n_layers * per_layer + ends
-    return micro_batch * seq_len * per_token
+    """Activation memory of one micro-batch (shapes.activation_bytes)."""
+    return shapes.activation_bytes(
+        model.config, model.vocab_size, micro_batch, seq_len, precision, checkpointed
+    )
