@@ -49,6 +49,13 @@ def test_bad_strategy_settings_are_one_line_errors(overrides, fragment):
     assert "\n" not in str(e.value)
 
 
+def test_transformer_norms_do_not_block_tensor_parallel():
+    # The Transformer's norms act on the whole residual stream; only the MLP's split features.
+    for preset in ("gpt/tiny", "llama/tiny"):
+        cfg = make_cfg([f"model={preset}", "data=stdlib_text", "metrics=lm", "strategy=tp", *CPU2])
+        assert cfg.model.norm != "none" and cfg.strategy.name == "tp"
+
+
 def test_heads_must_divide_by_the_tensor_parallel_size():
     # Any model config with n_heads / n_kv_heads is checked; the transformer family provides them.
     cfg = make_cfg(["strategy=tp", *CPU2])

@@ -594,7 +594,9 @@ def check_parallel(cfg: RunConfig) -> None:
                 f"strategy={s.name} has no tensor-parallel plan for model family '{cfg.model.family}': "
                 "use strategy=fsdp or strategy=ddp"
             )
-        if getattr(cfg.model, "norm", "none") != "none":
+        # The MLP's norms act on the hidden features that tensor parallel splits; the
+        # Transformer's act on the residual stream, which every rank holds whole.
+        if cfg.model.family == "mlp" and cfg.model.norm != "none":
             raise ConfigError(
                 f"strategy={s.name} shards the hidden features, which model.norm={cfg.model.norm} normalises "
                 "across: set model.norm=none or use strategy=fsdp"

@@ -15,7 +15,7 @@ import torch
 
 from bigtrain.config import SklearnDataConfig
 from bigtrain.data import SKLEARN_SPECS
-from bigtrain.data.tensors import TensorLoader
+from bigtrain.data.tensors import TensorLoader, data_topology
 
 SPECS = SKLEARN_SPECS
 
@@ -80,14 +80,7 @@ class SklearnDataModule(pl.LightningDataModule):
         return {k: torch.bincount(v[1], minlength=n).tolist() for k, v in self.splits.items()}
 
     def _topology(self) -> tuple[int, int, int]:
-        """(data-parallel rank, data-parallel size, accumulation). Under tensor parallel the ranks
-        of one group must see the same batch, so this is the strategy's data-parallel rank and
-        size (devices x nodes / tensor_parallel_size), not the global rank and world size."""
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1, 1
-        dist = trainer.distributed_sampler_kwargs or {"rank": 0, "num_replicas": 1}
-        return dist["rank"], dist["num_replicas"], trainer.accumulate_grad_batches
+        return data_topology(self.trainer)
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0

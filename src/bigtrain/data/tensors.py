@@ -30,6 +30,17 @@ from typing import Any
 import torch
 
 
+def data_topology(trainer: Any) -> tuple[int, int, int]:
+    """(data-parallel rank, data-parallel size, accumulation) for a data module's loaders. Under
+    tensor parallel the ranks of one group must see the same batch, so this is the strategy's
+    data-parallel rank and size (devices x nodes / tensor_parallel_size), not the global rank and
+    world size; (0, 1, 1) outside a Trainer."""
+    if trainer is None:
+        return 0, 1, 1
+    dist = trainer.distributed_sampler_kwargs or {"rank": 0, "num_replicas": 1}
+    return dist["rank"], dist["num_replicas"], trainer.accumulate_grad_batches
+
+
 class TensorLoader:
     def __init__(
         self,

@@ -27,7 +27,7 @@ import torch
 
 from bigtrain.config import ConfigError
 from bigtrain.data.codec import BYTE_VOCAB, SEPARATOR, Codec, lm_spec  # noqa: F401 (re-exported)
-from bigtrain.data.tensors import TensorLoader
+from bigtrain.data.tensors import TensorLoader, data_topology
 
 
 def stdlib_files() -> list[Path]:
@@ -146,10 +146,7 @@ class TextDataModule(pl.LightningDataModule):
         )
 
     def _topology(self) -> tuple[int, int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1, 1
-        return trainer.global_rank, trainer.world_size, trainer.accumulate_grad_batches
+        return data_topology(self.trainer)
 
     def train_dataloader(self) -> TensorLoader:
         rank, world, accum = self._topology()

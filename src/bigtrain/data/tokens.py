@@ -26,6 +26,7 @@ import pytorch_lightning as pl
 import torch
 
 from bigtrain.data.codec import Codec, lm_spec, read_meta, token_path_base
+from bigtrain.data.tensors import data_topology
 from bigtrain.data.text import expand_paths, split_bounds, stdlib_files, unigram_loss
 
 
@@ -174,8 +175,7 @@ class TokensDataModule(pl.LightningDataModule):
         )
 
     def _topology(self) -> tuple[int, int, int]:
-        t = self.trainer
-        return (0, 1, 1) if t is None else (t.global_rank, t.world_size, t.accumulate_grad_batches)
+        return data_topology(self.trainer)
 
     def train_dataloader(self) -> RandomWindowLoader:
         rank, world, accum = self._topology()
