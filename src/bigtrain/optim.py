@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-# Weight decay pulls weights toward zero; on biases, norm gains and embeddings that only hurts
-# (a norm gain of 0 switches a channel off), so by default they go in a group without decay.
+from bigtrain.groups import DEFAULT_NO_DECAY, audit_rows, decay_groups, optimizer_group_specs, with_tensors
+
+# Norm layers: their weights are gains, which get no weight decay by default (groups.py).
 NORM_MODULES = (
     nn.LayerNorm,
     nn.BatchNorm1d,
@@ -26,7 +27,6 @@ NORM_MODULES = (
     nn.InstanceNorm1d,
     nn.InstanceNorm2d,
 )
-DEFAULT_NO_DECAY = ("bias", "norm", "embedding")
 
 
 def param_kind(module: nn.Module, name: str, p: torch.Tensor) -> str:
@@ -56,54 +56,21 @@ def param_groups(
     model: nn.Module, weight_decay: float, no_decay: Iterable[str] = DEFAULT_NO_DECAY
 ) -> list[dict]:
     """Two groups: matrices and conv kernels with decay; the kinds in `no_decay` without."""
-    skip = set(no_decay)
-    decay, rest = [], []
-    for module, name, p in _named_trainable(model):
-        (rest if param_kind(module, name, p) in skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay, "group": "decay"}]
-    if rest:
-        groups.append({"params": rest, "weight_decay": 0.0, "group": "no_decay"})
-    return groups
+    items = list(_named_trainable(model))
+    kinds = [param_kind(m, n, p) for m, n, p in items]
+    return with_tensors(decay_groups(kinds, weight_decay, no_decay), [p for _, _, p in items])
 
 
 def optimizer_groups(cfg: Any, model: nn.Module) -> list[dict]:
     """The parameter groups `build_optimizer` makes, each with its name, optimizer, decay and lr."""
-    if cfg.name == "muon":
-        muon, decay, plain = muon_partition(model, cfg.no_decay)
-        fb = cfg.fallback
-        groups = [
-            {
-                "params": muon,
-                "weight_decay": cfg.weight_decay,
-                "group": "muon",
-                "optimizer": "muon",
-                "lr": cfg.lr,
-            },
-            {"params": decay, "weight_decay": cfg.weight_decay, "group": f"{fb}_decay", "optimizer": fb},
-            {"params": plain, "weight_decay": 0.0, "group": f"{fb}_no_decay", "optimizer": fb},
-        ]
-        for g in groups[1:]:
-            g["lr"] = cfg.fallback_lr
-        return [g for g in groups if g["params"]]
-    groups = param_groups(model, cfg.weight_decay, cfg.no_decay)
-    for g in groups:
-        g.update(optimizer=cfg.name, lr=cfg.lr)
-    return groups
+    items = list(_named_trainable(model))
+    specs = optimizer_group_specs(cfg, [(param_kind(m, n, p), p.ndim) for m, n, p in items])
+    return with_tensors(specs, [p for _, _, p in items])
 
 
 def group_audit(groups: list[dict]) -> list[dict]:
     """One row per parameter group: name, optimizer, decay, rate, and counts of tensors and values."""
-    return [
-        {
-            "group": g.get("group", f"pg{i}"),
-            "optimizer": g.get("optimizer", ""),
-            "weight_decay": g["weight_decay"],
-            "lr": g.get("lr"),
-            "tensors": len(g["params"]),
-            "params": sum(p.numel() for p in g["params"]),
-        }
-        for i, g in enumerate(groups)
-    ]
+    return audit_rows(groups, lambda p: p.numel())
 
 
 def _impl_kwargs(implementation: str) -> dict:
@@ -170,19 +137,6 @@ class ChainedOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         for o, sd in zip(self.optimizers, state_dict["children"], strict=True):
             o.load_state_dict(sd)
-
-
-def muon_partition(model: nn.Module, no_decay: Iterable[str]) -> tuple[list, list, list]:
-    """(2-D weight matrices for Muon, other tensors with decay, other tensors without decay)."""
-    skip = set(no_decay)
-    muon, decay, plain = [], [], []
-    for module, name, p in _named_trainable(model):
-        kind = param_kind(module, name, p)
-        if kind == "weight" and p.ndim == 2:
-            muon.append(p)
-        else:
-            (plain if kind in skip else decay).append(p)
-    return muon, decay, plain
 
 
 def build_muon(cfg: Any, model: nn.Module) -> ChainedOptimizer:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from math import prod
 from typing import Any
 
+from bigtrain.groups import audit_rows, optimizer_group_specs, with_tensors
+
 
 @dataclass(frozen=True)
 class Param:
@@ -138,34 +140,7 @@ def activation_bytes(
 
 
 def group_audit_rows(optim: Any, params: list[Param]) -> list[dict]:
-    """The rows optim.group_audit(optim.optimizer_groups(cfg, model)) gives for these tensors,
-    by the same rules: the kinds in optim.no_decay get no decay; under Muon, 2-D weights go to
-    Muon and everything else to the fallback optimizer."""
-    skip = set(optim.no_decay)
-    if optim.name == "muon":
-        fb = optim.fallback
-        parts = [
-            ("muon", "muon", optim.weight_decay, optim.lr, [p for p in params if p.kind == "weight" and len(p.shape) == 2]),
-            (f"{fb}_decay", fb, optim.weight_decay, optim.fallback_lr,
-             [p for p in params if not (p.kind == "weight" and len(p.shape) == 2) and p.kind not in skip]),
-            (f"{fb}_no_decay", fb, 0.0, optim.fallback_lr,
-             [p for p in params if not (p.kind == "weight" and len(p.shape) == 2) and p.kind in skip]),
-        ]  # fmt: skip
-        parts = [g for g in parts if g[4]]
-    else:
-        decay = [p for p in params if p.kind not in skip]
-        rest = [p for p in params if p.kind in skip]
-        parts = [("decay", optim.name, optim.weight_decay, optim.lr, decay)]
-        if rest:
-            parts.append(("no_decay", optim.name, 0.0, optim.lr, rest))
-    return [
-        {
-            "group": group,
-            "optimizer": name,
-            "weight_decay": wd,
-            "lr": lr,
-            "tensors": len(ps),
-            "params": sum(p.numel for p in ps),
-        }
-        for group, name, wd, lr, ps in parts
-    ]
+    """The rows optim.group_audit(optim.optimizer_groups(cfg, model)) gives for these tensors:
+    the same rule (groups.py) on the kinds and dimensions of the table."""
+    specs = optimizer_group_specs(optim, [(p.kind, len(p.shape)) for p in params])
+    return audit_rows(with_tensors(specs, params), lambda p: p.numel)
