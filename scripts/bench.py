@@ -12,8 +12,12 @@ Cases:
   mlp          the default run (digits MLP, AdamW, cosine schedule, the five classification
                metrics updated every step and computed each epoch; every log_every_n_steps the
                loss, gradient norm and learning rate are read and written to a CSV file).
-               Also a bare Lightning module doing the same work with no bigtrain around it:
-               what Lightning itself costs.
+               The default runs 32 optimizer steps per Lightning batch (trainer.steps_per_call
+               =auto); for reference the same run with one step per batch (Lightning driving
+               every step), and a bare Lightning module doing the same work with no bigtrain
+               around it: what Lightning itself costs per step. Then the same comparison
+               with bigtrain and the plain loop taking turns epoch by epoch in one process
+               (--interleaved-epochs), for both settings of steps_per_call.
   transformer  gpt/tiny on the standard library's source (bytes, 128-token windows, 16 per
                step, AdamW and cosine), with the same logging as above.
   loader       tokens/s that the token-file loader (data=tokens) hands out on one worker, and
@@ -120,54 +124,128 @@ def _setup(overrides: list[str]):
     return cfg
 
 
+class HandMLP:
+    """The default run as a plain loop, one epoch per call of `epoch()`."""
+
+    def __init__(self, epochs: int, workdir: Path) -> None:
+        import torch
+        import torchmetrics
+
+        from bigtrain.data.sklearn import SklearnDataModule
+        from bigtrain.metrics import build_metrics
+        from bigtrain.models import build_model
+        from bigtrain.optim import build_optimizer, build_scheduler
+
+        cfg = self.cfg = _setup([f"trainer.max_epochs={epochs}"])
+        dm = SklearnDataModule(cfg.data, seed=cfg.seed)
+        dm.setup()
+        self.x, self.y = dm.splits["train"]
+        self.model = build_model(cfg.model, dm.spec.input_shape, dm.spec.num_outputs)
+        self.batch = cfg.data.batch_size
+        self.steps_per_epoch = len(self.y) // self.batch
+        self.optimizer = build_optimizer(cfg.optim, self.model)
+        self.scheduler = build_scheduler(cfg.sched, self.optimizer, self.steps_per_epoch * epochs)[
+            "scheduler"
+        ]
+        self.metrics = build_metrics("multiclass", dm.spec.num_classes, cfg.metrics.names)
+        self.mean_loss = torchmetrics.MeanMetric()
+        self.clock = StepClock(cfg.callbacks.throughput.warmup)
+        self.file = (workdir / f"hand{time.monotonic_ns()}.csv").open("w", newline="")
+        self.writer = csv.writer(self.file)
+        self.epochs_run = 0
+        self.torch = torch
+
+    def epoch(self) -> float:
+        """One epoch; returns its seconds per step, from its start to the end of its last step."""
+        torch, clock = self.torch, self.clock
+        x, y, batch, model, optimizer = self.x, self.y, self.batch, self.model, self.optimizer
+        model.train()
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epochs_run)
+        self.epochs_run += 1
+        start = time.perf_counter()
+        order = torch.randperm(len(y), generator=gen)
+        clock.epoch_start()
+        for step in range(self.steps_per_epoch):
+            idx = order[step * batch : (step + 1) * batch]
+            xb, yb = x[idx], y[idx]
+            logits = model(xb)
+            loss = torch.nn.functional.cross_entropy(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clock.seen % self.cfg.trainer.log_every_n_steps == 0:
+                _log_row(self.writer, clock.seen, loss, model, optimizer)
+            optimizer.step()
+            self.scheduler.step()
+            self.mean_loss.update(loss.detach(), weight=yb.numel())
+            self.metrics.update(torch.softmax(logits.detach(), -1), yb)
+            clock.step_end()
+        seconds = (time.perf_counter() - start) / self.steps_per_epoch
+        self.metrics.compute()
+        self.mean_loss.compute()
+        self.metrics.reset()
+        self.mean_loss.reset()
+        return seconds
+
+
 def mlp_handwritten(epochs: int, workdir: Path) -> float:
     """The default run as a plain loop; seconds per step."""
-    import torch
-    import torchmetrics
+    hand = HandMLP(epochs, workdir)
+    for _ in range(epochs):
+        hand.epoch()
+    hand.file.close()
+    return hand.clock.per_step
 
-    from bigtrain.data.sklearn import SklearnDataModule
-    from bigtrain.metrics import build_metrics
-    from bigtrain.models import build_model
-    from bigtrain.optim import build_optimizer, build_scheduler
 
-    cfg = _setup([f"trainer.max_epochs={epochs}"])
-    dm = SklearnDataModule(cfg.data, seed=cfg.seed)
-    dm.setup()
-    x, y = dm.splits["train"]
-    model = build_model(cfg.model, dm.spec.input_shape, dm.spec.num_outputs)
-    batch = cfg.data.batch_size
-    steps_per_epoch = len(y) // batch
-    optimizer = build_optimizer(cfg.optim, model)
-    scheduler = build_scheduler(cfg.sched, optimizer, steps_per_epoch * epochs)["scheduler"]
-    metrics = build_metrics("multiclass", dm.spec.num_classes, cfg.metrics.names)
-    mean_loss = torchmetrics.MeanMetric()
-    clock = StepClock(cfg.callbacks.throughput.warmup)
-    with (workdir / f"hand{time.monotonic_ns()}.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        for epoch in range(epochs):
-            model.train()
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-            order = torch.randperm(len(y), generator=gen)
-            clock.epoch_start()
-            for step in range(steps_per_epoch):
-                idx = order[step * batch : (step + 1) * batch]
-                xb, yb = x[idx], y[idx]
-                logits = model(xb)
-                loss = torch.nn.functional.cross_entropy(logits, yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if clock.seen % cfg.trainer.log_every_n_steps == 0:
-                    _log_row(writer, clock.seen, loss, model, optimizer)
-                optimizer.step()
-                scheduler.step()
-                mean_loss.update(loss.detach(), weight=yb.numel())
-                metrics.update(torch.softmax(logits.detach(), -1), yb)
-                clock.step_end()
-            metrics.compute()
-            mean_loss.compute()
-            metrics.reset()
-            mean_loss.reset()
-    return clock.per_step
+def mlp_interleaved(epochs: int, workdir: Path, overrides: list[str]) -> list[float]:
+    """bigtrain and the plain loop taking turns epoch by epoch in one process: a callback runs
+    one plain epoch before each bigtrain epoch (odd epochs) or after it (even ones). Returns the
+    per-epoch ratios of seconds per step (epoch start to the end of its last training step),
+    after 2 warm-up epochs. Interleaving at the scale of a tenth of a second takes the machine's
+    drift, which run-level pairs only halve, out of the comparison."""
+    import pytorch_lightning as pl
+
+    import bigtrain
+
+    hand = HandMLP(epochs, workdir)
+    ratios: list[float] = []
+
+    class Turns(pl.Callback):
+        def __init__(self) -> None:
+            self.hand_time = 0.0
+            self.start = self.last = 0.0
+            self.steps = 0
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            if trainer.current_epoch % 2:
+                self.hand_time = hand.epoch()
+            self.start, self.steps = time.perf_counter(), trainer.global_step
+
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            self.last = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            ours = (self.last - self.start) / (trainer.global_step - self.steps)
+            if trainer.current_epoch % 2 == 0:
+                self.hand_time = hand.epoch()
+            if trainer.current_epoch >= 2:
+                ratios.append(ours / self.hand_time)
+
+    import bigtrain.build as build
+
+    (turns,) = build.skip_noop_batch_hooks([Turns()])  # as bigtrain's own callbacks
+
+    original = build.build_callbacks
+    build.build_callbacks = lambda *a, **k: [*original(*a, **k), turns]
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            bigtrain.train(
+                [*QUIET, f"trainer.max_epochs={epochs}", *overrides],
+                run_dir=workdir / f"bt{time.monotonic_ns()}",
+            )
+    finally:
+        build.build_callbacks = original
+        hand.file.close()
+    return ratios
 
 
 def transformer_handwritten(workdir: Path) -> float:
@@ -334,9 +412,13 @@ CLI_CASES = {
 # --------------------------------------------------------------------------- driver
 
 
-def paired(name: str, ours, theirs, reps: int, reference=None) -> dict:
-    """Alternate the order within each pair; the ratio is the median of the pairs' ratios."""
-    a, b, r, ref = [], [], [], []
+def paired(name: str, ours, theirs, reps: int, references: dict | None = None) -> dict:
+    """Alternate the order within each pair; the ratio is the median of the pairs' ratios.
+    `references` ({key: callable}) run after each pair and are reported as ratios to the
+    hand-written side of that pair, under `key`."""
+    references = references or {}
+    a, b, r = [], [], []
+    ref: dict[str, list[float]] = {key: [] for key in references}
     for rep in range(reps):
         if rep % 2:
             y = theirs()
@@ -347,8 +429,8 @@ def paired(name: str, ours, theirs, reps: int, reference=None) -> dict:
         a.append(x)
         b.append(y)
         r.append(x / y)
-        if reference is not None:
-            ref.append(reference() / y)
+        for key, fn in references.items():
+            ref[key].append(fn() / y)
     row = {
         "case": name,
         "bigtrain": statistics.median(a),
@@ -357,12 +439,12 @@ def paired(name: str, ours, theirs, reps: int, reference=None) -> dict:
         "ratios": [round(v, 4) for v in r],
         "unit": "s/step",
     }
-    if ref:
-        row["lightning_floor_ratio"] = statistics.median(ref)
+    for key, values in ref.items():
+        row[key] = statistics.median(values)
     return row
 
 
-def run_cases(cases: list[str], reps: int, epochs: int) -> list[dict]:
+def run_cases(cases: list[str], reps: int, epochs: int, interleaved: int = 40) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -373,8 +455,27 @@ def run_cases(cases: list[str], reps: int, epochs: int) -> list[dict]:
                     lambda: bigtrain_step_seconds([f"trainer.max_epochs={epochs}"], work),
                     lambda: mlp_handwritten(epochs, work),
                     reps,
-                    reference=lambda: mlp_lightning_floor(epochs),
+                    references={
+                        # The same run with Lightning driving every step (trainer.steps_per_call=1).
+                        "one_step_per_batch_ratio": lambda: bigtrain_step_seconds(
+                            [f"trainer.max_epochs={epochs}", "trainer.steps_per_call=1"], work
+                        ),
+                        "lightning_floor_ratio": lambda: mlp_lightning_floor(epochs),
+                    },
                 )
+            )
+            fused = mlp_interleaved(interleaved, work, [])
+            one = mlp_interleaved(interleaved, work, ["trainer.steps_per_call=1"])
+            rows.append(
+                {
+                    "case": "digits MLP, epochs interleaved in one process",
+                    "bigtrain": None,
+                    "handwritten": None,
+                    "ratio": statistics.median(fused),
+                    "ratios": [round(v, 4) for v in fused],
+                    "unit": "s/step",
+                    "one_step_per_batch_ratio": statistics.median(one),
+                }
             )
         if "transformer" in cases:
             rows.append(
@@ -422,7 +523,13 @@ def main() -> None:
     choices = ["mlp", "transformer", "loader", "cli"]
     parser.add_argument("--cases", nargs="+", default=choices, choices=choices)
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=6, help="epochs of each MLP run")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of each MLP run")
+    parser.add_argument(
+        "--interleaved-epochs",
+        type=int,
+        default=40,
+        help="epochs of the interleaved MLP runs (ratios after 2)",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -432,21 +539,22 @@ def main() -> None:
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    rows = run_cases(args.cases, args.reps, args.epochs)
+    rows = run_cases(args.cases, args.reps, args.epochs, args.interleaved_epochs)
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"bigtrain vs hand-written PyTorch (median of {args.reps}; ratio: lower is better)")
-    for col in ("case", "bigtrain", "hand-written", "ratio", "Lightning alone"):
+    for col in ("case", "bigtrain", "hand-written", "ratio", "1 step/batch", "Lightning alone"):
         table.add_column(col, justify="left" if col == "case" else "right")
     for r in rows:
-        floor = r.get("lightning_floor_ratio")
         table.add_row(
             r["case"],
             _fmt(r["bigtrain"], r["unit"]),
             _fmt(r.get("handwritten"), r["unit"]),
-            "" if "ratio" not in r else f"{r['ratio']:.3f}",
-            "" if floor is None else f"{floor:.3f}",
+            *(
+                "" if r.get(k) is None else f"{r[k]:.3f}"
+                for k in ("ratio", "one_step_per_batch_ratio", "lightning_floor_ratio")
+            ),
         )
     Console().print(table)
     print(json.dumps(rows, indent=2))

@@ -11,7 +11,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
-from bigtrain.config import RunConfig, as_dict, strip_secrets, tensor_parallel_size
+from bigtrain.config import RunConfig, as_dict, steps_per_call, strip_secrets, tensor_parallel_size
 from bigtrain.data import build_datamodule
 from bigtrain.models import build_model
 from bigtrain.module import BigtrainModule
@@ -27,8 +27,10 @@ from bigtrain.slurm import in_slurm_job, job_id, newest_hpc_checkpoint, requeue
 
 
 def build_module(cfg: RunConfig, spec, bytes_per_token: float = 1.0) -> BigtrainModule:
+    """The module; with trainer.steps_per_call > 1 it runs that many optimizer steps per batch
+    (the data module built by build_datamodule hands out as many micro-batches per batch)."""
     model = build_model(cfg.model, spec.input_shape, spec.num_outputs)
-    return BigtrainModule(
+    module = BigtrainModule(
         model,
         task=spec.task,
         num_classes=spec.num_classes,
@@ -44,6 +46,14 @@ def build_module(cfg: RunConfig, spec, bytes_per_token: float = 1.0) -> Bigtrain
         num_nodes=cfg.trainer.num_nodes,
         bytes_per_token=bytes_per_token,
     )
+    if (fused := steps_per_call(cfg)) > 1:
+        import warnings
+
+        # Lightning compares its batch count with log_every_n_steps; the module logs every step.
+        warnings.filterwarnings("ignore", message="The number of training batches .* logging interval")
+        t = cfg.trainer
+        module.fuse_steps(fused, cfg.data.batch_size, (t.gradient_clip_val, t.gradient_clip_algorithm))
+    return module
 
 
 def build_callbacks(cfg: RunConfig, run_dir: Path, plan: dict | None = None) -> list[pl.Callback]:
@@ -105,7 +115,10 @@ def build_callbacks(cfg: RunConfig, run_dir: Path, plan: dict | None = None) -> 
         getattr(cfg.logger, name) is not None for name in ("csv", "tensorboard", "mlflow", "wandb")
     )
     if c.lr_monitor and has_logger:
-        out.append(cb.LearningRateMonitor(logging_interval="step"))
+        monitor = cb.LearningRateMonitor(logging_interval="step")
+        if steps_per_call(cfg) > 1:
+            monitor.on_train_batch_start = None  # the module logs the rates of every fused step
+        out.append(monitor)
     if c.plots:
         out.append(Plots(run_dir / "plots"))
     if c.progress_bar == "rich" and cfg.trainer.enable_progress_bar:
@@ -323,6 +336,8 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list)
     t = cfg.trainer
     progress = t.enable_progress_bar and cfg.callbacks.progress_bar != "none"
     precision = "32-true" if t.precision == "32" else t.precision
+    # Fused steps clip in the module (Lightning refuses clipping settings without its own loop).
+    clip = t.gradient_clip_val if steps_per_call(cfg) == 1 else None
     return pl.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -332,7 +347,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list)
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
         accumulate_grad_batches=t.accumulate_grad_batches,
-        gradient_clip_val=t.gradient_clip_val,
+        gradient_clip_val=clip,
         gradient_clip_algorithm=t.gradient_clip_algorithm,
         log_every_n_steps=t.log_every_n_steps,
         val_check_interval=t.val_check_interval,
@@ -427,6 +442,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
     results = empty_results(cfg.name)
     results["params"] = plan["params"]["total"]
     results["slurm_job_id"] = job_id() if in_slurm_job() else None
+    results["steps_per_call"] = steps_per_call(cfg)
     dm = build_datamodule(cfg)
     dm.setup("fit")
     _print_data(dm)

@@ -69,6 +69,17 @@ class BigtrainModule(pl.LightningModule):
         self.loss_gate: Any = None
         # Token-level losses are summed per micro-batch and divided by the step's token count.
         self.token_mean = StepTokenMean()
+        # Optimizer steps per training batch (trainer.steps_per_call); > 1 runs them in
+        # _fused_steps with the plain optimizer, clipping with `clip` (value, algorithm).
+        self.steps_per_call, self.micro_batch_size = 1, 0
+        self.clip: tuple[float | None, str] = (None, "norm")
+        # Optimizer steps the schedule spans (set in configure_optimizers).
+        self.total_steps: int | None = None
+
+    def fuse_steps(self, steps: int, micro_batch_size: int, clip: tuple[float | None, str]) -> None:
+        """Run `steps` optimizer steps per training batch of `steps x micro_batch_size` samples."""
+        self.steps_per_call, self.micro_batch_size, self.clip = steps, micro_batch_size, clip
+        self.automatic_optimization = steps == 1
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets and restores this string around every hook call, a dozen times a step;
@@ -126,6 +137,8 @@ class BigtrainModule(pl.LightningModule):
     # ------------------------------------------------------------------ Lightning hooks
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if self.steps_per_call > 1:
+            return self._fused_steps(batch)
         loss = self._shared_step(batch, "fit")
         if loss is None:
             return None  # Lightning skips the backward and the update of this batch
@@ -136,6 +149,57 @@ class BigtrainModule(pl.LightningModule):
             # the same number on 1 or N processes (what the parallel equivalence tests compare).
             self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         return loss
+
+    def _fused_steps(self, batch) -> None:
+        """Several optimizer steps in one training batch, each exactly what Lightning's automatic
+        optimization does for a batch: forward, loss gate, backward, clipping, optimizer step,
+        then the per-step schedule (which Lightning steps after every batch, skipped or not).
+        Logged per step as Lightning would: at batches b with (b + 1) % log_every_n_steps == 0,
+        the learning rates before the step and train/loss and train/grad_norm after backward,
+        at logger step b. Lightning only sees the batch: its step counter is advanced here and
+        its batch counter set to the steps taken, so later logs carry the step as usual."""
+        trainer = self.trainer
+        loop = trainer.fit_loop.epoch_loop
+        progress = loop.manual_optimization.optim_step_progress
+        optimizer = self.optimizers(use_pl_optimizer=False)
+        scheduler = self.lr_schedulers()
+        every, max_steps = trainer.log_every_n_steps, trainer.max_steps
+        lr_monitor = next((c for c in trainer.callbacks if type(c).__name__ == "LearningRateMonitor"), None)
+        clip_value, clip_algorithm = self.clip
+        batches, loss = loop._batches_that_stepped, None
+        for micro in zip(*(t.split(self.micro_batch_size) for t in batch), strict=True):
+            if 0 <= max_steps <= trainer.global_step:
+                break
+            log_now = trainer.loggers and (batches + 1) % every == 0
+            if log_now and lr_monitor is not None:
+                for logger in trainer.loggers:
+                    logger.log_metrics(lr_monitor._extract_stats(trainer, "step"), step=batches)
+            optimizer.zero_grad(set_to_none=True)
+            loss = self._shared_step(micro, "fit")
+            if loss is not None:
+                loss.backward()
+                row = {}
+                if log_now:
+                    row = {"train/loss": loss.detach()}
+                    if self.log_grad_norm and (norm := _grad_norm(self.parameters())) is not None:
+                        row["train/grad_norm"] = norm
+                if clip_value is not None:
+                    self.clip_gradients(optimizer, clip_value, clip_algorithm)
+                progress.increment_ready()
+                optimizer.step()
+                progress.increment_completed()
+                if row:
+                    row = {k: float(v) for k, v in row.items()}
+                    for logger in trainer.loggers:
+                        logger.log_metrics({**row, "epoch": trainer.current_epoch}, step=batches)
+            if scheduler is not None:
+                scheduler.step()
+            batches += 1
+        # Lightning adds the last one after this batch.
+        loop._batches_that_stepped = batches - 1
+        if loss is not None and trainer.progress_bar_callback is not None:
+            self.log("train/loss", loss.detach(), prog_bar=True, logger=False)
+        return None
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._shared_step(batch, "val")
@@ -194,8 +258,8 @@ class BigtrainModule(pl.LightningModule):
                 self.trainer.world_size,
                 lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"),
             )
-        # The norm costs a pass over every gradient, so only on logging steps.
-        if self.log_grad_norm and self.global_step % self.trainer.log_every_n_steps == 0:
+        # The norm costs a pass over every gradient, so only on the steps the loggers write.
+        if self.log_grad_norm and self.trainer._logger_connector.should_update_logs:
             norm = _grad_norm(self.parameters())
             if norm is not None:
                 self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
@@ -210,6 +274,7 @@ class BigtrainModule(pl.LightningModule):
             checkpoint["bigtrain_rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        _share_step_count(checkpoint)
         rng = checkpoint.get("bigtrain_rng")
         if rng is not None:
             torch.set_rng_state(rng["cpu"])
@@ -236,12 +301,35 @@ class BigtrainModule(pl.LightningModule):
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optim_cfg, self.model)
+        trainer = self.trainer
         if self.sched_cfg.interval == "epoch":
-            total = max(1, int(self.trainer.max_epochs))
+            total = max(1, int(trainer.max_epochs))
         else:
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = build_scheduler(self.sched_cfg, optimizer, total, self.trainer.check_val_every_n_epoch)
+            total = max(1, int(trainer.estimated_stepping_batches))
+            if self.steps_per_call > 1:  # Lightning counts batches; a batch holds several steps
+                per_epoch = trainer.train_dataloader.micro_batches_per_epoch
+                steps = per_epoch * trainer.max_epochs if trainer.max_epochs > 0 else trainer.max_steps
+                total = min(steps, trainer.max_steps) if trainer.max_steps > 0 else steps
+        self.total_steps = total
+        sched = build_scheduler(self.sched_cfg, optimizer, total, trainer.check_val_every_n_epoch)
         return {"optimizer": optimizer, "lr_scheduler": sched}
+
+
+def _share_step_count(checkpoint: dict[str, Any]) -> None:
+    """Lightning counts optimizer steps (its global_step) in one of two places, for automatic and
+    for manual optimization; fused steps use the manual one. A checkpoint written one way may be
+    resumed the other (trainer.steps_per_call may change on resume), so both get the larger
+    count. Called before Lightning restores its loops from the same dict."""
+    fit = checkpoint.get("loops", {}).get("fit_loop", {})
+    auto = fit.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {}).get("step")
+    manual = fit.get("epoch_loop.manual_optimization.optim_step_progress")
+    if not auto or not manual:
+        return
+    src, dst = (
+        (auto, manual) if auto["total"]["completed"] >= manual["total"]["completed"] else (manual, auto)
+    )
+    for part in ("total", "current"):
+        dst[part] = dict(src[part])
 
 
 def _grad_norm(params) -> torch.Tensor | None:

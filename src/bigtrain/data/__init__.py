@@ -57,6 +57,8 @@ def data_spec(cfg) -> DataSpec:
 
 def build_datamodule(cfg):
     """The LightningDataModule for a validated RunConfig."""
+    from bigtrain.config import steps_per_call
+
     if cfg.data.name == "tokens":
         from bigtrain.data.tokens import TokensDataModule
 
@@ -69,11 +71,15 @@ def build_datamodule(cfg):
     if cfg.data.name == "csv":
         from bigtrain.data.tabular import TabularDataModule
 
-        return TabularDataModule(cfg.data, seed=cfg.seed)
+        dm = TabularDataModule(cfg.data, seed=cfg.seed)
+        dm.steps_per_call = steps_per_call(cfg)
+        return dm
     if cfg.data.name == "image_folder":
         from bigtrain.data.images import ImageFolderDataModule
 
         return ImageFolderDataModule(cfg.data, seed=cfg.seed)
     from bigtrain.data.sklearn import SklearnDataModule
 
-    return SklearnDataModule(cfg.data, seed=cfg.seed)
+    dm = SklearnDataModule(cfg.data, seed=cfg.seed)
+    dm.steps_per_call = steps_per_call(cfg)  # micro-batches per training batch (fused steps)
+    return dm

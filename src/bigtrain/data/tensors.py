@@ -20,6 +20,11 @@ fetcher pulls one batch early, and it cannot see where `limit_train_batches` end
 The resume point is taken when a pass hands out its first batch, not when `iter()` is called:
 Lightning builds the training iterator while the optimizer is configured (to count the steps),
 before it restores the loop counters, so `epoch()` is still 0 at that moment.
+
+With `steps_per_batch` K > 1 (trainer.steps_per_call; one process, no accumulation) each item is
+the next K micro-batches in one gather, which the module splits and trains on one after another:
+the same samples in the same order. Positions stay in micro-batches, so a checkpoint resumes
+under any K.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class TensorLoader:
         world_size: int = 1,
         accumulation: int = 1,
         drop_last: bool = False,
+        steps_per_batch: int = 1,
     ) -> None:
         """`batch_size` is the global batch when `drop_last` (training), else the per-rank batch."""
         self.tensors = tuple(tensors)
@@ -65,9 +71,18 @@ class TensorLoader:
         self.drop_last = drop_last
         if drop_last and batch_size % (world_size * accumulation):
             raise ValueError(f"global batch {batch_size} is not divisible by {world_size} x {accumulation}")
+        if steps_per_batch > 1 and not (drop_last and world_size == 1 and accumulation == 1):
+            raise ValueError(
+                "steps_per_batch > 1 needs a training loader on one process without accumulation"
+            )
+        self.steps_per_batch = steps_per_batch
         # Micro-batches handed out in the current pass; a pending resume point (epoch, consumed).
         self._handed_out = 0
         self._resume_at: tuple[int, int] | None = None
+
+    @property
+    def micro_batches_per_epoch(self) -> int:
+        return (self.n // self.batch_size) * self.accumulation
 
     def state_dict(self) -> dict[str, Any]:
         """Where training goes on: epoch and micro-batches of it consumed (plain ints)."""
@@ -77,7 +92,8 @@ class TensorLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Make the next pass be epoch `state['epoch']`, skipping the micro-batches already consumed."""
         epoch, consumed = int(state["epoch"]), int(state["consumed"])
-        self._resume_at = (epoch + 1, 0) if consumed >= len(self) else (epoch, consumed)
+        per_epoch = self.micro_batches_per_epoch if self.drop_last else len(self)
+        self._resume_at = (epoch + 1, 0) if consumed >= per_epoch else (epoch, consumed)
 
     @property
     def micro_batch_size(self) -> int:
@@ -85,7 +101,7 @@ class TensorLoader:
 
     def __len__(self) -> int:
         if self.drop_last:
-            return (self.n // self.batch_size) * self.accumulation
+            return -(-self.micro_batches_per_epoch // self.steps_per_batch)
         per_rank = len(range(self.rank, self.n, self.world_size))
         return -(-per_rank // self.batch_size)
 
@@ -105,6 +121,14 @@ class TensorLoader:
         if self.drop_last:
             micro = self.micro_batch_size
             steps = self.n // self.batch_size
+            if self.steps_per_batch > 1:
+                # One process, no accumulation: micro-batch i is the global batch i.
+                for i in range(skip, steps, self.steps_per_batch):
+                    end = min(i + self.steps_per_batch, steps)
+                    idx = order[i * self.batch_size : end * self.batch_size]
+                    self._handed_out = end
+                    yield tuple(t[idx] for t in self.tensors)
+                return
             for i in range(skip, steps * self.accumulation):
                 step, a = divmod(i, self.accumulation)
                 start = step * self.batch_size + (a * self.world_size + self.rank) * micro
