@@ -20,10 +20,16 @@ BASE = [*QUIET, "callbacks.plots=false", "trainer.max_epochs=3"]
 
 
 def _logged(run_dir: Path) -> list[dict[str, str]]:
-    """metrics.csv rows without the timing columns, which differ between any two runs."""
+    """metrics.csv as one row per step (a step's values may come in one call or several),
+    without the timing columns, which differ between any two runs."""
+    steps: dict[str, dict[str, str]] = {}
     with (run_dir / "metrics.csv").open() as f:
-        rows = [{k: v for k, v in r.items() if v and not k.startswith("perf/")} for r in csv.DictReader(f)]
-    return [r for r in rows if set(r) - {"step", "epoch"}]
+        for r in csv.DictReader(f):
+            row = {k: v for k, v in r.items() if v and not k.startswith("perf/")}
+            merged = steps.setdefault(row["step"], {})
+            assert all(merged.get(k, v) == v for k, v in row.items())  # no value logged twice, differently
+            merged.update(row)
+    return list(steps.values())
 
 
 def _train(tmp_path: Path, name: str, overrides: list[str]) -> tuple[dict, Path]:
@@ -157,3 +163,23 @@ def test_the_gradient_scaler_rules_out_fused_steps():
     assert [what for what, _ in _fused_blockers(scaled)] == [
         "trainer.precision=16-mixed (its gradient scaler)"
     ]
+
+
+def test_tensorboard_events_hold_what_metrics_csv_holds(tmp_path):
+    """Each logging call is one TensorBoard event with all its scalars; TensorBoard's own reader
+    finds every value metrics.csv has, at the same steps."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    results, run_dir = _train(tmp_path, "tb", ["trainer.max_epochs=2"])
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    logged = _logged(run_dir)
+    for key in ("train/loss", "train/grad_norm", "lr/pg1", "val/acc", "train/f1", "epoch"):
+        assert key in tags, key
+        csv_values = [(int(r["step"]), float(r[key])) for r in logged if key in r]
+        tb_values = sorted({(e.step, e.value) for e in events.Scalars(key)})
+        assert [s for s, _ in tb_values] == [s for s, _ in csv_values], key
+        for (_, a), (_, b) in zip(tb_values, csv_values, strict=True):
+            assert a == pytest.approx(b, rel=1e-6), key
+    assert results["steps_per_call"] == AUTO_STEPS_PER_CALL

@@ -235,8 +235,10 @@ def build_loggers(cfg: RunConfig, run_dir: Path, resuming: bool = False) -> list
             )
         )
     if cfg.logger.tensorboard is not None:
+        from bigtrain.tensorboard import OneEventTensorBoardLogger
+
         out.append(
-            loggers.TensorBoardLogger(
+            OneEventTensorBoardLogger(
                 save_dir=str(run_dir),
                 name="tensorboard",
                 version="",

@@ -156,7 +156,7 @@ class BigtrainModule(pl.LightningModule):
         then the per-step schedule (which Lightning steps after every batch, skipped or not).
         Logged per step as Lightning would: at batches b with (b + 1) % log_every_n_steps == 0,
         the learning rates before the step and train/loss and train/grad_norm after backward,
-        at logger step b. Lightning only sees the batch: its step counter is advanced here and
+        at logger step b, in one call per logger. Lightning only sees the batch: its step counter is advanced here and
         its batch counter set to the steps taken, so later logs carry the step as usual."""
         trainer = self.trainer
         loop = trainer.fit_loop.epoch_loop
@@ -171,9 +171,7 @@ class BigtrainModule(pl.LightningModule):
             if 0 <= max_steps <= trainer.global_step:
                 break
             log_now = trainer.loggers and (batches + 1) % every == 0
-            if log_now and lr_monitor is not None:
-                for logger in trainer.loggers:
-                    logger.log_metrics(lr_monitor._extract_stats(trainer, "step"), step=batches)
+            rates = lr_monitor._extract_stats(trainer, "step") if log_now and lr_monitor is not None else {}
             optimizer.zero_grad(set_to_none=True)
             loss = self._shared_step(micro, "fit")
             if loss is not None:
@@ -189,9 +187,10 @@ class BigtrainModule(pl.LightningModule):
                 optimizer.step()
                 progress.increment_completed()
                 if row:
-                    row = {k: float(v) for k, v in row.items()}
+                    # One call per logger: rates, loss and norm of this step (an event each costs).
+                    row = {**rates, **{k: float(v) for k, v in row.items()}, "epoch": trainer.current_epoch}
                     for logger in trainer.loggers:
-                        logger.log_metrics({**row, "epoch": trainer.current_epoch}, step=batches)
+                        logger.log_metrics(row, step=batches)
             if scheduler is not None:
                 scheduler.step()
             batches += 1
