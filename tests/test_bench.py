@@ -41,6 +41,27 @@ def test_bench_reports_loader_and_cli_rows(tmp_path):
         assert rows[f"CLI {name}"]["bigtrain"] > 0
 
 
+def test_bench_mlp_rows_pair_runs_and_interleave_epochs(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["--cases", "mlp", "--reps", "1", "--epochs", "2", "--interleaved-epochs", "4", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench.py"), *args], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    paired, interleaved = json.loads(out.read_text())
+    assert paired["bigtrain"] > 0 and paired["handwritten"] > 0
+    for key in ("ratio", "one_step_per_batch_ratio", "lightning_floor_ratio"):
+        assert paired[key] > 0, key
+    assert len(interleaved["ratios"]) == 2  # 4 epochs, the first 2 are warm-up
+    for key in (
+        "ratio",
+        "ratio_of_minimums",
+        "one_step_per_batch_ratio",
+        "one_step_per_batch_ratio_of_minimums",
+    ):
+        assert interleaved[key] > 0, key
+
+
 def test_bench_gpu_cases_are_valid_configs_without_a_gpu():
     proc = subprocess.run(
         [sys.executable, str(SCRIPTS / "bench_gpu.py"), "--check", "--models", "gpt/125m"],

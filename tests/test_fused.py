@@ -62,13 +62,35 @@ def _assert_identical(a: tuple[dict, Path], b: tuple[dict, Path]) -> None:
                 "trainer.gradient_clip_val=0.05",
                 "trainer.gradient_clip_algorithm=value",
                 "tricks.label_smoothing=0.1",
+                "callbacks.checkpoint.monitor=train/loss",  # read from Lightning at epoch ends
+                "callbacks.early_stopping.enabled=true",
+                "callbacks.early_stopping.patience=1",
+                "trainer.max_epochs=8",
             ],
             "4",
         ),
         # Stops at max_steps in the middle of a batch of steps and of an epoch.
         (["trainer.max_steps=30", "trainer.max_epochs=5", "optim=sgd"], "8"),
+        # No epoch limit: the schedule spans max_steps.
+        (["trainer.max_steps=45", "trainer.max_epochs=-1"], "auto"),
+        # A language model on text windows (token loss and accuracy, dropout, the LR warm-up).
+        (
+            [
+                "model=gpt/tiny",
+                "model.dropout=0.1",
+                "data=stdlib_text",
+                "metrics=lm",
+                "data.max_bytes=20000",
+                "data.seq_len=32",
+                "data.batch_size=8",
+                "callbacks.samples.enabled=false",
+                "trainer.max_epochs=1",
+                "trainer.gradient_clip_val=1.0",
+            ],
+            "auto",
+        ),
     ],
-    ids=["default-auto", "binary-value-clip-4", "max-steps-sgd-8"],
+    ids=["default-auto", "binary-value-clip-4", "max-steps-sgd-8", "steps-only-auto", "gpt-text-auto"],
 )
 def test_fused_steps_train_exactly_as_one_step_per_batch(tmp_path, overrides, steps):
     one = _train(tmp_path, "one", [*overrides, "trainer.steps_per_call=1"])
@@ -141,7 +163,6 @@ def test_loader_hands_out_steps_in_one_gather_and_resumes_in_micro_batches():
         (["trainer.accumulate_grad_batches=2"], "gradient accumulation: set trainer.steps_per_call=1"),
         (["tricks=ema"], "weight averaging"),
         (["trainer.devices=2", "strategy=ddp"], "more than one process"),
-        (["model=gpt/tiny", "data=stdlib_text", "metrics=lm"], "data=stdlib_text"),
         (["callbacks.checkpoint.every_n_train_steps=5"], "mid-epoch checkpoints"),
         (["trainer.val_check_interval=0.5"], "validation within an epoch"),
         (["sched=plateau"], "sched=plateau"),
@@ -155,14 +176,17 @@ def test_what_rules_out_fused_steps(overrides, fragment):
     assert fragment in str(info.value) and "\n" not in str(info.value)
 
 
-def test_the_gradient_scaler_rules_out_fused_steps():
-    # 16-mixed needs a GPU to validate, so the rule is checked on the config itself.
+def test_the_gradient_scaler_and_streamed_data_rule_out_fused_steps():
+    # 16-mixed needs a GPU and data=tokens a token file to validate, so the rules are checked on
+    # the config itself.
     cfg = make_cfg([])
     scaled = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, precision="16-mixed"))
+    streamed = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, name="tokens"))
     assert not _fused_blockers(cfg)
     assert [what for what, _ in _fused_blockers(scaled)] == [
         "trainer.precision=16-mixed (its gradient scaler)"
     ]
+    assert [what for what, _ in _fused_blockers(streamed)] == ["data=tokens"]
 
 
 def test_tensorboard_events_hold_what_metrics_csv_holds(tmp_path):

@@ -1093,8 +1093,8 @@ def check_combinations(cfg: RunConfig) -> None:
 
 # Optimizer steps per Lightning batch when trainer.steps_per_call=auto and nothing below rules it out.
 AUTO_STEPS_PER_CALL = 32
-# In-memory classification data whose training batches are contiguous slices of one permutation.
-FUSABLE_DATA = ("digits", "breast_cancer", "csv")
+# In-memory data whose training batches are contiguous slices of one permutation (TensorLoader).
+FUSABLE_DATA = ("digits", "breast_cancer", "csv", "text", "stdlib_text")
 
 
 def _fused_blockers(cfg: RunConfig) -> list[tuple[str, str]]:
@@ -1109,7 +1109,7 @@ def _fused_blockers(cfg: RunConfig) -> list[tuple[str, str]]:
     if t.devices * t.num_nodes > 1 or cfg.strategy.name != "auto":
         out.append(("more than one process", "trainer.devices=1 trainer.num_nodes=1 strategy=auto"))
     if cfg.data.name not in FUSABLE_DATA:
-        out.append((f"data={cfg.data.name}", "data=digits, breast_cancer or csv"))
+        out.append((f"data={cfg.data.name}", "data=digits, breast_cancer, csv, text or stdlib_text"))
     if t.precision == "16-mixed":
         out.append(("trainer.precision=16-mixed (its gradient scaler)", "trainer.precision=bf16-mixed"))
     if t.accumulate_grad_batches > 1:

@@ -166,9 +166,12 @@ class BigtrainModule(pl.LightningModule):
         every, max_steps = trainer.log_every_n_steps, trainer.max_steps
         lr_monitor = next((c for c in trainer.callbacks if type(c).__name__ == "LearningRateMonitor"), None)
         clip_value, clip_algorithm = self.clip
-        batches, loss = loop._batches_that_stepped, None
+        batches, loss, logged_loss = loop._batches_that_stepped, None, None
         for micro in zip(*(t.split(self.micro_batch_size) for t in batch), strict=True):
             if 0 <= max_steps <= trainer.global_step:
+                # Stopped inside the batch, so not at an epoch's end, where one step per batch
+                # would not validate either (Lightning would: the batch was the epoch's last).
+                loop._skip_next_val = True
                 break
             log_now = trainer.loggers and (batches + 1) % every == 0
             rates = lr_monitor._extract_stats(trainer, "step") if log_now and lr_monitor is not None else {}
@@ -179,7 +182,8 @@ class BigtrainModule(pl.LightningModule):
                 row = {}
                 if log_now:
                     row = {"train/loss": loss.detach()}
-                    if self.log_grad_norm and (norm := _grad_norm(self.parameters())) is not None:
+                    logged_loss = row["train/loss"]
+                    if self.log_grad_norm and (norm := _grad_norm(self.model.parameters())) is not None:
                         row["train/grad_norm"] = norm
                 if clip_value is not None:
                     self.clip_gradients(optimizer, clip_value, clip_algorithm)
@@ -196,8 +200,12 @@ class BigtrainModule(pl.LightningModule):
             batches += 1
         # Lightning adds the last one after this batch.
         loop._batches_that_stepped = batches - 1
-        if loss is not None and trainer.progress_bar_callback is not None:
-            self.log("train/loss", loss.detach(), prog_bar=True, logger=False)
+        # The progress bar and a checkpoint or early stop on train/loss read the last logged loss
+        # from Lightning, as without fused steps; each self.log costs about 1 ms, so only then.
+        if logged_loss is not None and (
+            trainer.progress_bar_callback is not None or _watches_train_loss(trainer)
+        ):
+            self.log("train/loss", logged_loss, prog_bar=True, logger=False)
         return None
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -259,7 +267,7 @@ class BigtrainModule(pl.LightningModule):
             )
         # The norm costs a pass over every gradient, so only on the steps the loggers write.
         if self.log_grad_norm and self.trainer._logger_connector.should_update_logs:
-            norm = _grad_norm(self.parameters())
+            norm = _grad_norm(self.model.parameters())
             if norm is not None:
                 self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
@@ -301,17 +309,20 @@ class BigtrainModule(pl.LightningModule):
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optim_cfg, self.model)
         trainer = self.trainer
-        if self.sched_cfg.interval == "epoch":
-            total = max(1, int(trainer.max_epochs))
-        else:
-            total = max(1, int(trainer.estimated_stepping_batches))
-            if self.steps_per_call > 1:  # Lightning counts batches; a batch holds several steps
-                per_epoch = trainer.train_dataloader.micro_batches_per_epoch
-                steps = per_epoch * trainer.max_epochs if trainer.max_epochs > 0 else trainer.max_steps
-                total = min(steps, trainer.max_steps) if trainer.max_steps > 0 else steps
-        self.total_steps = total
+        steps = max(1, int(trainer.estimated_stepping_batches))
+        # Lightning counts batches, and a fused batch holds several steps. Without an epoch limit
+        # its estimate is max_steps (and it loads no data to make it).
+        if self.steps_per_call > 1 and trainer.max_epochs is not None and trainer.max_epochs > 0:
+            steps = trainer.train_dataloader.micro_batches_per_epoch * trainer.max_epochs
+            steps = min(steps, trainer.max_steps) if trainer.max_steps > 0 else steps
+        self.total_steps = steps
+        total = max(1, int(trainer.max_epochs)) if self.sched_cfg.interval == "epoch" else steps
         sched = build_scheduler(self.sched_cfg, optimizer, total, trainer.check_val_every_n_epoch)
         return {"optimizer": optimizer, "lr_scheduler": sched}
+
+
+def _watches_train_loss(trainer: pl.Trainer) -> bool:
+    return any(getattr(c, "monitor", None) == "train/loss" for c in trainer.callbacks)
 
 
 def _share_step_count(checkpoint: dict[str, Any]) -> None:
@@ -334,15 +345,15 @@ def _share_step_count(checkpoint: dict[str, Any]) -> None:
 def _grad_norm(params) -> torch.Tensor | None:
     """The L2 norm of all gradients. Sharded gradients (DTensors under fsdp/tp) contribute their
     global norm, so the value is the same on 1 or N processes and whatever the sharding."""
-    squares = []
+    norms = []
     for p in params:
         if p.grad is None:
             continue
-        norm = p.grad.detach().norm(2)
-        if hasattr(norm, "full_tensor"):  # a DTensor: reduce the shards' partial norms
-            norm = norm.full_tensor()
-        squares.append(norm.float() ** 2)
-    return torch.stack(squares).sum().sqrt() if squares else None
+        if hasattr(p.grad, "full_tensor"):  # a DTensor: reduce the shards' partial norms
+            norms.append(p.grad.detach().norm(2).full_tensor().float())
+        else:  # linalg directly: Tensor.norm's Python dispatch costs more than the norm here
+            norms.append(torch.linalg.vector_norm(p.grad.detach(), dtype=torch.float32))
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else None
 
 
 def _to_cpu(value):

@@ -3,7 +3,8 @@
 Samples RSS every `log_every_n_steps` optimizer steps (reading /proc/self/status costs a few
 microseconds) and keeps three numbers: RSS once warm (the first sample at or after 10% of the
 run's steps: allocator pools, caches and lazily built kernels are in place by then), the peak,
-and the last. results.json gets them as `memory`.
+and the last. results.json gets them as `memory`. With several steps per training batch
+(trainer.steps_per_call) a sample falls at the end of the first batch reaching each multiple.
 """
 
 from __future__ import annotations
@@ -35,15 +36,18 @@ class MemoryWatch(pl.Callback):
         self.every = every
         self.warm_step: int | None = None
         self.warm = self.peak = self.last = None
+        self._sampled_period = -1
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
-        if step % self.every:
+        if step // self.every == self._sampled_period:
             return
+        self._sampled_period = step // self.every
         now = rss_mb()
         self.last = now
         self.peak = now if self.peak is None else max(self.peak, now)
-        total = trainer.estimated_stepping_batches
+        # The optimizer steps the run makes: the module's count (Lightning's counts batches).
+        total = getattr(pl_module, "total_steps", None) or trainer.estimated_stepping_batches
         if self.warm is None and step >= WARMUP_FRACTION * total:
             self.warm_step, self.warm = step, now
 

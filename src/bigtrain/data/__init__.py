@@ -56,30 +56,25 @@ def data_spec(cfg) -> DataSpec:
 
 
 def build_datamodule(cfg):
-    """The LightningDataModule for a validated RunConfig."""
+    """The LightningDataModule for a validated RunConfig. Data modules served by TensorLoader
+    hand out `trainer.steps_per_call` micro-batches per training item (fused steps)."""
     from bigtrain.config import steps_per_call
 
-    if cfg.data.name == "tokens":
+    name = cfg.data.name
+    if name == "tokens":
         from bigtrain.data.tokens import TokensDataModule
 
         return TokensDataModule(cfg.data, seed=cfg.seed)
-    if cfg.data.name in LM_DATA:
-        from bigtrain.data.text import TextDataModule
-
-        return TextDataModule(cfg.data, seed=cfg.seed)
-    # User data (tables and image folders).
-    if cfg.data.name == "csv":
-        from bigtrain.data.tabular import TabularDataModule
-
-        dm = TabularDataModule(cfg.data, seed=cfg.seed)
-        dm.steps_per_call = steps_per_call(cfg)
-        return dm
-    if cfg.data.name == "image_folder":
+    if name == "image_folder":
         from bigtrain.data.images import ImageFolderDataModule
 
         return ImageFolderDataModule(cfg.data, seed=cfg.seed)
-    from bigtrain.data.sklearn import SklearnDataModule
-
-    dm = SklearnDataModule(cfg.data, seed=cfg.seed)
-    dm.steps_per_call = steps_per_call(cfg)  # micro-batches per training batch (fused steps)
+    if name in LM_DATA:
+        from bigtrain.data.text import TextDataModule as Module
+    elif name == "csv":  # user tables
+        from bigtrain.data.tabular import TabularDataModule as Module
+    else:
+        from bigtrain.data.sklearn import SklearnDataModule as Module
+    dm = Module(cfg.data, seed=cfg.seed)
+    dm.steps_per_call = steps_per_call(cfg)
     return dm
