@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 import bigtrain
+from bigtrain.callbacks.nan_policy import NonFiniteLossError
 from bigtrain.config import AUTO_STEPS_PER_CALL, ConfigError, _fused_blockers, steps_per_call
 from bigtrain.data.tensors import TensorLoader
 from conftest import QUIET, make_cfg
@@ -207,3 +209,30 @@ def test_tensorboard_events_hold_what_metrics_csv_holds(tmp_path):
         for (_, a), (_, b) in zip(tb_values, csv_values, strict=True):
             assert a == pytest.approx(b, rel=1e-6), key
     assert results["steps_per_call"] == AUTO_STEPS_PER_CALL
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_non_finite_losses_are_handled_as_with_one_step_per_batch(tmp_path, policy):
+    """A learning rate that blows the weights up: both settings skip the same batches (counted as
+    steps, as Lightning counts them), stop at the same step with the same message, and keep the
+    same last finite weights."""
+    overrides = [
+        "optim=sgd",
+        "optim.lr=1e6",
+        f"tricks.nonfinite.policy={policy}",
+        "tricks.nonfinite.max_consecutive=4",
+    ]
+    seen = {}
+    for steps in ("1", "auto"):
+        run_dir = tmp_path / steps
+        with pytest.raises(NonFiniteLossError) as info:
+            bigtrain.train([*BASE, *overrides, f"trainer.steps_per_call={steps}"], run_dir=run_dir)
+        results = json.loads((run_dir / "results.json").read_text())
+        weights = torch.load(run_dir / "checkpoints" / "last-finite.ckpt", weights_only=True)["state_dict"]
+        seen[steps] = (str(info.value), results["nonfinite"], results["global_step"], weights)
+    (message, nonfinite, step, weights), fused = seen["1"], seen["auto"]
+    assert fused[:3] == (message, nonfinite, step)
+    assert "optimizer step" in message and nonfinite["stopped_at_step"] == step
+    assert (nonfinite["skipped"] == 4) == (policy == "skip")
+    for key in weights:
+        assert torch.equal(weights[key], fused[3][key]), key

@@ -71,7 +71,7 @@ class BigtrainModule(pl.LightningModule):
         self.token_mean = StepTokenMean()
         # Optimizer steps per training batch (trainer.steps_per_call); > 1 runs them in
         # _fused_steps with the plain optimizer, clipping with `clip` (value, algorithm).
-        self.steps_per_call, self.micro_batch_size = 1, 0
+        self.steps_per_call, self.micro_batch_size, self.micro_batch_idx = 1, 0, 0
         self.clip: tuple[float | None, str] = (None, "norm")
         # Optimizer steps the schedule spans (set in configure_optimizers).
         self.total_steps: int | None = None
@@ -152,12 +152,14 @@ class BigtrainModule(pl.LightningModule):
 
     def _fused_steps(self, batch) -> None:
         """Several optimizer steps in one training batch, each exactly what Lightning's automatic
-        optimization does for a batch: forward, loss gate, backward, clipping, optimizer step,
-        then the per-step schedule (which Lightning steps after every batch, skipped or not).
+        optimization does for a batch: zero_grad, forward, loss gate, backward, clipping, optimizer
+        step (also for a skipped batch), then the per-step schedule.
+
         Logged per step as Lightning would: at batches b with (b + 1) % log_every_n_steps == 0,
         the learning rates before the step and train/loss and train/grad_norm after backward,
-        at logger step b, in one call per logger. Lightning only sees the batch: its step counter is advanced here and
-        its batch counter set to the steps taken, so later logs carry the step as usual."""
+        at logger step b, in one call per logger. Lightning only sees the batch: its step
+        counter is advanced here and its batch counter set to the steps taken, so later logs
+        carry the step as usual."""
         trainer = self.trainer
         loop = trainer.fit_loop.epoch_loop
         progress = loop.manual_optimization.optim_step_progress
@@ -167,34 +169,37 @@ class BigtrainModule(pl.LightningModule):
         lr_monitor = next((c for c in trainer.callbacks if type(c).__name__ == "LearningRateMonitor"), None)
         clip_value, clip_algorithm = self.clip
         batches, loss, logged_loss = loop._batches_that_stepped, None, None
-        for micro in zip(*(t.split(self.micro_batch_size) for t in batch), strict=True):
+        first = loop.batch_idx * self.steps_per_call  # this batch's first micro-batch in the epoch
+        for i, micro in enumerate(zip(*(t.split(self.micro_batch_size) for t in batch), strict=True)):
             if 0 <= max_steps <= trainer.global_step:
                 # Stopped inside the batch, so not at an epoch's end, where one step per batch
                 # would not validate either (Lightning would: the batch was the epoch's last).
                 loop._skip_next_val = True
                 break
-            log_now = trainer.loggers and (batches + 1) % every == 0
-            rates = lr_monitor._extract_stats(trainer, "step") if log_now and lr_monitor is not None else {}
+            self.micro_batch_idx = first + i  # named by the non-finite loss policy
+            log_now = (batches + 1) % every == 0
+            # One logger call per logging step with the rates (before the step), the loss and the
+            # norm: each call costs, TensorBoard's most.
+            row = lr_monitor._extract_stats(trainer, "step") if log_now and lr_monitor is not None else {}
             optimizer.zero_grad(set_to_none=True)
             loss = self._shared_step(micro, "fit")
             if loss is not None:
                 loss.backward()
-                row = {}
                 if log_now:
-                    row = {"train/loss": loss.detach()}
-                    logged_loss = row["train/loss"]
+                    logged_loss = loss.detach()
+                    row.update({"train/loss": float(logged_loss), "epoch": trainer.current_epoch})
                     if self.log_grad_norm and (norm := _grad_norm(self.model.parameters())) is not None:
-                        row["train/grad_norm"] = norm
+                        row["train/grad_norm"] = float(norm)
                 if clip_value is not None:
                     self.clip_gradients(optimizer, clip_value, clip_algorithm)
-                progress.increment_ready()
-                optimizer.step()
-                progress.increment_completed()
-                if row:
-                    # One call per logger: rates, loss and norm of this step (an event each costs).
-                    row = {**rates, **{k: float(v) for k, v in row.items()}, "epoch": trainer.current_epoch}
-                    for logger in trainer.loggers:
-                        logger.log_metrics(row, step=batches)
+            # A skipped batch (loss None) still steps, as in Lightning: its gradients are None, so
+            # the optimizer leaves every weight alone, and the step is counted.
+            progress.increment_ready()
+            optimizer.step()
+            progress.increment_completed()
+            if row:
+                for logger in trainer.loggers:
+                    logger.log_metrics(row, step=batches)
             if scheduler is not None:
                 scheduler.step()
             batches += 1

@@ -65,7 +65,10 @@ class NonFinitePolicy(pl.Callback):
         if not bad:
             self.consecutive = 0
             return True
-        where = {"step": trainer.global_step, "epoch": trainer.current_epoch, "batch": self._batch_idx}
+        module = trainer.lightning_module
+        # With fused steps a Lightning batch holds several micro-batches; name the micro-batch.
+        batch = module.micro_batch_idx if getattr(module, "steps_per_call", 1) > 1 else self._batch_idx
+        where = {"step": trainer.global_step, "epoch": trainer.current_epoch, "batch": batch}
         if self.policy == "skip":
             self.consecutive += 1
             self.skipped.append(where)
