@@ -236,3 +236,12 @@ def test_non_finite_losses_are_handled_as_with_one_step_per_batch(tmp_path, poli
     assert (nonfinite["skipped"] == 4) == (policy == "skip")
     for key in weights:
         assert torch.equal(weights[key], fused[3][key]), key
+
+
+def test_the_plan_says_how_many_steps_run_per_batch():
+    from bigtrain.data import data_spec
+    from bigtrain.plan import make_plan
+
+    for overrides, expected in (([], AUTO_STEPS_PER_CALL), (["trainer.steps_per_call=1"], 1)):
+        cfg = make_cfg(overrides)
+        assert make_plan(cfg, data_spec(cfg))["batch"]["steps_per_call"] == expected

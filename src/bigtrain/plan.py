@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bigtrain.config import steps_per_call
 from bigtrain.models import build_meta_model, model_vocab
 from bigtrain.models import shapes as tf
 
@@ -151,6 +152,7 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         "global_batch_size": cfg.data.batch_size,
         "data_parallel_size": cfg.data_parallel_size,
         "tensor_parallel_size": cfg.trainer.devices * cfg.trainer.num_nodes // cfg.data_parallel_size,
+        "steps_per_call": steps_per_call(cfg),  # optimizer steps per Lightning batch
     }
     plan = {
         "model": cfg.model.family,
@@ -236,6 +238,10 @@ def print_plan(plan: dict) -> None:
         f"{b['micro_batch_size']} x {b['devices']} x {b['num_nodes']} x {b['accumulate_grad_batches']}"
         f" = {b['global_batch_size']} per step",
     )
+    if b.get("steps_per_call", 1) > 1:
+        table.add_row(
+            "optimizer steps per Lightning batch", f"{b['steps_per_call']} (trainer.steps_per_call)"
+        )
     if b.get("tensor_parallel_size", 1) > 1:
         table.add_row(
             "tensor parallel: devices per group",
