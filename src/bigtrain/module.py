@@ -24,6 +24,10 @@ from bigtrain.optim import build_optimizer, build_scheduler
 PROGRESS_KEYS = {"val/loss", "val/acc", "val/ppl"}
 
 
+# Set often and never a parameter, buffer or submodule (see BigtrainModule.__setattr__).
+_PLAIN_HOT_ATTRIBUTES = frozenset({"_current_fx_name", "micro_batch_idx"})
+
+
 class BigtrainModule(pl.LightningModule):
     def __init__(
         self,
@@ -82,9 +86,10 @@ class BigtrainModule(pl.LightningModule):
         self.automatic_optimization = steps == 1
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets and restores this string around every hook call, a dozen times a step;
-        # nn.Module.__setattr__ first checks it against parameters, buffers and submodules.
-        if name == "_current_fx_name":
+        # Plain values set on hot paths: Lightning sets and restores `_current_fx_name` around
+        # every hook call, a dozen times a step, and fused steps set `micro_batch_idx` every step;
+        # nn.Module.__setattr__ first checks each against parameters, buffers and submodules.
+        if name in _PLAIN_HOT_ATTRIBUTES:
             self.__dict__[name] = value
         else:
             super().__setattr__(name, value)
