@@ -147,3 +147,34 @@ def test_ten_thousand_steps_keep_resident_memory_flat(tmp_path):
         f"RSS warm {mem['rss_mb_warm']} MiB, peak {mem['rss_mb_peak']}, last {mem['rss_mb_last']}: +{growth:.2%}"
     )
     assert growth < 0.05, mem
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc")
+def test_rss_reading_follows_this_process_and_a_forked_child():
+    """The memory watch's RSS agrees with the kernel's VmRSS, sees 64 MiB being touched, and a
+    forked child reads its own memory, not the parent's through an inherited descriptor."""
+    from bigtrain.callbacks.memory import rss_mb
+
+    def vm_rss() -> float:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
+
+    before = rss_mb()
+    assert abs(before - vm_rss()) < 2
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, written so every page is resident
+    assert rss_mb() - before > 60
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own pages grow by 128 MiB, the parent's do not
+        try:
+            start = rss_mb()
+            extra = b"\x01" * (128 * 2**20)  # no torch here: its thread pool does not survive a fork
+            os.write(write, f"{start} {rss_mb()} {vm_rss()} {extra[-1]}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    start, grown, kernel, _ = map(float, os.read(read, 200).split())
+    assert grown - start > 120 and abs(grown - kernel) < 2
+    assert rss_mb() - before < 80  # the parent did not see the child's pages
+    del block
