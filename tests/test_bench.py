@@ -43,7 +43,8 @@ def test_bench_reports_loader_and_cli_rows(tmp_path):
 
 def test_bench_mlp_rows_pair_runs_and_interleave_epochs(tmp_path):
     out = tmp_path / "bench.json"
-    args = ["--cases", "mlp", "--reps", "1", "--epochs", "2", "--interleaved-epochs", "4", "--json", str(out)]
+    args = ["--cases", "mlp", "--reps", "1", "--epochs", "2", "--interleaved-epochs", "4", "--interleaved-runs", "2"]
+    args += ["--json", str(out)]
     proc = subprocess.run(
         [sys.executable, str(SCRIPTS / "bench.py"), *args], capture_output=True, text=True, timeout=600
     )
@@ -52,7 +53,8 @@ def test_bench_mlp_rows_pair_runs_and_interleave_epochs(tmp_path):
     assert paired["bigtrain"] > 0 and paired["handwritten"] > 0
     for key in ("ratio", "one_step_per_batch_ratio", "lightning_floor_ratio"):
         assert paired[key] > 0, key
-    assert interleaved["pairs"] == 2  # 4 epochs, the first 2 are warm-up
+    assert interleaved["pairs"] == 4  # 2 runs of 4 epochs, the first 2 of each are warm-up
+    assert len(interleaved["run_ratios"]) == 2 and all(r > 0 for r in interleaved["run_ratios"])
     lo, hi = interleaved["ratio_iqr"]
     assert 0 < lo <= interleaved["ratio"] <= hi
     for key in ("ratio_of_means", "one_step_per_batch_ratio"):
