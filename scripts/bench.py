@@ -17,8 +17,10 @@ Cases:
                every step), and a bare Lightning module doing the same work with no bigtrain
                around it: what Lightning itself costs per step. Then the same comparison
                with bigtrain and the plain loop taking turns epoch by epoch in one process
-               (--interleaved-epochs), for both settings of steps_per_call: the median of the
-               epoch pairs' ratios, their middle half and the ratio of mean times.
+               (--interleaved-epochs), --interleaved-runs times with the default steps_per_call
+               and once with 1: the median of all epoch pairs' ratios, their middle half, each
+               run's median and the ratio of mean times. Between run-level epochs the plain
+               loop validates and saves a checkpoint (untimed), as bigtrain does.
   transformer  gpt/tiny on the standard library's source (bytes, 128-token windows, 16 per
                step, AdamW and cosine), with the same logging as above: run-level pairs of one
                epoch, then interleaved epochs (--transformer-epochs) as for the MLP.
