@@ -2,8 +2,9 @@
 
 Samples RSS every `log_every_n_steps` optimizer steps (a read of /proc/self/statm: 3 us) and
 keeps three numbers: RSS once warm (the first sample at or after 10% of the run's steps:
-allocator pools, caches and lazily built kernels are in place by then), the peak, and the last. results.json gets them as `memory`. With several steps per training batch
-(trainer.steps_per_call) a sample falls at the end of the first batch reaching each multiple.
+allocator pools, caches and lazily built kernels are in place by then), the peak, and the last.
+results.json gets them as `memory`. With several steps per training batch (trainer.steps_per_call)
+a sample falls at the end of the first batch reaching each multiple.
 """
 
 from __future__ import annotations
