@@ -43,8 +43,8 @@ def test_bench_reports_loader_and_cli_rows(tmp_path):
 
 def test_bench_mlp_rows_pair_runs_and_interleave_epochs(tmp_path):
     out = tmp_path / "bench.json"
-    args = "--cases mlp --reps 1 --epochs 2 --interleaved-epochs 4 --interleaved-runs 2".split()
-    args += ["--json", str(out)]
+    args = ["--cases", "mlp", "--reps", "1", "--epochs", "2", "--json", str(out)]
+    args += ["--interleaved-epochs", "4", "--interleaved-runs", "2"]
     proc = subprocess.run(
         [sys.executable, str(SCRIPTS / "bench.py"), *args], capture_output=True, text=True, timeout=600
     )
