@@ -18,7 +18,7 @@ Cases:
                around it: what Lightning itself costs per step. Then the same comparison
                with bigtrain and the plain loop taking turns epoch by epoch in one process
                (--interleaved-epochs), --interleaved-runs times with the default steps_per_call
-               and once with 1: the median of all epoch pairs' ratios, their middle half, each
+               and once with 1, each run in a fresh process: the median of all epoch pairs' ratios, their middle half, each
                run's median and the ratio of mean times. Between run-level epochs the plain
                loop validates and saves a checkpoint (untimed), as bigtrain does.
   transformer  gpt/tiny on the standard library's source (bytes, 128-token windows, 16 per
@@ -296,13 +296,29 @@ def interleaved(
     return ours_times, hand_times
 
 
+def interleaved_in_child(
+    loop: str, epochs: int, workdir: Path, overrides: list[str]
+) -> tuple[list[float], list[float]]:
+    """`interleaved` in a fresh Python process, as a user's run is: run after run in one process,
+    the later runs measured up to 2% apart from the first, by what the earlier ones left in it."""
+    out = workdir / f"interleaved{time.monotonic_ns()}.json"
+    spec = json.dumps({"loop": loop, "epochs": epochs, "workdir": str(workdir), "overrides": overrides})
+    proc = subprocess.run(
+        [sys.executable, __file__, "--one-interleaved", spec, str(out)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: the interleaved {loop} run failed: {proc.stderr[-2000:]}")
+    got = json.loads(out.read_text())
+    return got["ours"], got["hand"]
+
+
 def interleaved_row(
-    name: str, hand_loop, epochs: int, workdir: Path, overrides: list[str], runs: int = 1
+    name: str, loop: str, epochs: int, workdir: Path, overrides: list[str], runs: int = 1
 ) -> dict:
-    """The interleaved comparison, `runs` times with the default steps_per_call and once with 1:
-    the median of all epoch pairs' ratios, their interquartile range, each run's median and the
-    ratio of the two sides' mean times. Each run also differs in what the machine is doing and
-    where the process put its memory, which moves a run's median by 1-2%, so several runs."""
+    """The interleaved comparison, `runs` times with the default steps_per_call and once with 1,
+    each run in its own process: the median of all epoch pairs' ratios, their interquartile
+    range, each run's median and the ratio of the two sides' mean times. A run's median moves
+    by about 1% with what the machine is doing, so several runs."""
 
     def stats(pairs: list[tuple[list[float], list[float]]]) -> dict:
         ratios = sorted(a / b for ours, hand in pairs for a, b in zip(ours, hand, strict=True))
@@ -319,8 +335,8 @@ def interleaved_row(
             "pairs": n,
         }
 
-    fused = stats([interleaved(hand_loop, epochs, workdir, overrides) for _ in range(runs)])
-    one = stats([interleaved(hand_loop, epochs, workdir, [*overrides, "trainer.steps_per_call=1"])])
+    fused = stats([interleaved_in_child(loop, epochs, workdir, overrides) for _ in range(runs)])
+    one = stats([interleaved_in_child(loop, epochs, workdir, [*overrides, "trainer.steps_per_call=1"])])
     return {
         "case": name,
         "bigtrain": None,
@@ -360,6 +376,10 @@ def transformer_handwritten(workdir: Path) -> float:
     hand.epoch()
     hand.file.close()
     return hand.clock.per_step
+
+
+# The plain loops `interleaved` runs against, by case.
+HAND_LOOPS = {"mlp": HandMLP, "transformer": HandTransformer}
 
 
 def mlp_lightning_floor(epochs: int) -> float:
@@ -541,7 +561,7 @@ def run_cases(
             rows.append(
                 interleaved_row(
                     "digits MLP, epochs interleaved",
-                    HandMLP,
+                    "mlp",
                     interleaved_epochs,
                     work,
                     [],
@@ -560,7 +580,7 @@ def run_cases(
             rows.append(
                 interleaved_row(
                     "tiny Transformer, epochs interleaved",
-                    HandTransformer,
+                    "transformer",
                     transformer_epochs,
                     work,
                     TRANSFORMER,
@@ -630,6 +650,8 @@ def main() -> None:
         "--transformer-epochs", type=int, default=8, help="epochs of the interleaved Transformer runs"
     )
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    # Internal: one interleaved run (see interleaved_in_child), written as JSON to a file.
+    parser.add_argument("--one-interleaved", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
     import logging
@@ -638,6 +660,13 @@ def main() -> None:
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
+    if args.one_interleaved:
+        spec, out = json.loads(args.one_interleaved[0]), Path(args.one_interleaved[1])
+        ours, hand = interleaved(
+            HAND_LOOPS[spec["loop"]], spec["epochs"], Path(spec["workdir"]), spec["overrides"]
+        )
+        out.write_text(json.dumps({"ours": ours, "hand": hand}))
+        return
     rows = run_cases(
         args.cases,
         args.reps,
