@@ -18,9 +18,10 @@ Cases:
                around it: what Lightning itself costs per step. Then the same comparison
                with bigtrain and the plain loop taking turns epoch by epoch in one process
                (--interleaved-epochs), --interleaved-runs times with the default steps_per_call
-               and once with 1, each run in a fresh process: the median of all epoch pairs' ratios, their middle half, each
-               run's median and the ratio of mean times. Between run-level epochs the plain
-               loop validates and saves a checkpoint (untimed), as bigtrain does.
+               and once with 1, each run in a fresh process: the median of all epoch pairs'
+               ratios, their middle half, each run's median and the ratio of mean times.
+               Between run-level epochs the plain loop validates and saves a checkpoint
+               (untimed), as bigtrain does.
   transformer  gpt/tiny on the standard library's source (bytes, 128-token windows, 16 per
                step, AdamW and cosine), with the same logging as above: run-level pairs of one
                epoch, then interleaved epochs (--transformer-epochs) as for the MLP.
@@ -299,8 +300,8 @@ def interleaved(
 def interleaved_in_child(
     loop: str, epochs: int, workdir: Path, overrides: list[str]
 ) -> tuple[list[float], list[float]]:
-    """`interleaved` in a fresh Python process, as a user's run is: run after run in one process,
-    the later runs measured up to 2% apart from the first, by what the earlier ones left in it."""
+    """`interleaved` in a fresh Python process, as a user's run is, so that no run measures what
+    the bench's earlier cases left in the process."""
     out = workdir / f"interleaved{time.monotonic_ns()}.json"
     spec = json.dumps({"loop": loop, "epochs": epochs, "workdir": str(workdir), "overrides": overrides})
     proc = subprocess.run(
