@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import torchmetrics
+from pytorch_lightning.callbacks import LearningRateMonitor
 from torch import nn
 
 from bigtrain.accumulation import StepTokenMean
@@ -171,7 +172,7 @@ class BigtrainModule(pl.LightningModule):
         optimizer = self.optimizers(use_pl_optimizer=False)
         scheduler = self.lr_schedulers()
         every, max_steps = trainer.log_every_n_steps, trainer.max_steps
-        lr_monitor = next((c for c in trainer.callbacks if type(c).__name__ == "LearningRateMonitor"), None)
+        lr_monitor = next((c for c in trainer.callbacks if isinstance(c, LearningRateMonitor)), None)
         clip_value, clip_algorithm = self.clip
         batches, loss, logged_loss = loop._batches_that_stepped, None, None
         first = loop.batch_idx * self.steps_per_call  # this batch's first micro-batch in the epoch

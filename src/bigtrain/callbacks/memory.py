@@ -55,9 +55,11 @@ class MemoryWatch(pl.Callback):
         now = rss_mb()
         self.last = now
         self.peak = now if self.peak is None else max(self.peak, now)
+        if self.warm is not None:
+            return
         # The optimizer steps the run makes: the module's count (Lightning's counts batches).
         total = getattr(pl_module, "total_steps", None) or trainer.estimated_stepping_batches
-        if self.warm is None and step >= WARMUP_FRACTION * total:
+        if step >= WARMUP_FRACTION * total:
             self.warm_step, self.warm = step, now
 
     def summary(self) -> dict:
