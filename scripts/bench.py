@@ -137,8 +137,8 @@ class HandLoop:
         import torch
         import torchmetrics
 
-        from bigtrain.metrics import build_metrics
-        from bigtrain.optim import build_optimizer, build_scheduler
+        from bigtrain.training.metrics import build_metrics
+        from bigtrain.training.optim import build_optimizer, build_scheduler
 
         self.cfg, self.model, self.data, self.torch = cfg, model, data, torch
         self.batch = cfg.data.batch_size
@@ -192,8 +192,8 @@ class HandMLP(HandLoop):
 
     def __init__(self, epochs: int, workdir: Path) -> None:
         from bigtrain.data.sklearn import SklearnDataModule
-        from bigtrain.metrics import build_metrics
         from bigtrain.models import build_model
+        from bigtrain.training.metrics import build_metrics
 
         cfg = _setup([f"trainer.max_epochs={epochs}"])
         dm = SklearnDataModule(cfg.data, seed=cfg.seed)
@@ -391,9 +391,9 @@ def mlp_lightning_floor(epochs: int) -> float:
     import torchmetrics
 
     from bigtrain.data.sklearn import SklearnDataModule
-    from bigtrain.metrics import build_metrics
     from bigtrain.models import build_model
-    from bigtrain.optim import build_optimizer, build_scheduler
+    from bigtrain.training.metrics import build_metrics
+    from bigtrain.training.optim import build_optimizer, build_scheduler
 
     cfg = _setup([f"trainer.max_epochs={epochs}"])
     dm = SklearnDataModule(cfg.data, seed=cfg.seed)

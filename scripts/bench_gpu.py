@@ -91,8 +91,8 @@ def handwritten(model_name: str, compile_: bool, steps: int, warmup: int) -> dic
     from bigtrain.config import validate
     from bigtrain.data.text import TextDataModule
     from bigtrain.models import build_model
-    from bigtrain.optim import build_optimizer, build_scheduler
-    from bigtrain.plan import make_plan
+    from bigtrain.runs.plan import make_plan
+    from bigtrain.training.optim import build_optimizer, build_scheduler
 
     cfg = validate(bigtrain.compose(overrides(model_name, "auto", compile_, 1, steps, warmup)))
     torch.manual_seed(cfg.seed)

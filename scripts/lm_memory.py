@@ -50,8 +50,8 @@ def measure(overrides: list[str]) -> dict:
     from bigtrain.config import validate
     from bigtrain.data import data_spec
     from bigtrain.models import build_model
-    from bigtrain.optim import build_optimizer
-    from bigtrain.plan import make_plan
+    from bigtrain.runs.plan import make_plan
+    from bigtrain.training.optim import build_optimizer
 
     torch.set_num_threads(1)
     cfg = validate(bigtrain.compose([*BASE, *overrides]))

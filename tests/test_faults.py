@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import bigtrain
-from bigtrain.checkpointing import FAULT_ENV, PARTIAL_SUFFIX
+from bigtrain.runs.checkpointing import PARTIAL_SUFFIX
 from conftest import QUIET, bigtrain_cmd, read_results
 
 # 19 steps an epoch (1257 training samples, global batch 64), 8 epochs = 152 steps, a
@@ -37,11 +37,16 @@ RUN = [
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
-def _start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", FAULT_ENV)}
-    full_env.update({**ONE_THREAD, **(env or {})})
+FAULT_LAUNCH = Path(__file__).parent / "fault_launch.py"
+
+
+def _start(args: list[str], cwd: Path, kill_in_save: int | None = None) -> subprocess.Popen:
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    full_env.update(ONE_THREAD)
+    # With kill_in_save=N, the tests' launcher kills the process half-way through its Nth save.
+    launch = [] if kill_in_save is None else [str(FAULT_LAUNCH), str(kill_in_save)]
     return subprocess.Popen(
-        [sys.executable, "-m", "bigtrain", *args],
+        [sys.executable, *launch, "-m", "bigtrain", *args],
         cwd=cwd,
         env=full_env,
         stdout=subprocess.DEVNULL,
@@ -81,7 +86,7 @@ def test_sigkill_at_random_steps_and_mid_save_then_resume_equals_uninterrupted(t
     ckpt_dir = run_dir / "checkpoints"
 
     # 1. A kill inside a checkpoint write: the 3rd save of the process dies half-written.
-    proc = _start([*RUN, f"hydra.run.dir={run_dir}"], tmp_path, env={FAULT_ENV: "3"})
+    proc = _start([*RUN, f"hydra.run.dir={run_dir}"], tmp_path, kill_in_save=3)
     proc.wait(timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
     assert list(ckpt_dir.glob(f".*{PARTIAL_SUFFIX}")), "the interrupted save left its partial file"

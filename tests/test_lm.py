@@ -20,7 +20,7 @@ from bigtrain.data.tokens import RandomWindowLoader, open_tokens, read_meta
 from bigtrain.data.tokens import main as tokens_main
 from bigtrain.models import build_model
 from bigtrain.models.transformer import Transformer, activation_bytes
-from bigtrain.plan import make_plan
+from bigtrain.runs.plan import make_plan
 from conftest import FAST, bigtrain_cmd, make_cfg
 
 LM = ["data=stdlib_text", "metrics=lm", "data.max_bytes=60000", "data.seq_len=32", "data.batch_size=8"]
@@ -366,10 +366,10 @@ def test_shapes_without_torch_match_the_built_model(overrides):
     """models/shapes.py (the dry run's torch-free plan) against the meta-built Transformer:
     names and shapes, weight-decay kinds, matmul weights, the tensor-parallel split and the
     optimizer group audit under adamw, sgd and muon."""
+    from bigtrain.distributed.parallel import tp_sharded_params
     from bigtrain.models import build_meta_model, model_vocab, shapes
     from bigtrain.models.transformer import matmul_params
-    from bigtrain.optim import _named_trainable, group_audit, optimizer_groups, param_kind
-    from bigtrain.parallel import tp_sharded_params
+    from bigtrain.training.optim import _named_trainable, group_audit, optimizer_groups, param_kind
 
     cfg = make_cfg([*LM, *overrides])
     spec = data_spec(cfg)

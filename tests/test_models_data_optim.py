@@ -11,7 +11,7 @@ from bigtrain.config import CNNConfig, MLPConfig
 from bigtrain.data.sklearn import SklearnDataModule
 from bigtrain.data.tensors import TensorLoader
 from bigtrain.models import build_model
-from bigtrain.optim import lr_multiplier, param_groups
+from bigtrain.training.optim import lr_multiplier, param_groups
 from conftest import make_cfg
 
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from bigtrain.accumulation import StepTokenMean
 from bigtrain.build import build_module
 from bigtrain.config import ConfigError, MLPConfig
 from bigtrain.data import data_spec
 from bigtrain.models import build_model
-from bigtrain.optim import build_optimizer, build_scheduler, lr_multiplier, param_groups
-from bigtrain.plan import make_plan
+from bigtrain.runs.plan import make_plan
+from bigtrain.training.accumulation import StepTokenMean
+from bigtrain.training.optim import build_optimizer, build_scheduler, lr_multiplier, param_groups
 from conftest import make_cfg
 
 

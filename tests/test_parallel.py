@@ -12,10 +12,10 @@ import torch
 
 from bigtrain.config import ConfigError, check_parallel, tensor_parallel_size
 from bigtrain.data import data_spec
-from bigtrain.export import export
+from bigtrain.distributed.parallel import family_of, mlp_tp_plan, parallelize, tp_sharded_params
 from bigtrain.models import build_model
-from bigtrain.parallel import family_of, mlp_tp_plan, parallelize, tp_sharded_params
-from bigtrain.plan import make_plan
+from bigtrain.runs.export import export
+from bigtrain.runs.plan import make_plan
 from conftest import make_cfg
 
 CPU2 = ["trainer.accelerator=cpu", "trainer.devices=2"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bigtrain.export import load_weights
+from bigtrain.runs.export import load_weights
 from conftest import DIST_ENV, QUIET, bigtrain_cmd, read_results
 
 pytestmark = pytest.mark.distributed
@@ -118,7 +118,7 @@ def test_sharded_checkpoint_resumes_on_one_process_and_exports_one_file(referenc
     # The consolidated export of the resumed run's shards equals the uninterrupted run's weights.
     out = tmp_path / "weights.pt"
     done = subprocess.run(
-        [sys.executable, "-m", "bigtrain.export", str(second / "checkpoints" / "last.ckpt"), str(out)],
+        [sys.executable, "-m", "bigtrain.runs.export", str(second / "checkpoints" / "last.ckpt"), str(out)],
         capture_output=True,
         text=True,
         timeout=300,

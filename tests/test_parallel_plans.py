@@ -79,7 +79,7 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 
 
 def _check_transformer(tied: bool, sequence_parallel: bool, mesh) -> None:
-    from bigtrain.parallel import apply_tp
+    from bigtrain.distributed.parallel import apply_tp
 
     torch.manual_seed(0)
     ref = Tiny(tied)
@@ -98,8 +98,8 @@ def _check_transformer(tied: bool, sequence_parallel: bool, mesh) -> None:
 
 def _check_mlp(mesh) -> None:
     from bigtrain.config import MLPConfig
+    from bigtrain.distributed.parallel import apply_tp
     from bigtrain.models.mlp import MLP
-    from bigtrain.parallel import apply_tp
 
     torch.manual_seed(0)
     cfg = MLPConfig(family="mlp", hidden=[16, 8, 6])  # 4 Linears: two colwise/rowwise pairs

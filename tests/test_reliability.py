@@ -17,9 +17,9 @@ import torch
 from omegaconf import OmegaConf
 
 import bigtrain
-from bigtrain.checkpointing import FAULT_ENV, PARTIAL_SUFFIX, inspect_checkpoint, newest_intact
 from bigtrain.cli import main
 from bigtrain.data.tensors import TensorLoader
+from bigtrain.runs.checkpointing import PARTIAL_SUFFIX, inspect_checkpoint, newest_intact
 from conftest import QUIET, bigtrain_cmd, read_results
 
 # 5 optimizer steps an epoch, constant learning rate: extending a run by epochs keeps the math
@@ -96,17 +96,19 @@ def test_corrupt_newest_checkpoint_is_named_and_skipped(tmp_path, capsys):
     assert resumed["global_step"] == 15 and resumed["resumed"] == 1
 
 
+FAULT_LAUNCH = Path(__file__).parent / "fault_launch.py"
+
+
 def test_atomic_save_survives_sigkill_mid_write(tmp_path):
     """A real process saves twice and is SIGKILLed half-way through the second write."""
     target = tmp_path / "checkpoints" / "last.ckpt"
     script = (
-        "import sys, torch; from bigtrain.checkpointing import save_atomic\n"
+        "import sys, torch; from bigtrain.runs.checkpointing import save_atomic\n"
         "for step in (1, 2):\n"
         "    save_atomic({'state_dict': {'w': torch.full((50_000,), float(step))}, 'global_step': step}, sys.argv[1])\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", script, str(target)],
-        env={**os.environ, FAULT_ENV: "2"},
+        [sys.executable, str(FAULT_LAUNCH), "2", "-c", script, str(target)],
         capture_output=True,
         timeout=120,
     )
@@ -277,7 +279,7 @@ def test_cli_resume_continues_in_the_same_directory(tmp_path):
 
 def test_resume_accepts_its_own_expanded_command_line(finished_run):
     """Lightning's DDP launcher re-runs the expanded command (plus hydra.* overrides) per process."""
-    from bigtrain.rundir import resume_overrides
+    from bigtrain.runs.rundir import resume_overrides
 
     merged, _ = resume_overrides(str(finished_run), ["trainer.max_epochs=3"])
     assert merged[-1] == f"resume={finished_run}" and "trainer.max_epochs=1" not in merged

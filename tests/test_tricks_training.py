@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
-from bigtrain.build import build_callbacks, build_module, build_trainer, build_trick_callbacks
+from bigtrain.build import build_callbacks, build_module, build_trainer
 from bigtrain.callbacks.finders import suggest_lr
 from bigtrain.callbacks.nan_policy import NonFiniteLossError
 from bigtrain.config import ConstantSchedConfig, SGDConfig
 from bigtrain.data import build_datamodule, data_spec
 from bigtrain.data.tensors import TensorLoader
-from bigtrain.module import BigtrainModule
+from bigtrain.training.module import BigtrainModule
 from conftest import FAST, QUIET, bigtrain_cmd, make_cfg, read_results
+from nan_inject import InjectNaN
+from nan_inject import extra as nan_extra
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -31,8 +34,9 @@ def _fit(overrides: list[str], tmp_path, extra: list | None = None, full_callbac
     cfg = make_cfg([*QUIET, "logger=none", "callbacks.plots=false", *overrides])
     pl.seed_everything(cfg.seed, verbose=False)
     module = build_module(cfg, data_spec(cfg))
-    cbs = build_callbacks(cfg, tmp_path) if full_callbacks else build_trick_callbacks(cfg, tmp_path)
-    cbs = [*cbs, *(extra or [])]
+    run = build_callbacks(cfg, tmp_path)
+    tricks = [c for c in (run.nonfinite, run.precision, run.ema, run.swa) if c is not None]
+    cbs = [*(run.all if full_callbacks else tricks), *(extra or [])]
     trainer = build_trainer(cfg, tmp_path, cbs, [])
     trainer.fit(module, datamodule=build_datamodule(cfg))
     return module, trainer, cbs
@@ -79,7 +83,6 @@ SGD_STEPS = [
     "optim.weight_decay=0",
     "sched=constant",
     "trainer.limit_val_batches=0",
-    "trainer.steps_per_call=1",  # StepRecorder watches Lightning's per-step hooks
 ]
 
 
@@ -180,12 +183,12 @@ def test_skip_policy_drops_nan_batches_and_records_them(tmp_path):
         *SGD_STEPS,
         "trainer.max_steps=5",
         "tricks.nonfinite.policy=skip",
-        "tricks.nonfinite.inject_at_steps=[1,3]",
     ]
-    module, trainer, cbs = _fit(overrides, tmp_path, [rec])
+    inject = InjectNaN([1, 3])
+    module, trainer, cbs = _fit(overrides, tmp_path, [rec, inject])
     policy = next(c for c in cbs if type(c).__name__ == "NonFinitePolicy").summary()
     assert policy["skipped"] == 2 and [b["step"] for b in policy["skipped_batches"]] == [1, 3]
-    assert policy["injected_steps"] == [1, 3] and policy["stopped_at_step"] is None
+    assert inject.injected == [1, 3] and policy["stopped_at_step"] is None
     w = rec.weights  # w[k] = weights after k optimizer steps
     assert torch.equal(w[2], w[1]) and torch.equal(w[4], w[3])  # skipped: not updated
     assert not torch.equal(w[1], w[0]) and not torch.equal(w[3], w[2])  # the others updated
@@ -198,16 +201,19 @@ def test_skip_policy_stops_after_consecutive_nans(tmp_path):
         "trainer.max_steps=6",
         "tricks.nonfinite.policy=skip",
         "tricks.nonfinite.max_consecutive=2",
-        "tricks.nonfinite.inject_at_steps=[2,3]",
     ]
     with pytest.raises(NonFiniteLossError, match="2 non-finite training losses in a row at optimizer step 3"):
-        _fit(overrides, tmp_path)
+        _fit(overrides, tmp_path, [InjectNaN([2, 3])])
     assert (tmp_path / "checkpoints" / "last-finite.ckpt").is_file()
 
 
 @pytest.mark.slow
 def test_stop_policy_from_the_command_line(tmp_path):
-    out = bigtrain_cmd(*FAST, "tricks.nonfinite.inject_at_steps=[2]", "hydra.run.dir=run", cwd=tmp_path)
+    # The NaN comes from the test's own callback, passed as a user's callback is.
+    tests_dir = str(Path(__file__).parent)
+    out = bigtrain_cmd(
+        *FAST, nan_extra([2]), "hydra.run.dir=run", cwd=tmp_path, env={"PYTHONPATH": tests_dir}
+    )
     assert out.returncode == 3, out.stderr[-2000:]
     assert (
         out.stderr.strip()

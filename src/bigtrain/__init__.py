@@ -27,8 +27,8 @@ def train(
     """Validate and run `bigtrain OVERRIDES` in this process; return the results dict."""
     import time
 
-    from bigtrain.build import train as _train
     from bigtrain.config import validate
+    from bigtrain.runs.train import train as _train
 
     composed = compose(overrides, config_dir)
     cfg = validate(composed)
@@ -40,7 +40,7 @@ def train(
 
 def resume(run_dir: str | Path, overrides: Sequence[str] = (), config_dir: str | None = None) -> dict:
     """Continue the run in `run_dir` from its newest intact checkpoint, as `bigtrain resume=DIR`."""
-    from bigtrain.rundir import check_same_config, override_key, resume_overrides
+    from bigtrain.runs.rundir import check_same_config, override_key, resume_overrides
 
     merged, saved_config_dir = resume_overrides(str(run_dir), list(overrides))
     config_dir = config_dir or saved_config_dir
@@ -52,7 +52,7 @@ def _save_run_config(run_dir: Path, composed, overrides: Sequence[str]) -> None:
     """.hydra/config.yaml and overrides.yaml, as the command writes them: what resume reads."""
     from omegaconf import OmegaConf
 
-    from bigtrain.rundir import write_text_atomic
+    from bigtrain.runs.rundir import write_text_atomic
 
     hydra_dir = run_dir / ".hydra"
     write_text_atomic(hydra_dir / "config.yaml", OmegaConf.to_yaml(composed))

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from bigtrain.optim import build_optimizer
+from bigtrain.training.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,7 @@
 Samples RSS every `log_every_n_steps` optimizer steps (a read of /proc/self/statm: 3 us) and
 keeps three numbers: RSS once warm (the first sample at or after 10% of the run's steps:
 allocator pools, caches and lazily built kernels are in place by then), the peak, and the last.
-results.json gets them as `memory`. With several steps per training batch (trainer.steps_per_call)
-a sample falls at the end of the first batch reaching each multiple.
+results.json gets them as `memory`.
 """
 
 from __future__ import annotations
@@ -57,8 +56,7 @@ class MemoryWatch(pl.Callback):
         self.peak = now if self.peak is None else max(self.peak, now)
         if self.warm is not None:
             return
-        # The optimizer steps the run makes: the module's count (Lightning's counts batches).
-        total = getattr(pl_module, "total_steps", None) or trainer.estimated_stepping_batches
+        total = trainer.estimated_stepping_batches
         if step >= WARMUP_FRACTION * total:
             self.warm_step, self.warm = step, now
 

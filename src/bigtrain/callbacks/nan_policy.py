@@ -8,9 +8,6 @@ bad loss counts for all), so all ranks stop or skip together.
   to checkpoints/last-finite.ckpt, and end the run with an error naming the step.
 - skip: drop the batch (no backward, no update from it; under accumulation only that micro-batch
   is dropped), record where it was, and stop as above after `max_consecutive` in a row.
-
-`inject_at_steps` fills the input of the first micro-batch of those optimizer steps with NaN, to
-test the policy on the real code path.
 """
 
 from __future__ import annotations
@@ -29,14 +26,10 @@ class NonFiniteLossError(RuntimeError):
 
 
 class NonFinitePolicy(pl.Callback):
-    def __init__(
-        self, policy: str, max_consecutive: int, inject_at_steps: list[int], ckpt_dir: str | Path
-    ) -> None:
+    def __init__(self, policy: str, max_consecutive: int, ckpt_dir: str | Path) -> None:
         self.policy, self.max_consecutive = policy, max_consecutive
-        self.inject_at_steps = set(inject_at_steps)
         self.ckpt_dir = Path(ckpt_dir)
         self.skipped: list[dict] = []
-        self.injected: list[int] = []
         self.consecutive = 0
         self.stopped_at_step: int | None = None
         self._batch_idx = 0
@@ -51,11 +44,6 @@ class NonFinitePolicy(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._batch_idx = batch_idx
-        step = trainer.global_step
-        first_micro = batch_idx % trainer.accumulate_grad_batches == 0
-        if step in self.inject_at_steps and first_micro and step not in self.injected:
-            batch[0].fill_(float("nan"))  # the micro-batch is a copy: the data set is untouched
-            self.injected.append(step)
 
     def check(self, trainer: pl.Trainer, loss: torch.Tensor) -> bool:
         """True to train on this loss; False to skip it; raises NonFiniteLossError to stop."""
@@ -65,10 +53,7 @@ class NonFinitePolicy(pl.Callback):
         if not bad:
             self.consecutive = 0
             return True
-        module = trainer.lightning_module
-        # With fused steps a Lightning batch holds several micro-batches; name the micro-batch.
-        batch = module.micro_batch_idx if getattr(module, "steps_per_call", 1) > 1 else self._batch_idx
-        where = {"step": trainer.global_step, "epoch": trainer.current_epoch, "batch": batch}
+        where = {"step": trainer.global_step, "epoch": trainer.current_epoch, "batch": self._batch_idx}
         if self.policy == "skip":
             self.consecutive += 1
             self.skipped.append(where)
@@ -91,6 +76,5 @@ class NonFinitePolicy(pl.Callback):
             "policy": self.policy,
             "skipped": len(self.skipped),
             "skipped_batches": self.skipped,
-            "injected_steps": self.injected,
             "stopped_at_step": self.stopped_at_step,
         }

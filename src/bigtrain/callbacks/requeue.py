@@ -20,7 +20,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from bigtrain.slurm import newest_hpc_checkpoint
+from bigtrain.cluster.slurm import newest_hpc_checkpoint
 
 
 class RequeueOnSignal(pl.Callback):

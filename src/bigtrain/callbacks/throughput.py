@@ -3,8 +3,7 @@ and model FLOPs utilisation (MFU), after a short warm-up.
 
 The clock runs from the end of one training batch to the end of the next, so the time to fetch
 a batch counts; validation, checkpointing and the first `warmup` batches (allocator and cache
-warm-up) do not. With trainer.steps_per_call a batch holds several optimizer steps, which are
-timed together: a batch is timed once `warmup` micro-batches came before it.
+warm-up) do not.
 
 MFU = tokens/s x FLOPs per token / (peak FLOP/s per device x devices). FLOPs per token come from
 the plan: 6 N + 12 L d T for the transformer (N matmul weights, L layers, d width, T sequence
@@ -79,14 +78,12 @@ class Throughput(pl.Callback):
         self._last = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        # A batch is timed when `warmup` batches came before it. Under trainer.steps_per_call a
-        # batch holds several micro-batches, and each of them counts towards the warm-up.
+        # A batch is timed when `warmup` batches came before it.
         now = time.perf_counter()
         if self._last is not None and self._seen >= self.warmup:
             self.seconds += now - self._last
             self.samples += len(batch[0]) * trainer.world_size
-        micro = getattr(pl_module, "micro_batch_size", 0)
-        self._seen += len(batch[0]) // micro if getattr(pl_module, "steps_per_call", 1) > 1 else 1
+        self._seen += 1
         self._last = now
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

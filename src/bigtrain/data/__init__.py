@@ -56,10 +56,7 @@ def data_spec(cfg) -> DataSpec:
 
 
 def build_datamodule(cfg):
-    """The LightningDataModule for a validated RunConfig. Data modules served by TensorLoader
-    hand out `trainer.steps_per_call` micro-batches per training item (fused steps)."""
-    from bigtrain.config import steps_per_call
-
+    """The LightningDataModule for a validated RunConfig."""
     name = cfg.data.name
     if name == "tokens":
         from bigtrain.data.tokens import TokensDataModule
@@ -75,6 +72,4 @@ def build_datamodule(cfg):
         from bigtrain.data.tabular import TabularDataModule as Module
     else:
         from bigtrain.data.sklearn import SklearnDataModule as Module
-    dm = Module(cfg.data, seed=cfg.seed)
-    dm.steps_per_call = steps_per_call(cfg)
-    return dm
+    return Module(cfg.data, seed=cfg.seed)

@@ -48,8 +48,6 @@ class SklearnDataModule(pl.LightningDataModule):
     # Where a resumed fit continues in the training data (set from the checkpoint); class-level
     # so that subclasses with their own __init__ have it too.
     _resume_at: dict | None = None
-    # Micro-batches per training item (trainer.steps_per_call, set by build.py).
-    steps_per_call: int = 1
 
     def __init__(self, cfg: SklearnDataConfig, seed: int) -> None:
         super().__init__()
@@ -89,15 +87,14 @@ class SklearnDataModule(pl.LightningDataModule):
 
     def _position(self) -> tuple[int, int]:
         """Where training goes on: (epoch, micro-batches of it processed); a finished epoch
-        (all of it, or `limit_train_batches` of it) points at the start of the next one. A
-        Lightning batch holds `steps_per_call` micro-batches (trainer.steps_per_call)."""
+        (all of it, or `limit_train_batches` of it) points at the start of the next one."""
         trainer = self.trainer
         if trainer is None:
             return 0, 0
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         if done >= trainer.num_training_batches:
             return trainer.current_epoch + 1, 0
-        return trainer.current_epoch, done * self.steps_per_call
+        return trainer.current_epoch, done
 
     def state_dict(self) -> dict:
         """Saved in every checkpoint: the training data position (plain ints)."""
@@ -124,7 +121,6 @@ class SklearnDataModule(pl.LightningDataModule):
             world_size=world,
             accumulation=accum,
             drop_last=True,
-            steps_per_batch=self.steps_per_call,
         )
         if self._resume_at is not None:
             loader.load_state_dict(self._resume_at)

@@ -21,10 +21,6 @@ The resume point is taken when a pass hands out its first batch, not when `iter(
 Lightning builds the training iterator while the optimizer is configured (to count the steps),
 before it restores the loop counters, so `epoch()` is still 0 at that moment.
 
-With `steps_per_batch` K > 1 (trainer.steps_per_call; one process, no accumulation) each item is
-the next K micro-batches in one gather, which the module splits and trains on one after another:
-the same samples in the same order. Positions stay in micro-batches, so a checkpoint resumes
-under any K.
 """
 
 from __future__ import annotations
@@ -60,7 +56,6 @@ class TensorLoader:
         world_size: int = 1,
         accumulation: int = 1,
         drop_last: bool = False,
-        steps_per_batch: int = 1,
     ) -> None:
         """`batch_size` is the global batch when `drop_last` (training), else the per-rank batch."""
         self.tensors = tuple(tensors)
@@ -71,11 +66,6 @@ class TensorLoader:
         self.drop_last = drop_last
         if drop_last and batch_size % (world_size * accumulation):
             raise ValueError(f"global batch {batch_size} is not divisible by {world_size} x {accumulation}")
-        if steps_per_batch > 1 and not (drop_last and world_size == 1 and accumulation == 1):
-            raise ValueError(
-                "steps_per_batch > 1 needs a training loader on one process without accumulation"
-            )
-        self.steps_per_batch = steps_per_batch
         # Micro-batches handed out in the current pass; a pending resume point (epoch, consumed).
         self._handed_out = 0
         self._resume_at: tuple[int, int] | None = None
@@ -101,7 +91,7 @@ class TensorLoader:
 
     def __len__(self) -> int:
         if self.drop_last:
-            return -(-self.micro_batches_per_epoch // self.steps_per_batch)
+            return self.micro_batches_per_epoch
         per_rank = len(range(self.rank, self.n, self.world_size))
         return -(-per_rank // self.batch_size)
 
@@ -126,14 +116,6 @@ class TensorLoader:
         if self.drop_last:
             micro = self.micro_batch_size
             steps = self.n // self.batch_size
-            if self.steps_per_batch > 1:
-                # One process, no accumulation: micro-batch i is the global batch i.
-                for i in range(skip, steps, self.steps_per_batch):
-                    end = min(i + self.steps_per_batch, steps)
-                    idx = order[i * self.batch_size : end * self.batch_size]
-                    self._handed_out = end
-                    yield self._take(idx)
-                return
             for i in range(skip, steps * self.accumulation):
                 step, a = divmod(i, self.accumulation)
                 start = step * self.batch_size + (a * self.world_size + self.rank) * micro

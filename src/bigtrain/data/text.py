@@ -98,9 +98,6 @@ def token_dtype(vocab: int) -> torch.dtype:
 
 
 class TextDataModule(pl.LightningDataModule):
-    # Windows per training item in units of global batches (trainer.steps_per_call).
-    steps_per_call: int = 1
-
     def __init__(self, cfg, seed: int) -> None:
         super().__init__()
         self.cfg, self.seed = cfg, seed
@@ -164,7 +161,6 @@ class TextDataModule(pl.LightningDataModule):
             world_size=world,
             accumulation=accum,
             drop_last=True,
-            steps_per_batch=self.steps_per_call,
         )
 
     def _eval_loader(self, name: str) -> TensorLoader:

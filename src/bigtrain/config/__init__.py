@@ -418,7 +418,6 @@ class NonFiniteConfig:
 
     policy: Literal["stop", "skip"] = opt("stop", "stop: save and exit naming the step; skip: drop the batch")
     max_consecutive: int = opt(5, "skip: stop after this many non-finite losses in a row", gt=0)
-    inject_at_steps: list[int] = opt([], "testing: set the input of these optimizer steps to NaN", ge=0)
 
 
 @dataclass(frozen=True)
@@ -487,9 +486,6 @@ class TrainerConfig:
     limit_test_batches: float | None = opt(None, gt=0.0)
     deterministic: bool = True
     enable_progress_bar: bool = True
-    steps_per_call: int | Literal["auto"] = opt(
-        "auto", "optimizer steps per Lightning batch (see steps_per_call()); auto = 32 where allowed", gt=0
-    )
 
 
 @variant("strategy", "auto")
@@ -714,6 +710,8 @@ class CallbacksConfig:
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     throughput: ThroughputConfig = field(default_factory=ThroughputConfig)
     progress_bar: Literal["rich", "tqdm", "none"] = "rich"
+    progress_refresh_rate: int = opt(5, "redraw the progress bar every N batches", gt=0)
+    extra: list[Any] = opt([], "your own Lightning callbacks: [{_target_: pkg.Class, arg: value}]")
     model_summary_depth: int = opt(2, ge=0)
     plots: bool = True
     lr_monitor: bool = True
@@ -820,6 +818,8 @@ def _type_name(tp: Any) -> str:
 
 def _convert(value: Any, tp: Any, path: str, meta: dict) -> Any:
     """Check `value` against type `tp` and the range rules in `meta`; return the typed value."""
+    if tp is Any:
+        return value
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
@@ -1081,80 +1081,11 @@ def check_combinations(cfg: RunConfig) -> None:
     if is_sharded and cfg.strategy.name not in ("fsdp", "tp", "fsdp_tp"):
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} is a sharded checkpoint, which strategy={cfg.strategy.name} cannot "
-            "load: add strategy=fsdp (any number of devices), or export it with python -m bigtrain.export"
+            "load: add strategy=fsdp (any number of devices), or export it with python -m bigtrain.runs.export"
         )
     _check_hardware(cfg)
-    steps_per_call(cfg)
     for check in EXTRA_CHECKS:
         check(cfg)
-
-
-# --------------------------------------------------------------------------- fused steps
-
-# Optimizer steps per Lightning batch when trainer.steps_per_call=auto and nothing below rules it out.
-AUTO_STEPS_PER_CALL = 32
-# In-memory data whose training batches are contiguous slices of one permutation (TensorLoader).
-FUSABLE_DATA = ("digits", "breast_cancer", "csv", "text", "stdlib_text")
-
-
-def _fused_blockers(cfg: RunConfig) -> list[tuple[str, str]]:
-    """(what rules out several optimizer steps per Lightning batch, the override that allows it).
-
-    Fused steps run inside one training_step with the plain optimizer, so they are for one
-    process and what needs Lightning between steps (its gradient scaler, accumulation, per-step
-    callbacks such as EMA and SWA, mid-epoch validation or checkpoints) keeps one step per call.
-    """
-    t, k = cfg.trainer, cfg.tricks
-    out = []
-    if t.devices * t.num_nodes > 1 or cfg.strategy.name != "auto":
-        out.append(("more than one process", "trainer.devices=1 trainer.num_nodes=1 strategy=auto"))
-    if cfg.data.name not in FUSABLE_DATA:
-        out.append((f"data={cfg.data.name}", "data=digits, breast_cancer, csv, text or stdlib_text"))
-    if t.precision == "16-mixed":
-        out.append(("trainer.precision=16-mixed (its gradient scaler)", "trainer.precision=bf16-mixed"))
-    if t.accumulate_grad_batches > 1:
-        out.append(("gradient accumulation", "trainer.accumulate_grad_batches=1"))
-    if t.limit_train_batches is not None:
-        out.append(("trainer.limit_train_batches", "trainer.limit_train_batches=null"))
-    if t.val_check_interval != 1.0:
-        out.append(("validation within an epoch", "trainer.val_check_interval=1.0"))
-    if cfg.callbacks.checkpoint.every_n_train_steps:
-        out.append(("mid-epoch checkpoints", "callbacks.checkpoint.every_n_train_steps=null"))
-    if cfg.sched.interval != "step" or cfg.sched.name == "plateau":
-        out.append((f"sched={cfg.sched.name} with interval {cfg.sched.interval}", "sched.interval=step"))
-    if k.ema.enabled or k.swa.enabled:
-        out.append(
-            (
-                "weight averaging (tricks.ema / tricks.swa)",
-                "tricks.ema.enabled=false tricks.swa.enabled=false",
-            )
-        )
-    if k.finders.lr.enabled or k.finders.batch_size.enabled:
-        out.append(("the learning-rate or batch-size finder", "tricks.finders.*.enabled=false"))
-    if k.nonfinite.inject_at_steps:
-        out.append(("tricks.nonfinite.inject_at_steps", "tricks.nonfinite.inject_at_steps=[]"))
-    return out
-
-
-def steps_per_call(cfg: RunConfig) -> int:
-    """Optimizer steps bigtrain runs per Lightning batch. Lightning's loop costs about 0.5 ms a
-    batch on a CPU (hook dispatch, progress bookkeeping, the optimizer closure), which is 10-30%
-    of a small model's step; running several steps per batch spreads that over all of them.
-    The steps are the same steps, in the same order, on the same data: results are identical
-    (tests/test_fused.py). `auto` fuses where nothing rules it out, else runs one step per call."""
-    requested = cfg.trainer.steps_per_call
-    if requested == 1:
-        return 1
-    blockers = _fused_blockers(cfg)
-    if requested == "auto":
-        return 1 if blockers else AUTO_STEPS_PER_CALL
-    if blockers:
-        what, fix = blockers[0]
-        raise ConfigError(
-            f"trainer.steps_per_call={requested} cannot be used with {what}: set trainer.steps_per_call=1 "
-            f"(or auto), or {fix}"
-        )
-    return int(requested)
 
 
 def check_user_data(cfg: RunConfig) -> None:
@@ -1279,7 +1210,7 @@ def _check_checkpoint_inputs(cfg: RunConfig) -> None:
             "(resume picks the newest intact checkpoint of the run)"
         )
     if cfg.ckpt_path is not None:
-        from bigtrain.checkpointing import CheckpointError, inspect_checkpoint
+        from bigtrain.runs.checkpointing import CheckpointError, inspect_checkpoint
 
         try:
             inspect_checkpoint(cfg.ckpt_path, trust=cfg.trust_checkpoint)

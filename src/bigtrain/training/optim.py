@@ -14,7 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from bigtrain.groups import DEFAULT_NO_DECAY, audit_rows, decay_groups, optimizer_group_specs, with_tensors
+from bigtrain.training.groups import (
+    DEFAULT_NO_DECAY,
+    audit_rows,
+    decay_groups,
+    optimizer_group_specs,
+    with_tensors,
+)
 
 # Norm layers: their weights are gains, which get no weight decay by default (groups.py).
 NORM_MODULES = (

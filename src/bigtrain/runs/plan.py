@@ -21,7 +21,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bigtrain.config import steps_per_call
 from bigtrain.models import build_meta_model, model_vocab
 from bigtrain.models import shapes as tf
 
@@ -88,7 +87,7 @@ def run_plan(cfg: Any, run_dir: str | Path, rank: int = 0) -> tuple[Any, dict]:
 
     Imports neither Lightning nor the data modules, so `dry_run=true` answers in seconds."""
     from bigtrain.data import data_spec
-    from bigtrain.results import write_json_atomic
+    from bigtrain.runs.results import write_json_atomic
 
     spec = data_spec(cfg)
     plan = make_plan(cfg, spec)
@@ -113,14 +112,14 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         import torch
 
         from bigtrain.config import tensor_parallel_size
-        from bigtrain.optim import group_audit, optimizer_groups
+        from bigtrain.training.optim import group_audit, optimizer_groups
 
         model = build_meta_model(cfg.model, spec.input_shape, spec.num_outputs)
         total = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         tp_split = 0
         if tensor_parallel_size(cfg.strategy) > 1:
-            from bigtrain.parallel import tp_sharded_params
+            from bigtrain.distributed.parallel import tp_sharded_params
 
             tp_split = tp_sharded_params(model)
         groups = group_audit(optimizer_groups(cfg.optim, model))
@@ -152,7 +151,6 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         "global_batch_size": cfg.data.batch_size,
         "data_parallel_size": cfg.data_parallel_size,
         "tensor_parallel_size": cfg.trainer.devices * cfg.trainer.num_nodes // cfg.data_parallel_size,
-        "steps_per_call": steps_per_call(cfg),  # optimizer steps per Lightning batch
     }
     plan = {
         "model": cfg.model.family,
@@ -238,10 +236,6 @@ def print_plan(plan: dict) -> None:
         f"{b['micro_batch_size']} x {b['devices']} x {b['num_nodes']} x {b['accumulate_grad_batches']}"
         f" = {b['global_batch_size']} per step",
     )
-    if b.get("steps_per_call", 1) > 1:
-        table.add_row(
-            "optimizer steps per Lightning batch", f"{b['steps_per_call']} (trainer.steps_per_call)"
-        )
     if b.get("tensor_parallel_size", 1) > 1:
         table.add_row(
             "tensor parallel: devices per group",

@@ -20,7 +20,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import bigtrain.slurm  # noqa: F401  (registers the ${bigtrain.*} resolvers that conf/ uses)
+import bigtrain.cluster.slurm  # noqa: F401  (registers the ${bigtrain.*} resolvers that conf/ uses)
 
 CONFIG_MODULE = "pkg://bigtrain.conf"
 CONFIG_NAME = "train"
@@ -184,7 +184,13 @@ def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
 
 def expand_resume(argv: Sequence[str]) -> list[str]:
     """`resume=DIR [overrides]` -> the saved overrides of DIR, the new ones, hydra.run.dir=DIR."""
-    from bigtrain.rundir import RunDirError, check_same_config, find_resume, override_key, resume_overrides
+    from bigtrain.runs.rundir import (
+        RunDirError,
+        check_same_config,
+        find_resume,
+        override_key,
+        resume_overrides,
+    )
 
     args = hydra._internal.utils.get_args_parser().parse_args(list(argv))
     run_dir = find_resume(list(args.overrides))
@@ -222,7 +228,7 @@ def precheck(argv: Sequence[str]) -> tuple[DictConfig, Any, str | None] | None:
     For a single run: (its config without the hydra node, the validated RunConfig, its run
     directory or None where only Hydra's runtime can resolve it); None otherwise."""
     from bigtrain.config import validate
-    from bigtrain.rundir import RunDirError, check_writable
+    from bigtrain.runs.rundir import RunDirError, check_writable
 
     args = hydra._internal.utils.get_args_parser().parse_args(list(argv))
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or args.resolve:
@@ -287,7 +293,7 @@ def _fail(message: str) -> None:
 
 def _dry_run(cfg: DictConfig, run: Any, run_dir: str) -> None:
     """The plan alone: no Lightning, no data, no weights; plan.json in the run directory."""
-    from bigtrain.plan import run_plan
+    from bigtrain.runs.plan import run_plan
 
     if run.callbacks.print_config and _rank() == 0:
         print_config_tree(cfg)
@@ -311,7 +317,7 @@ def _task(cfg: DictConfig) -> Any:
         return None
     from pytorch_lightning.utilities import rank_zero_only
 
-    from bigtrain.build import train
+    from bigtrain.runs.train import train
 
     if run.callbacks.print_config and rank_zero_only.rank == 0:
         print_config_tree(cfg)

@@ -6,7 +6,7 @@ from typing import Any
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from bigtrain.checkpointing import load_checkpoint_file, save_atomic
+from bigtrain.runs.checkpointing import load_checkpoint_file, save_atomic
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

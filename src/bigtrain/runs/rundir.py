@@ -26,7 +26,6 @@ RESUME_SAFE = (
     "trainer.max_steps",
     "trainer.limit_test_batches",
     "trainer.enable_progress_bar",
-    "trainer.steps_per_call",
     "callbacks.checkpoint.every_n_train_steps",
     "callbacks.progress_bar",
     "callbacks.print_config",

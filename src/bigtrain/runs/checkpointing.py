@@ -1,6 +1,6 @@
 """Checkpoints that survive kills, and loading that runs no pickled code.
 
-- `save_atomic` (Lightning's writer, through bigtrain.checkpoint_io) writes every checkpoint to a temporary file in the same directory,
+- `save_atomic` (Lightning's writer, through bigtrain.runs.checkpoint_io) writes every checkpoint to a temporary file in the same directory,
   fsyncs it, renames it over the target and fsyncs the directory. A rename within one
   directory is atomic on POSIX file systems, so `last.ckpt` is always either the previous
   complete checkpoint or the new complete one, whenever the process dies.
@@ -15,17 +15,12 @@ torch is imported inside functions: config validation imports this module and mu
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 # A temporary file is `.<target name>.<random>.partial`; one left behind marks a save that died.
 PARTIAL_SUFFIX = ".partial"
-# Fault injection for the kill tests: on the Nth checkpoint save of a process, write half of
-# the bytes to the temporary file, fsync them, and SIGKILL the process (a real kill mid-write).
-FAULT_ENV = "BIGTRAIN_FAULT_KILL_IN_SAVE"
 
 
 class CheckpointError(Exception):
@@ -36,37 +31,9 @@ def save_atomic(payload: Any, path: str | Path) -> None:
     """torch.save through results.atomic_write: a temporary file, fsync, rename, fsync the folder."""
     import torch
 
-    from bigtrain.results import atomic_write
+    from bigtrain.runs.results import atomic_write
 
-    def write(f) -> None:
-        if _fault_now():
-            _die_mid_write(payload, f)
-        torch.save(payload, f)
-
-    atomic_write(path, write, suffix=PARTIAL_SUFFIX)
-
-
-_saves_in_process = 0
-
-
-def _fault_now() -> bool:
-    global _saves_in_process
-    _saves_in_process += 1
-    return os.environ.get(FAULT_ENV, "") == str(_saves_in_process)
-
-
-def _die_mid_write(payload: Any, f) -> None:
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    data = buf.getvalue()
-    f.write(data[: len(data) // 2])
-    f.flush()
-    os.fsync(f.fileno())
-    os.kill(os.getpid(), signal.SIGKILL)
+    atomic_write(path, lambda f: torch.save(payload, f), suffix=PARTIAL_SUFFIX)
 
 
 def load_checkpoint_file(

@@ -14,19 +14,14 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import torchmetrics
-from pytorch_lightning.callbacks import LearningRateMonitor
 from torch import nn
 
-from bigtrain.accumulation import StepTokenMean
-from bigtrain.metrics import build_curves, build_metrics, lm_from_loss
-from bigtrain.optim import build_optimizer, build_scheduler
+from bigtrain.training.accumulation import StepTokenMean
+from bigtrain.training.metrics import build_curves, build_metrics, lm_from_loss
+from bigtrain.training.optim import build_optimizer, build_scheduler
 
 # What the progress bar shows besides train/loss; everything is in the logs.
 PROGRESS_KEYS = {"val/loss", "val/acc", "val/ppl"}
-
-
-# Set often and never a parameter, buffer or submodule (see BigtrainModule.__setattr__).
-_PLAIN_HOT_ATTRIBUTES = frozenset({"_current_fx_name", "micro_batch_idx"})
 
 
 class BigtrainModule(pl.LightningModule):
@@ -74,26 +69,8 @@ class BigtrainModule(pl.LightningModule):
         self.loss_gate: Any = None
         # Token-level losses are summed per micro-batch and divided by the step's token count.
         self.token_mean = StepTokenMean()
-        # Optimizer steps per training batch (trainer.steps_per_call); > 1 runs them in
-        # _fused_steps with the plain optimizer, clipping with `clip` (value, algorithm).
-        self.steps_per_call, self.micro_batch_size, self.micro_batch_idx = 1, 0, 0
-        self.clip: tuple[float | None, str] = (None, "norm")
         # Optimizer steps the schedule spans (set in configure_optimizers).
         self.total_steps: int | None = None
-
-    def fuse_steps(self, steps: int, micro_batch_size: int, clip: tuple[float | None, str]) -> None:
-        """Run `steps` optimizer steps per training batch of `steps x micro_batch_size` samples."""
-        self.steps_per_call, self.micro_batch_size, self.clip = steps, micro_batch_size, clip
-        self.automatic_optimization = steps == 1
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Plain values set on hot paths: Lightning sets and restores `_current_fx_name` around
-        # every hook call, a dozen times a step, and fused steps set `micro_batch_idx` every step;
-        # nn.Module.__setattr__ first checks each against parameters, buffers and submodules.
-        if name in _PLAIN_HOT_ATTRIBUTES:
-            self.__dict__[name] = value
-        else:
-            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -143,81 +120,21 @@ class BigtrainModule(pl.LightningModule):
     # ------------------------------------------------------------------ Lightning hooks
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        if self.steps_per_call > 1:
-            return self._fused_steps(batch)
         loss = self._shared_step(batch, "fit")
         if loss is None:
             return None  # Lightning skips the backward and the update of this batch
         # Only on the steps the loggers write: each self.log call costs Lightning about 1 ms
         # (it deep-copies the value's metadata), several times a small model's step.
-        if self.trainer._logger_connector.should_update_logs:
+        if self.logs_this_step():
             # Synced: the mean of the ranks' micro-batch losses is the loss of the global batch,
             # the same number on 1 or N processes (what the parallel equivalence tests compare).
             self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         return loss
 
-    def _fused_steps(self, batch) -> None:
-        """Several optimizer steps in one training batch, each exactly what Lightning's automatic
-        optimization does for a batch: zero_grad, forward, loss gate, backward, clipping, optimizer
-        step (also for a skipped batch), then the per-step schedule.
-
-        Logged per step as Lightning would: at batches b with (b + 1) % log_every_n_steps == 0,
-        the learning rates before the step and train/loss and train/grad_norm after backward,
-        at logger step b, in one call per logger. Lightning only sees the batch: its step
-        counter is advanced here and its batch counter set to the steps taken, so later logs
-        carry the step as usual."""
-        trainer = self.trainer
-        loop = trainer.fit_loop.epoch_loop
-        progress = loop.manual_optimization.optim_step_progress
-        optimizer = self.optimizers(use_pl_optimizer=False)
-        scheduler = self.lr_schedulers()
-        every, max_steps = trainer.log_every_n_steps, trainer.max_steps
-        lr_monitor = next((c for c in trainer.callbacks if isinstance(c, LearningRateMonitor)), None)
-        clip_value, clip_algorithm = self.clip
-        batches, loss, logged_loss = loop._batches_that_stepped, None, None
-        first = loop.batch_idx * self.steps_per_call  # this batch's first micro-batch in the epoch
-        for i, micro in enumerate(zip(*(t.split(self.micro_batch_size) for t in batch), strict=True)):
-            if 0 <= max_steps <= trainer.global_step:
-                # Stopped inside the batch, so not at an epoch's end, where one step per batch
-                # would not validate either (Lightning would: the batch was the epoch's last).
-                loop._skip_next_val = True
-                break
-            self.micro_batch_idx = first + i  # named by the non-finite loss policy
-            log_now = (batches + 1) % every == 0
-            # One logger call per logging step with the rates (before the step), the loss and the
-            # norm: each call costs, TensorBoard's most.
-            row = lr_monitor._extract_stats(trainer, "step") if log_now and lr_monitor is not None else {}
-            optimizer.zero_grad(set_to_none=True)
-            loss = self._shared_step(micro, "fit")
-            if loss is not None:
-                loss.backward()
-                if log_now:
-                    logged_loss = loss.detach()
-                    row.update({"train/loss": float(logged_loss), "epoch": trainer.current_epoch})
-                    if self.log_grad_norm and (norm := _grad_norm(self.model.parameters())) is not None:
-                        row["train/grad_norm"] = float(norm)
-                if clip_value is not None:
-                    self.clip_gradients(optimizer, clip_value, clip_algorithm)
-            # A skipped batch (loss None) still steps, as in Lightning: its gradients are None, so
-            # the optimizer leaves every weight alone, and the step is counted.
-            progress.increment_ready()
-            optimizer.step()
-            progress.increment_completed()
-            if row:
-                for logger in trainer.loggers:
-                    logger.log_metrics(row, step=batches)
-            if scheduler is not None:
-                scheduler.step()
-            batches += 1
-        # Lightning adds the last one after this batch.
-        loop._batches_that_stepped = batches - 1
-        # The progress bar and a checkpoint or early stop on train/loss read the last logged loss
-        # from Lightning, as without fused steps; each self.log costs about 1 ms, so only then.
-        if logged_loss is not None and (
-            trainer.progress_bar_callback is not None or _watches_train_loss(trainer)
-        ):
-            self.log("train/loss", logged_loss, prog_bar=True, logger=False)
-        return None
+    def logs_this_step(self) -> bool:
+        """Whether the loggers write this optimizer step: the same rule as Lightning's own
+        (every `log_every_n_steps` optimizer steps, counted from one), from public counters."""
+        return (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._shared_step(batch, "val")
@@ -277,7 +194,7 @@ class BigtrainModule(pl.LightningModule):
                 lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"),
             )
         # The norm costs a pass over every gradient, so only on the steps the loggers write.
-        if self.log_grad_norm and self.trainer._logger_connector.should_update_logs:
+        if self.log_grad_norm and self.logs_this_step():
             norm = _grad_norm(self.model.parameters())
             if norm is not None:
                 self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
@@ -292,7 +209,6 @@ class BigtrainModule(pl.LightningModule):
             checkpoint["bigtrain_rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        _share_step_count(checkpoint)
         rng = checkpoint.get("bigtrain_rng")
         if rng is not None:
             torch.set_rng_state(rng["cpu"])
@@ -305,7 +221,7 @@ class BigtrainModule(pl.LightningModule):
         data-parallel group so that tensor-parallel copies of a batch count once."""
         if self.parallel_cfg is None or getattr(self, "_parallelized", False):
             return
-        from bigtrain.parallel import data_parallel_group, parallelize
+        from bigtrain.distributed.parallel import data_parallel_group, parallelize
 
         # The strategy's device: the module itself may still sit on the CPU at this point.
         device = self.trainer.strategy.root_device
@@ -321,36 +237,10 @@ class BigtrainModule(pl.LightningModule):
         optimizer = build_optimizer(self.optim_cfg, self.model)
         trainer = self.trainer
         steps = max(1, int(trainer.estimated_stepping_batches))
-        # Lightning counts batches, and a fused batch holds several steps. Without an epoch limit
-        # its estimate is max_steps (and it loads no data to make it).
-        if self.steps_per_call > 1 and trainer.max_epochs is not None and trainer.max_epochs > 0:
-            steps = trainer.train_dataloader.micro_batches_per_epoch * trainer.max_epochs
-            steps = min(steps, trainer.max_steps) if trainer.max_steps > 0 else steps
         self.total_steps = steps
         total = max(1, int(trainer.max_epochs)) if self.sched_cfg.interval == "epoch" else steps
         sched = build_scheduler(self.sched_cfg, optimizer, total, trainer.check_val_every_n_epoch)
         return {"optimizer": optimizer, "lr_scheduler": sched}
-
-
-def _watches_train_loss(trainer: pl.Trainer) -> bool:
-    return any(getattr(c, "monitor", None) == "train/loss" for c in trainer.callbacks)
-
-
-def _share_step_count(checkpoint: dict[str, Any]) -> None:
-    """Lightning counts optimizer steps (its global_step) in one of two places, for automatic and
-    for manual optimization; fused steps use the manual one. A checkpoint written one way may be
-    resumed the other (trainer.steps_per_call may change on resume), so both get the larger
-    count. Called before Lightning restores its loops from the same dict."""
-    fit = checkpoint.get("loops", {}).get("fit_loop", {})
-    auto = fit.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {}).get("step")
-    manual = fit.get("epoch_loop.manual_optimization.optim_step_progress")
-    if not auto or not manual:
-        return
-    src, dst = (
-        (auto, manual) if auto["total"]["completed"] >= manual["total"]["completed"] else (manual, auto)
-    )
-    for part in ("total", "current"):
-        dst[part] = dict(src[part])
 
 
 def _grad_norm(params) -> torch.Tensor | None:

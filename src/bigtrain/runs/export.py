@@ -1,4 +1,4 @@
-"""Export a checkpoint's model weights as one plain file: `python -m bigtrain.export CKPT OUT.pt`.
+"""Export a checkpoint's model weights as one plain file: `python -m bigtrain.runs.export CKPT OUT.pt`.
 
 CKPT is either a sharded checkpoint directory (what strategy=fsdp, tp and fsdp_tp save: one
 shard per rank plus meta.pt) or a single-file .ckpt. OUT holds {"state_dict": weights keyed as
@@ -56,12 +56,14 @@ def export(ckpt: str | Path, out: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bigtrain.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bigtrain.runs.export", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("ckpt", help="sharded checkpoint directory or .ckpt file")
     parser.add_argument("out", help="the single file to write, e.g. weights.pt")
     args = parser.parse_args(argv)
     if not Path(args.ckpt).exists():
-        sys.stderr.write(f"bigtrain.export: error: {args.ckpt} does not exist\n")
+        sys.stderr.write(f"bigtrain.runs.export: error: {args.ckpt} does not exist\n")
         sys.exit(2)
     out = export(args.ckpt, args.out)
     n = sum(v.numel() for v in torch.load(out, weights_only=True)["state_dict"].values())

@@ -1,0 +1,1 @@
+"""Clusters: SLURM run identity and requeue, and the multirun sweep summary."""

@@ -1,0 +1,1 @@
+"""Runs: the run directory, checkpoints, the plan, results.json, loggers and export."""

@@ -1,0 +1,1 @@
+"""Training: the one LightningModule, optimizers and their parameter groups, schedules, metrics."""
