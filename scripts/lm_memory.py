@@ -47,7 +47,7 @@ def measure(overrides: list[str]) -> dict:
     import torch.nn.functional as F
 
     import bigtrain
-    from bigtrain.config import validate
+    from bigtrain.checks import validate
     from bigtrain.data import data_spec
     from bigtrain.models import build_model
     from bigtrain.runs.plan import make_plan

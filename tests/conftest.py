@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import bigtrain
-from bigtrain.config import RunConfig, validate
+from bigtrain.checks import validate
+from bigtrain.config import RunConfig
 
 # No progress bar, config tree or model summary: keeps test output readable and steps fast.
 QUIET = [

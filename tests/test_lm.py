@@ -53,7 +53,24 @@ def test_llama2_preset_parameter_counts(size):
 
 
 def _tiny(**changes) -> TransformerConfig:
-    base = TransformerConfig(family="transformer", n_layers=2, d_model=32, n_heads=4, max_seq_len=16)
+    base = TransformerConfig(
+        family="transformer",
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        n_kv_heads=None,
+        d_ff=None,
+        vocab_size=None,
+        max_seq_len=16,
+        norm="layernorm",
+        mlp="gelu",
+        positions="learned",
+        tie_embeddings=True,
+        bias=True,
+        dropout=0.0,
+        norm_eps=1e-5,
+        rope_theta=10000.0,
+    )
     return dataclasses.replace(base, **changes)
 
 

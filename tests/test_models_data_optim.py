@@ -16,7 +16,13 @@ from conftest import make_cfg
 
 
 def test_seed_mlp_has_the_published_layer_widths():
-    model = build_model(MLPConfig(family="mlp", hidden=[256, 128, 64, 32, 16, 8]), (30,), 1)
+    model = build_model(
+        MLPConfig(
+            family="mlp", hidden=[256, 128, 64, 32, 16, 8], activation="relu", dropout=0.0, norm="none"
+        ),
+        (30,),
+        1,
+    )
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linears] == [256, 128, 64, 32, 16, 8, 1]
     # 30*256+256 + 256*128+128 + 128*64+64 + 64*32+32 + 32*16+16 + 16*8+8 + 8*1+1
@@ -24,10 +30,16 @@ def test_seed_mlp_has_the_published_layer_widths():
 
 
 def test_cnn_shapes_and_too_many_pooling_blocks():
-    model = build_model(CNNConfig(family="cnn", channels=[8, 16], hidden=32), (1, 8, 8), 10)
+    model = build_model(
+        CNNConfig(family="cnn", channels=[8, 16], hidden=32, dropout=0.0, pooled_size=4), (1, 8, 8), 10
+    )
     assert model(torch.zeros(4, 1, 8, 8)).shape == (4, 10)
     with pytest.raises(ValueError, match="fewer model.channels"):
-        build_model(CNNConfig(family="cnn", channels=[4, 4, 4, 4], hidden=8), (1, 8, 8), 10)
+        build_model(
+            CNNConfig(family="cnn", channels=[4, 4, 4, 4], hidden=8, dropout=0.0, pooled_size=4),
+            (1, 8, 8),
+            10,
+        )
 
 
 def _module(overrides=()):
@@ -93,7 +105,9 @@ def test_epochs_reshuffle_deterministically():
 
 
 def test_no_weight_decay_on_biases_and_norms():
-    model = build_model(MLPConfig(family="mlp", hidden=[16, 8], norm="layer"), (4,), 3)
+    model = build_model(
+        MLPConfig(family="mlp", hidden=[16, 8], activation="relu", dropout=0.0, norm="layer"), (4,), 3
+    )
     decay, no_decay = param_groups(model, 0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim == 2 for p in decay["params"])

@@ -274,5 +274,7 @@ def test_bad_trick_settings_are_one_line_errors(overrides, fragment):
 
 
 def test_param_groups_keep_their_two_group_shape():
-    model = build_model(MLPConfig(family="mlp", hidden=[8]), (4,), 3)
+    model = build_model(
+        MLPConfig(family="mlp", hidden=[8], activation="relu", dropout=0.0, norm="none"), (4,), 3
+    )
     assert [g["group"] for g in param_groups(model, 0.1)] == ["decay", "no_decay"]

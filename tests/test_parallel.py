@@ -10,8 +10,9 @@ import types
 import pytest
 import torch
 
-from bigtrain.config import ConfigError, check_parallel, tensor_parallel_size
+from bigtrain.config import ConfigError, tensor_parallel_size
 from bigtrain.data import data_spec
+from bigtrain.distributed.checks import check_parallel
 from bigtrain.distributed.parallel import family_of, mlp_tp_plan, parallelize, tp_sharded_params
 from bigtrain.models import build_model
 from bigtrain.runs.export import export
@@ -60,11 +61,10 @@ def test_heads_must_divide_by_the_tensor_parallel_size():
     # Any model config with n_heads / n_kv_heads is checked; the transformer family provides them.
     cfg = make_cfg(["strategy=tp", *CPU2])
     heads = types.SimpleNamespace(family="mlp", norm="none", n_heads=6, n_kv_heads=3)
-    with pytest.raises(
-        ConfigError, match="model.n_kv_heads=3 is not divisible by strategy.tensor_parallel_size=2"
-    ):
-        check_parallel(dataclasses.replace(cfg, model=heads))
-    check_parallel(dataclasses.replace(cfg, model=types.SimpleNamespace(**{**vars(heads), "n_kv_heads": 2})))
+    (line,) = check_parallel(dataclasses.replace(cfg, model=heads))
+    assert "model.n_kv_heads=3 is not divisible by strategy.tensor_parallel_size=2" in line
+    even = types.SimpleNamespace(**{**vars(heads), "n_kv_heads": 2})
+    assert list(check_parallel(dataclasses.replace(cfg, model=even))) == []
 
 
 def test_sharded_checkpoint_directory_needs_a_sharding_strategy(tmp_path):

@@ -183,6 +183,7 @@ LM_RUN = [
     "test_after_fit=false",
     "logger=csv",
     "trainer.log_every_n_steps=1",
+    "trainer.gradient_clip_val=0.5",  # clips from the first step: mixed DTensor and plain gradients
     "callbacks.lr_monitor=false",
     "callbacks.samples.enabled=false",
     "callbacks.plots=false",

@@ -102,7 +102,8 @@ def _check_mlp(mesh) -> None:
     from bigtrain.models.mlp import MLP
 
     torch.manual_seed(0)
-    cfg = MLPConfig(family="mlp", hidden=[16, 8, 6])  # 4 Linears: two colwise/rowwise pairs
+    # 4 Linears: two colwise/rowwise pairs
+    cfg = MLPConfig(family="mlp", hidden=[16, 8, 6], activation="relu", dropout=0.0, norm="none")
     ref, sharded = MLP(cfg, (12,), 3), MLP(cfg, (12,), 3)
     sharded.load_state_dict(ref.state_dict())
     apply_tp(sharded, mesh)

@@ -168,7 +168,7 @@ def test_checkpoint_needing_unpickling_is_refused_unless_trusted(finished_run, t
     assert "unsafe.ckpt needs unpickling code to load (argparse.Namespace" in line
     assert "trust_checkpoint=true" in line
     assert bigtrain.compose([f"ckpt_path={unsafe}", "trust_checkpoint=true"]).trust_checkpoint
-    from bigtrain.config import validate
+    from bigtrain.checks import validate
 
     validate(bigtrain.compose([*SHORT, f"ckpt_path={unsafe}", "trust_checkpoint=true"]))  # accepted
     assert not (tmp_path / "outputs").exists()
@@ -289,7 +289,8 @@ def test_resume_accepts_its_own_expanded_command_line(finished_run):
 
 
 def test_resume_and_ckpt_path_together_is_a_config_error(finished_run):
-    from bigtrain.config import ConfigError, validate
+    from bigtrain.checks import validate
+    from bigtrain.config import ConfigError
 
     ckpt = finished_run / "checkpoints" / "last.ckpt"
     with pytest.raises(ConfigError, match="both say where to start: drop ckpt_path"):

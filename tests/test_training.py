@@ -64,6 +64,52 @@ def test_results_json_contract_and_plots(run):
     assert plan["memory_per_device_bytes"]["total"] > 0
 
 
+@pytest.mark.parametrize(
+    ("experiment", "names"),
+    [("digits_mlp", [str(k) for k in range(10)]), ("breast_cancer_mlp", ["malignant", "benign"])],
+)
+def test_plots_name_the_classes_and_give_each_curve_its_auc(run, monkeypatch, experiment, names):
+    import re
+
+    from bigtrain.callbacks import plots
+
+    drawn = {}
+
+    def keep(draw):
+        def wrapper(*args, **kwargs):
+            drawn[draw.__name__] = out = draw(*args, **kwargs)
+            return out
+
+        return wrapper
+
+    monkeypatch.setattr(plots, "plot_confusion", keep(plots.plot_confusion))
+    monkeypatch.setattr(plots, "plot_roc", keep(plots.plot_roc))
+    results, run_dir = run([f"+experiment={experiment}", "+debug=fast", "callbacks.plots=true"])
+    ax = drawn["plot_confusion"].ax_  # scikit-learn's ConfusionMatrixDisplay
+    assert [t.get_text() for t in ax.get_xticklabels()] == names  # predicted
+    assert [t.get_text() for t in ax.get_yticklabels()] == names  # true
+    counts = [[int(t.get_text()) for t in row] for row in drawn["plot_confusion"].text_]
+    assert counts == results["confusion_matrix"]
+    legend = [t.get_text() for t in drawn["plot_roc"][0].ax_.get_legend().get_texts()]
+    curves = [re.fullmatch(r"(.+) \(AUC = ([0-9.]+)\)", text).groups() for text in legend]
+    assert curves[-1] == ("Chance level", "0.5")
+    aucs = [float(a) for _, a in curves[:-1]]
+    if len(names) == 2:  # binary: one curve, the positive class (index 1)
+        assert [n for n, _ in curves[:-1]] == names[1:]
+    else:  # one-vs-rest curve per class; AUROC is their macro mean
+        assert [n for n, _ in curves[:-1]] == names
+    assert np.mean(aucs) == pytest.approx(results["test"]["auroc"], abs=0.006)
+    assert (run_dir / "plots" / "confusion_matrix.png").read_bytes().startswith(PNG)
+
+
+def test_plot_labels_fall_back_to_class_indices(tmp_path):
+    from bigtrain.callbacks.plots import plot_confusion
+
+    display = plot_confusion(torch.tensor([[3, 1], [0, 4]]), tmp_path / "cm.png", class_names=None)
+    assert [t.get_text() for t in display.ax_.get_xticklabels()] == ["0", "1"]
+    assert (tmp_path / "cm.png").read_bytes().startswith(PNG)
+
+
 def _predict(cfg, ckpt_path, split):
     spec = data_spec(cfg)
     module = build_module(cfg, spec)

@@ -149,15 +149,81 @@ def test_ema_weights_follow_the_recurrence_and_are_exported(tmp_path):
     expected = rec.weights[0]
     for w in rec.weights[1:]:  # 6 optimizer steps
         expected = 0.7 * expected + 0.3 * w
-    got = torch.cat([ema_cb.ema[n].flatten() for n, _ in module.named_parameters()])
-    assert ema_cb.updates == 6 and torch.allclose(got, expected, atol=1e-6)
+    assert ema_cb.summary() == {"decay": 0.7, "updates": 6, "start_step": 0}
     assert not torch.allclose(expected, rec.weights[-1], atol=1e-3)  # the average differs from the weights
     assert torch.allclose(_weights(module), expected, atol=1e-6)  # the module ends with the EMA
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     names = [n for n, _ in module.named_parameters()]
     saved = torch.cat([ckpt["state_dict"][n].flatten() for n in names])
-    raw = torch.cat([ckpt["ema_training_weights"][n].flatten() for n in names])
+    # The training weights travel beside the EMA (Lightning's WeightAveraging layout).
+    raw = torch.cat([ckpt["current_model_state"][n].flatten() for n in names])
     assert torch.allclose(saved, expected, atol=1e-6) and torch.allclose(raw, rec.weights[-1])
+
+
+EMA_SHORT = [
+    *QUIET,
+    "logger=none",
+    "model=mlp/tiny",
+    "sched=constant",
+    "callbacks.plots=false",
+    "tricks=ema",
+    "tricks.ema.decay=0.8",
+    "tricks.ema.start_step=2",
+    "trainer.limit_train_batches=5",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "callbacks.checkpoint.every_n_train_steps=3",
+]
+
+
+def _last(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def test_ema_resumed_at_an_epoch_end_and_mid_epoch_equals_an_uninterrupted_run(tmp_path):
+    import bigtrain
+
+    whole = bigtrain.train([*EMA_SHORT, "trainer.max_epochs=4"], run_dir=tmp_path / "whole")
+    bigtrain.train([*EMA_SHORT, "trainer.max_epochs=2"], run_dir=tmp_path / "epochs")
+    by_epoch = bigtrain.resume(tmp_path / "epochs", ["trainer.max_epochs=4"])
+    # Stops at step 8; only the mid-epoch checkpoint of step 6 is left to resume from.
+    bigtrain.train([*EMA_SHORT, "trainer.max_epochs=4", "trainer.max_steps=8"], run_dir=tmp_path / "mid")
+    for path in (tmp_path / "mid" / "checkpoints").glob("*.ckpt"):
+        if not path.name.startswith("step"):
+            path.unlink()
+    mid = bigtrain.resume(tmp_path / "mid", ["trainer.max_steps=-1"])
+    expected = _last(tmp_path / "whole")
+    for name, results in (("epochs", by_epoch), ("mid", mid)):
+        got = _last(tmp_path / name)
+        for key in ("state_dict", "current_model_state"):  # the EMA and the training weights
+            assert got[key].keys() == expected[key].keys()
+            for k in expected[key]:
+                assert torch.equal(got[key][k], expected[key][k]), (name, key, k)
+        assert results["val"] == whole["val"] and results["test"] == whole["test"], name
+        assert results["ema"] == whole["ema"] == {"decay": 0.8, "updates": 20, "start_step": 2}
+
+
+def test_validation_and_test_run_on_the_ema_weights(tmp_path):
+    import bigtrain
+
+    overrides = [*EMA_SHORT, "tricks.ema.decay=0.9", "trainer.max_epochs=2"]
+    results = bigtrain.train(overrides, run_dir=tmp_path / "run")
+    ckpt = torch.load(tmp_path / "run" / results["best_checkpoint"], weights_only=True)
+    cfg = make_cfg(overrides)
+
+    def evaluate(weights: dict) -> tuple[float, float]:
+        module = build_module(cfg, data_spec(cfg))
+        module.load_state_dict(weights)
+        trainer = build_trainer(cfg, tmp_path / "eval", [], [])
+        val = trainer.validate(module, datamodule=build_datamodule(cfg), verbose=False)[0]
+        test = trainer.test(module, datamodule=build_datamodule(cfg), verbose=False)[0]
+        return val["val/loss"], test["test/loss"]
+
+    val, test = evaluate(ckpt["state_dict"])  # the EMA weights of the best checkpoint
+    assert results["val"]["loss"] == pytest.approx(val, rel=1e-6)
+    assert results["test"]["loss"] == pytest.approx(test, rel=1e-6)
+    raw_val, raw_test = evaluate(ckpt["current_model_state"])  # the training weights
+    assert raw_val != pytest.approx(val, rel=1e-4) and raw_test != pytest.approx(test, rel=1e-4)
 
 
 def test_swa_weights_are_the_average_of_epoch_starts(tmp_path):
@@ -311,8 +377,18 @@ def test_token_level_accumulation_through_the_module_matches_one_batch():
             tiny(),
             task="multiclass",
             num_classes=vocab,
-            optim=SGDConfig(name="sgd", lr=0.5, momentum=0.0, nesterov=False),
-            sched=ConstantSchedConfig(name="constant"),
+            optim=SGDConfig(
+                name="sgd",
+                lr=0.5,
+                momentum=0.0,
+                nesterov=False,
+                weight_decay=0.0,
+                no_decay=["bias", "norm", "embedding"],
+                implementation="auto",
+            ),
+            sched=ConstantSchedConfig(
+                name="constant", interval="step", warmup_steps=0, warmup_fraction=0.0, min_lr_ratio=0.0
+            ),
             metric_names=["acc"],
             train_metrics=False,
         )

@@ -280,9 +280,7 @@ def test_image_folder_errors(tmp_path):
     root = write_digit_pngs(tmp_path / "d", per_class=5)
     assert "cannot be split" in _error(image_overrides(root))  # 50 images: 8 for test, 10 classes
     assert "no val/" in _error(image_overrides(_train_only(tmp_path)))
-    assert "data.mean needs 1 values" in _error(
-        image_overrides(root, "data.mean=[0.5,0.5]", "data.std=[1,1]")
-    )
+    assert "data.mean needs 1 values" in _error(image_overrides(root, "data.mean=[0.5,0.5]", "data.std=[1]"))
     assert "model.patch_size=3" in _error(image_overrides(root, "model=vit/tiny", "model.patch_size=3"))
     assert "halve 4x4" in _error(
         image_overrides(root, "model=cnn/tiny", "data.image_size=4", "model.channels=[4,4,4]")
@@ -304,7 +302,7 @@ def _train_only(tmp_path: Path) -> Path:
 
 
 def test_vit_shapes_and_parameter_count():
-    cfg = ViTConfig(family="vit", patch_size=4, dim=32, depth=2, heads=2, mlp_ratio=2.0)
+    cfg = ViTConfig(family="vit", patch_size=4, dim=32, depth=2, heads=2, mlp_ratio=2.0, dropout=0.0)
     model = build_model(cfg, (1, 16, 16), 10)
     assert model(torch.zeros(3, 1, 16, 16)).shape == (3, 10)
     # patch conv 1*4*4*32+32, cls 32, pos 17*32, per block: 2 norms 4*32, qkv 32*96+96, proj 32*32+32,

@@ -27,7 +27,7 @@ def train(
     """Validate and run `bigtrain OVERRIDES` in this process; return the results dict."""
     import time
 
-    from bigtrain.config import validate
+    from bigtrain.checks import validate
     from bigtrain.runs.train import train as _train
 
     composed = compose(overrides, config_dir)

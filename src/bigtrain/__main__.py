@@ -1,3 +1,5 @@
+"""`python -m bigtrain`: the same command as `bigtrain`."""
+
 from bigtrain.cli import main
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ from bigtrain.callbacks.resume_state import ResumeState
 from bigtrain.callbacks.samples import Samples
 from bigtrain.callbacks.throughput import Throughput
 from bigtrain.cluster.slurm import in_slurm_job
-from bigtrain.config import RunConfig, as_dict, strip_secrets
+from bigtrain.config import RunConfig, as_dict
 from bigtrain.distributed.strategy import build_plugins, build_strategy
 from bigtrain.models import build_model
+from bigtrain.runs.secrets import strip_secrets
 from bigtrain.training.module import BigtrainModule
 
 
@@ -161,7 +162,9 @@ def weight_averaging(cfg: RunConfig) -> tuple[pl.Callback | None, pl.Callback | 
     if k.ema.enabled:
         from bigtrain.callbacks.ema import EMA
 
-        ema = EMA(k.ema.decay, k.ema.start_step)
+        # Lightning's weight averaging copies the whole model: it warns when the strategy shards it.
+        sharded = cfg.strategy.name in ("fsdp", "tp", "fsdp_tp", "deepspeed_zero3")
+        ema = EMA(k.ema.decay, k.ema.start_step, warn_on_configure_model=sharded)
     if k.swa.enabled:
         from pytorch_lightning.callbacks import StochasticWeightAveraging
 

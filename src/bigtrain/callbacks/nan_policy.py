@@ -32,7 +32,7 @@ class NonFinitePolicy(pl.Callback):
         self.skipped: list[dict] = []
         self.consecutive = 0
         self.stopped_at_step: int | None = None
-        self._batch_idx = 0
+        self.batch_index = 0
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Returning None from training_step is how the batch is skipped; Lightning warns each time.
@@ -43,7 +43,7 @@ class NonFinitePolicy(pl.Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        self._batch_idx = batch_idx
+        self.batch_index = batch_idx
 
     def check(self, trainer: pl.Trainer, loss: torch.Tensor) -> bool:
         """True to train on this loss; False to skip it; raises NonFiniteLossError to stop."""
@@ -53,7 +53,7 @@ class NonFinitePolicy(pl.Callback):
         if not bad:
             self.consecutive = 0
             return True
-        where = {"step": trainer.global_step, "epoch": trainer.current_epoch, "batch": self._batch_idx}
+        where = {"step": trainer.global_step, "epoch": trainer.current_epoch, "batch": self.batch_index}
         if self.policy == "skip":
             self.consecutive += 1
             self.skipped.append(where)

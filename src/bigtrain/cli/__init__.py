@@ -227,7 +227,7 @@ def precheck(argv: Sequence[str]) -> tuple[DictConfig, Any, str | None] | None:
     """Compose and validate what `bigtrain argv` would run; raise UsageError or ConfigError.
     For a single run: (its config without the hydra node, the validated RunConfig, its run
     directory or None where only Hydra's runtime can resolve it); None otherwise."""
-    from bigtrain.config import validate
+    from bigtrain.checks import validate
     from bigtrain.runs.rundir import RunDirError, check_writable
 
     args = hydra._internal.utils.get_args_parser().parse_args(list(argv))
@@ -285,9 +285,11 @@ def _rank() -> int:
 
 
 def _fail(message: str) -> None:
+    """Exit 2 with one `bigtrain: error:` line per mistake in `message` (one per line)."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise
-    sys.stderr.write(f"bigtrain: error: {message}\n")
+    for line in message.splitlines() or [message]:
+        sys.stderr.write(f"bigtrain: error: {line}\n")
     sys.exit(EXIT_CONFIG_ERROR)
 
 
@@ -304,7 +306,8 @@ def _dry_run(cfg: DictConfig, run: Any, run_dir: str) -> None:
 def _task(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
 
-    from bigtrain.config import ConfigError, validate
+    from bigtrain.checks import validate
+    from bigtrain.config import ConfigError
 
     try:
         run = validate(cfg)

@@ -148,6 +148,11 @@ class ImageFolderDataModule(SklearnDataModule):
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.mean = self.std = torch.zeros(cfg.channels)
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """The class folder names, in class index order."""
+        return list(self.classes)
+
     def _files(self) -> dict[str, tuple[list[Path], np.ndarray]]:
         folders = split_folders(self.cfg)
         if folders:

@@ -9,6 +9,8 @@ deviation of the training split only, so no statistic of validation or test data
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -30,6 +32,17 @@ def load_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
     else:
         raise ValueError(f"unknown scikit-learn data set {name!r}")
     return bunch.data.astype(np.float32), bunch.target.astype(np.int64)
+
+
+@functools.cache
+def target_names(name: str) -> list[str]:
+    """scikit-learn's names of the classes of data set `name`, in class index order."""
+    from sklearn import datasets
+
+    loaders = {"digits": datasets.load_digits, "breast_cancer": datasets.load_breast_cancer}
+    if name not in loaders:
+        raise ValueError(f"unknown scikit-learn data set {name!r}")
+    return [str(n) for n in loaders[name]().target_names]
 
 
 def split(x: np.ndarray, y: np.ndarray, val: float, test: float, seed: int) -> dict[str, tuple]:
@@ -71,6 +84,11 @@ class SklearnDataModule(pl.LightningDataModule):
             k: (torch.from_numpy(np.ascontiguousarray(xs)).reshape(-1, *shape), torch.from_numpy(ys))
             for k, (xs, ys) in parts.items()
         }
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Names of the classes in index order, for plots ("0".."9"; "malignant", "benign")."""
+        return target_names(self.cfg.name)
 
     def sizes(self) -> dict[str, int]:
         return {k: len(v[1]) for k, v in self.splits.items()}

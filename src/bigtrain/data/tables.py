@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from bigtrain.config import SPLITS, TABLE_SUFFIXES, ConfigError, TabularDataConfig
+from bigtrain.config.errors import ConfigError
+from bigtrain.config.schema_data import SPLITS, TABLE_SUFFIXES, TabularDataConfig
 from bigtrain.data import DataSpec
 
 

@@ -22,6 +22,11 @@ class TabularDataModule(SklearnDataModule):
         self.spec = self.table.spec
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """The target's values in class index order (Table.classes)."""
+        return [str(c) for c in self.table.classes]
+
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             self.splits = {

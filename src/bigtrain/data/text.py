@@ -98,6 +98,8 @@ def token_dtype(vocab: int) -> torch.dtype:
 
 
 class TextDataModule(pl.LightningDataModule):
+    class_names: list[str] | None = None  # next-token prediction: the classes are the vocabulary
+
     def __init__(self, cfg, seed: int) -> None:
         super().__init__()
         self.cfg, self.seed = cfg, seed

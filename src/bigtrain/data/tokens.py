@@ -130,6 +130,8 @@ class EvalWindowLoader:
 
 
 class TokensDataModule(pl.LightningDataModule):
+    class_names: list[str] | None = None  # next-token prediction: the classes are the vocabulary
+
     def __init__(self, cfg, seed: int) -> None:
         super().__init__()
         self.cfg, self.seed = cfg, seed

@@ -97,53 +97,69 @@ def run_plan(cfg: Any, run_dir: str | Path, rank: int = 0) -> tuple[Any, dict]:
     return spec, plan
 
 
-def make_plan(cfg: Any, spec: Any) -> dict:
-    """The plan for a validated RunConfig and DataSpec. A transformer's needs no torch; other
-    families are built on the meta device and run through one meta forward pass."""
-    micro = cfg.micro_batch_size
-    precision = cfg.trainer.precision
-    lm = None
+def _model_costs(cfg: Any, spec: Any, micro: int, precision: str) -> dict:
+    """Parameters, optimizer groups, forward FLOPs and saved activations of the model: from
+    models/shapes.py for a transformer (no torch), from a meta-device build for the others."""
     if cfg.model.family == "transformer":
         lm = _transformer_costs(cfg, spec, micro, precision)
-        total = trainable = lm["total"]
-        tp_split, groups = lm["tp_split"], lm["groups"]
-        fwd_flops, saved_fp32 = lm["flops_per_sample"] * micro // 3, 0
-    else:
-        import torch
+        return {
+            "lm": lm,
+            "total": lm["total"],
+            "trainable": lm["total"],
+            "tp_split": lm["tp_split"],
+            "groups": lm["groups"],
+            "fwd_flops": lm["flops_per_sample"] * micro // 3,
+            "saved_fp32": 0,
+        }
+    import torch
 
-        from bigtrain.config import tensor_parallel_size
-        from bigtrain.training.optim import group_audit, optimizer_groups
+    from bigtrain.config import tensor_parallel_size
+    from bigtrain.training.optim import group_audit, optimizer_groups
 
-        model = build_meta_model(cfg.model, spec.input_shape, spec.num_outputs)
-        total = sum(p.numel() for p in model.parameters())
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        tp_split = 0
-        if tensor_parallel_size(cfg.strategy) > 1:
-            from bigtrain.distributed.parallel import tp_sharded_params
+    model = build_meta_model(cfg.model, spec.input_shape, spec.num_outputs)
+    tp_split = 0
+    if tensor_parallel_size(cfg.strategy) > 1:
+        from bigtrain.distributed.parallel import tp_sharded_params
 
-            tp_split = tp_sharded_params(model)
-        groups = group_audit(optimizer_groups(cfg.optim, model))
-        model.train()
-        example = torch.zeros((micro, *spec.input_shape), device="meta", requires_grad=False)
-        fwd_flops, saved_fp32 = _meta_forward(model, example)
+        tp_split = tp_sharded_params(model)
+    groups = group_audit(optimizer_groups(cfg.optim, model))
+    model.train()
+    example = torch.zeros((micro, *spec.input_shape), device="meta", requires_grad=False)
+    fwd_flops, saved_fp32 = _meta_forward(model, example)
+    return {
+        "lm": None,
+        "total": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "tp_split": tp_split,
+        "groups": groups,
+        "fwd_flops": fwd_flops,
+        "saved_fp32": saved_fp32,
+    }
 
+
+def _memory(cfg: Any, costs: dict, precision: str) -> dict[str, int]:
+    """Bytes per device of weights, gradients, optimizer state and activations."""
+    total, trainable, lm = costs["total"], costs["trainable"], costs["lm"]
     pbytes = PARAM_BYTES[precision]
-    weights = total * pbytes
-    grads = trainable * pbytes
     optimizer = trainable * pbytes * OPTIM_STATES.get(cfg.optim.name, 2)
     if cfg.optim.name == "sgd" and cfg.optim.momentum == 0:
         optimizer = 0
-    activations = saved_fp32 * ACT_BYTES[precision] // 4
+    activations = costs["saved_fp32"] * ACT_BYTES[precision] // 4
     if lm is not None:
         # With activation checkpointing only block inputs stay alive across the forward.
         key = "activations_checkpointed" if cfg.strategy.activation_checkpointing else "activations"
         activations = lm[key] + lm["autocast_weight_copies"]
-    memory = shard_memory(
-        {"weights": weights, "gradients": grads, "optimizer": optimizer, "activations": activations},
-        cfg,
-        tp_split / max(total, 1),
-    )
-    batch = {
+    parts = {
+        "weights": total * pbytes,
+        "gradients": trainable * pbytes,
+        "optimizer": optimizer,
+        "activations": activations,
+    }
+    return shard_memory(parts, cfg, costs["tp_split"] / max(total, 1))
+
+
+def _batch(cfg: Any, micro: int) -> dict:
+    return {
         "micro_batch_size": micro,
         "devices": cfg.trainer.devices,
         "num_nodes": cfg.trainer.num_nodes,
@@ -152,18 +168,27 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         "data_parallel_size": cfg.data_parallel_size,
         "tensor_parallel_size": cfg.trainer.devices * cfg.trainer.num_nodes // cfg.data_parallel_size,
     }
+
+
+def make_plan(cfg: Any, spec: Any) -> dict:
+    """The plan for a validated RunConfig and DataSpec. A transformer's needs no torch; other
+    families are built on the meta device and run through one meta forward pass."""
+    micro = cfg.micro_batch_size
+    precision = cfg.trainer.precision
+    costs = _model_costs(cfg, spec, micro, precision)
+    memory = _memory(cfg, costs, precision)
     plan = {
         "model": cfg.model.family,
         "strategy": cfg.strategy.name,
         "precision": precision,
-        "params": {"total": total, "trainable": trainable},
-        "flops_per_sample": 3 * fwd_flops // max(micro, 1),
+        "params": {"total": costs["total"], "trainable": costs["trainable"]},
+        "flops_per_sample": 3 * costs["fwd_flops"] // max(micro, 1),
         "flops_per_token": None,
-        "batch": batch,
-        "optimizer_groups": groups,
+        "batch": _batch(cfg, micro),
+        "optimizer_groups": costs["groups"],
         "memory_per_device_bytes": {**memory, "total": sum(memory.values())},
     }
-    if lm is not None:
+    if (lm := costs["lm"]) is not None:
         plan["params"]["embedding"] = lm["embedding"]
         plan["flops_per_token"] = lm["flops_per_token"]
         plan["batch"]["seq_len"] = spec.seq_len

@@ -199,6 +199,28 @@ class BigtrainModule(pl.LightningModule):
             if norm is not None:
                 self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Lightning's clipping, except where gradients live on different device meshes (tensor
+        parallel leaves norms and embeddings as plain tensors beside sharded DTensors; fsdp_tp
+        puts them on a 2-D mesh): torch's clip_grad_norm_ cannot take the norm of such a mix, so
+        the global norm is taken parameter by parameter and every gradient scaled by one factor."""
+        if gradient_clip_val is None or gradient_clip_algorithm != "norm" or not _mixed_meshes(self.parameters()):
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        norm = _grad_norm(self.parameters())
+        if norm is None:
+            return
+        scale = min(1.0, gradient_clip_val / (float(norm) + 1e-6))  # torch's own epsilon
+        if scale < 1.0:
+            for p in self.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(scale)
+
     # ------------------------------------------------------------------ resuming
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -241,6 +263,16 @@ class BigtrainModule(pl.LightningModule):
         total = max(1, int(trainer.max_epochs)) if self.sched_cfg.interval == "epoch" else steps
         sched = build_scheduler(self.sched_cfg, optimizer, total, trainer.check_val_every_n_epoch)
         return {"optimizer": optimizer, "lr_scheduler": sched}
+
+
+def _mixed_meshes(params) -> bool:
+    """Whether the gradients are not all on one device mesh (plain tensors count as none)."""
+    meshes = {_mesh_key(getattr(p.grad, "device_mesh", None)) for p in params if p.grad is not None}
+    return len(meshes) > 1
+
+
+def _mesh_key(mesh: Any) -> tuple | None:
+    return None if mesh is None else (mesh.mesh_dim_names, tuple(mesh.mesh.flatten().tolist()))
 
 
 def _grad_norm(params) -> torch.Tensor | None:

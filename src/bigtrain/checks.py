@@ -1,0 +1,104 @@
+"""validate(cfg): a composed config through the schema, then every feature's checks, in one order.
+
+The schema (bigtrain.config) checks each value on its own. The checks across groups live with
+the feature that owns them, in a `checks.py` of its package; each one yields one line per
+problem, naming the override that fixes it. `validate` runs all of them in the order of CHECKS
+and raises one ConfigError with every line, so a config with several mistakes reports them all.
+
+The order goes from cheap to costly: the config against itself first, then files and installed
+packages, then what needs torch (a GPU request, a checkpoint to inspect). A check that reads
+another's result names it in `needs` and is skipped when that one failed. Nothing heavy is
+imported here: a check imports torch itself, and only when the config asks for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bigtrain.config import ConfigError, RunConfig, config_error, parse
+from bigtrain.data import checks as data
+from bigtrain.distributed import checks as distributed
+from bigtrain.models import checks as models
+from bigtrain.runs import checks as runs
+from bigtrain.training import checks as training
+
+CheckFn = Callable[[RunConfig], Iterable[str]]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check, and the checks whose success it relies on (it is skipped if one failed)."""
+
+    run: CheckFn
+    needs: tuple[CheckFn, ...] = ()
+
+
+CHECKS: tuple[Check, ...] = (
+    # The config against itself: no files, no imports.
+    Check(distributed.check_parallel),  # tensor-parallel sizes, FSDP groups, hybrid sharding
+    Check(distributed.check_processes),  # ddp needs several processes; several CPUs need ddp
+    Check(distributed.check_batch_split, needs=(distributed.check_parallel,)),
+    Check(models.check_shapes),  # heads, RoPE head size, ViT width
+    Check(data.check_families),  # token data with the transformer, images with CNN/ViT
+    Check(data.check_seq_len, needs=(data.check_families,)),
+    Check(data.check_image_shapes),  # CNN depth and ViT patch against the image side
+    Check(training.check_stopping),
+    Check(training.check_metrics),
+    Check(training.check_checkpoint_monitor),
+    Check(training.check_schedule),
+    Check(training.check_optimizer),
+    Check(training.check_averaging),
+    Check(training.check_nonfinite),
+    Check(training.check_finders),
+    Check(training.check_extra_callbacks),
+    Check(runs.check_resume),
+    # Files and installed packages (looked up, not imported).
+    Check(data.check_lm_files),
+    Check(data.check_image_folder),
+    Check(data.check_table),  # reads and encodes the user's table with numpy
+    Check(runs.check_logger_packages),
+    Check(runs.check_ckpt_path),
+    Check(distributed.check_parallel_packages),  # DeepSpeed: imports torch to find a GPU
+    # torch, only where the config asks for it.
+    Check(distributed.check_hardware),  # GPU, MPS, fp16
+    Check(runs.check_checkpoint_contents, needs=(runs.check_ckpt_path, runs.check_resume)),
+)
+
+
+def _lines(check: CheckFn, cfg: RunConfig) -> list[str]:
+    """What `check` reports: the lines it yields, and those of a ConfigError it raises."""
+    found: list[str] = []
+    try:
+        for line in check(cfg):
+            found.append(line)
+    except ConfigError as e:
+        found.extend(e.lines)
+    return found
+
+
+def run_checks(cfg: RunConfig, checks: Iterable[Check] = CHECKS) -> list[str]:
+    """Every problem that `checks` find in `cfg`, in their order."""
+    errors: list[str] = []
+    failed: set[CheckFn] = set()
+    for check in checks:
+        if any(need in failed for need in check.needs):
+            continue
+        found = _lines(check.run, cfg)
+        if found:
+            failed.add(check.run)
+            errors.extend(found)
+    return errors
+
+
+def validate(cfg: Any) -> RunConfig:
+    """The typed RunConfig of a composed Hydra config, or one ConfigError with every mistake.
+
+    The schema first (every unknown key, wrong type and out-of-range value); if it converts,
+    every check of CHECKS."""
+    run = parse(cfg)
+    errors = run_checks(run)
+    if errors:
+        raise config_error(errors)
+    return run

@@ -1,0 +1,49 @@
+"""ConfigError and the pieces of its messages: values as YAML writes them, close-match hints.
+
+A ConfigError holds one line per mistake; each line says what is wrong and which override
+fixes it. The command prints each line as `bigtrain: error: <line>`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad configuration: one line per mistake, each naming the override that fixes it."""
+
+    @property
+    def lines(self) -> list[str]:
+        """The mistakes, one per line."""
+        return str(self).split("\n")
+
+
+def config_error(lines: Iterable[str]) -> ConfigError:
+    """One ConfigError reporting every line of `lines` (in order, duplicates dropped)."""
+    unique = list(dict.fromkeys(lines))
+    return ConfigError("\n".join(unique))
+
+
+def fmt(value: Any) -> str:
+    """`value` as it is written in YAML and on the command line (null, true, 0.5)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def close_match(word: Any, choices: Iterable[Any]) -> str | None:
+    """The choice closest to `word`, or None when none is close (for 'did you mean ...?')."""
+    found = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return found[0] if found else None
+
+
+def did_you_mean(word: Any, choices: Iterable[Any], prefix: str = "") -> str:
+    """' (did you mean PREFIXchoice?)' for the closest choice, or '' when none is close."""
+    close = close_match(word, choices)
+    return f" (did you mean {prefix}{close}?)" if close else ""

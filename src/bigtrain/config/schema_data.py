@@ -1,0 +1,119 @@
+"""Schemas of the `data` section: one frozen dataclass per kind of data set.
+
+Fields carry types and range rules only; every value, defaults included, comes from conf/data/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from bigtrain.config.convert import opt, variant
+
+# Split names a `data.split_column` may hold, and the subfolders an image root may have.
+SPLITS = ("train", "val", "test")
+TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# Token data (language models), and data sets whose samples are images (C, H, W); the others
+# are flat feature vectors.
+LM_DATA = {"text", "stdlib_text", "tokens"}
+IMAGE_DATA = {"digits", "image_folder"}
+
+
+@variant("data", "digits", "breast_cancer")
+@dataclass(frozen=True)
+class SklearnDataConfig:
+    """scikit-learn's bundled sets: `digits` (8x8 images, 10 classes), `breast_cancer` (binary)."""
+
+    name: Literal["digits", "breast_cancer"]
+    batch_size: int = opt("global batch per optimizer step", gt=0)
+    eval_batch_size: int = opt("per-device batch for validation and test", gt=0)
+    val_fraction: float = opt(gt=0.0, lt=1.0)
+    test_fraction: float = opt(gt=0.0, lt=1.0)
+    standardize: bool = opt("per-feature mean/std of the training split")
+
+
+@variant("data", "text", "stdlib_text")
+@dataclass(frozen=True)
+class TextDataConfig:
+    """Text files cut into fixed windows. `text`: the user's files, folders or globs (`paths`);
+    `stdlib_text`: the .py source of the running Python's standard library, capped at `max_bytes`.
+    Tokens are bytes (vocabulary 256) unless `tokenizer` names a Hugging Face tokenizers JSON file."""
+
+    name: Literal["text", "stdlib_text"]
+    paths: list[str] = opt("files, folders or globs (data=text)")
+    tokenizer: str | None = opt("a tokenizers JSON file; null = byte-level (vocabulary 256)")
+    max_bytes: int | None = opt("read at most this many bytes of text; null = all", gt=0)
+    seq_len: int = opt("tokens per training window", gt=0)
+    batch_size: int = opt("global batch per optimizer step, in windows", gt=0)
+    eval_batch_size: int = opt("per-device batch for validation and test", gt=0)
+    val_fraction: float = opt(gt=0.0, lt=1.0)
+    test_fraction: float = opt(gt=0.0, lt=1.0)
+
+
+@variant("data", "tokens")
+@dataclass(frozen=True)
+class TokensDataConfig:
+    """A pre-tokenised corpus on disk (`bigtrain-tokens write`): a flat uint16/uint32 memmap
+    `<path>.bin` with `<path>.json` metadata. Training draws random windows per step."""
+
+    name: Literal["tokens"]
+    path: str = opt("the .bin or .json file written by the tokens writer", nonempty=True)
+    seq_len: int = opt("tokens per training window", gt=0)
+    batch_size: int = opt("global batch per optimizer step, in windows", gt=0)
+    eval_batch_size: int = opt("per-device batch for validation and test", gt=0)
+    val_fraction: float = opt(gt=0.0, lt=1.0)
+    test_fraction: float = opt(gt=0.0, lt=1.0)
+    steps_per_epoch: int | None = opt("optimizer steps per epoch; null = one pass of tokens", gt=0)
+    max_eval_windows: int | None = opt("cap on validation and test windows; null = all", gt=0)
+
+
+@variant("data", "csv")
+@dataclass(frozen=True)
+class TabularDataConfig:
+    """Your own table (CSV or Parquet): one file split by a column or by fractions, or one file per
+    split. Numeric features are standardised with training statistics; categorical ones one-hot."""
+
+    name: Literal["csv"]
+    path: str | None = opt("one file holding every split")
+    train_path: str | None
+    val_path: str | None
+    test_path: str | None
+    target: str | None = opt("the label column (required)")
+    features: list[str] | None = opt("feature columns; null = every other column")
+    categorical: list[str] = opt("feature columns encoded one-hot (categories of the train split)")
+    split_column: str | None = opt("column of train/val/test; null = stratified split by fractions")
+    standardize: bool
+    batch_size: int = opt("global batch per optimizer step", gt=0)
+    eval_batch_size: int = opt("per-device batch for validation and test", gt=0)
+    val_fraction: float = opt(gt=0.0, lt=1.0)
+    test_fraction: float = opt(gt=0.0, lt=1.0)
+
+    def files(self) -> dict[str, str]:
+        """{'all': path} or {'train': ..., 'val': ..., 'test': ...}."""
+        if self.path is not None:
+            return {"all": self.path}
+        return {
+            k: v for k, v in zip(SPLITS, (self.train_path, self.val_path, self.test_path), strict=True) if v
+        }
+
+
+@variant("data", "image_folder")
+@dataclass(frozen=True)
+class ImageFolderDataConfig:
+    """Class folders of PNG/JPEG images (root/<class>/*.png), decoded once into memory at
+    `image_size` x `image_size`; split by root/train|val|test subfolders or by fractions."""
+
+    name: Literal["image_folder"]
+    root: str | None = opt("folder of class folders, or of train/val/test folders (required)")
+    image_size: int = opt("images are resized to image_size x image_size", ge=4)
+    channels: Literal[1, 3]
+    crop_padding: int = opt("random crop after zero padding by this many pixels; 0 = off", ge=0)
+    hflip: bool
+    normalize: bool
+    mean: list[float] | None = opt("per channel; null = from the train split")
+    std: list[float] | None = opt("per channel; null = from the train split", gt=0.0)
+    max_memory_mb: int = opt("limit on the decoded images held in memory", gt=0)
+    batch_size: int = opt("global batch per optimizer step", gt=0)
+    eval_batch_size: int = opt("per-device batch for validation and test", gt=0)
+    val_fraction: float = opt(gt=0.0, lt=1.0)
+    test_fraction: float = opt(gt=0.0, lt=1.0)

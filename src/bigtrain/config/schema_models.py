@@ -1,0 +1,98 @@
+"""Schemas of the `model` section: exactly one frozen dataclass per model family.
+
+The model files import theirs from here, so models and validation share one definition, and
+validation needs no torch. Every value comes from a preset in conf/model/<family>/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from bigtrain.config.convert import opt, variant
+
+# Families that take token data, and families that take images (C, H, W).
+LM_MODELS = {"transformer"}
+IMAGE_MODELS = {"cnn", "vit"}
+
+
+@variant("model", "mlp")
+@dataclass(frozen=True)
+class MLPConfig:
+    """Dense layers `hidden` wide with an activation, optional norm and dropout."""
+
+    family: Literal["mlp"]
+    hidden: list[int] = opt("widths of the hidden layers", nonempty=True, gt=0)
+    activation: Literal["relu", "gelu", "silu", "tanh"]
+    dropout: float = opt(ge=0.0, lt=1.0)
+    norm: Literal["none", "batch", "layer"]
+
+
+@variant("model", "cnn")
+@dataclass(frozen=True)
+class CNNConfig:
+    """3x3 conv blocks (conv, ReLU, 2x2 max-pool), then one hidden dense layer."""
+
+    family: Literal["cnn"]
+    channels: list[int] = opt("one conv block per entry", nonempty=True, gt=0)
+    hidden: int = opt(gt=0)
+    dropout: float = opt(ge=0.0, lt=1.0)
+    pooled_size: int = opt("feature maps larger than this are average-pooled to it", gt=0)
+
+
+@variant("model", "vit")
+@dataclass(frozen=True)
+class ViTConfig:
+    """Vision Transformer: patch embedding, class token, pre-norm encoder blocks."""
+
+    family: Literal["vit"]
+    patch_size: int = opt("image side must be a multiple of it", gt=0)
+    dim: int = opt("embedding width; a multiple of heads", gt=0)
+    depth: int = opt(gt=0)
+    heads: int = opt(gt=0)
+    mlp_ratio: float = opt(gt=0.0)
+    dropout: float = opt(ge=0.0, lt=1.0)
+
+
+@variant("model", "transformer")
+@dataclass(frozen=True)
+class TransformerConfig:
+    """A decoder-only Transformer (GPT and LLaMA shapes are presets of it, see conf/model/)."""
+
+    family: Literal["transformer"]
+    n_layers: int = opt(gt=0)
+    d_model: int = opt(gt=0)
+    n_heads: int = opt(gt=0)
+    n_kv_heads: int | None = opt("grouped-query attention; null = n_heads", gt=0)
+    d_ff: int | None = opt("MLP width; null = 4*d_model (gelu) or 2/3 of that rounded (swiglu)", gt=0)
+    vocab_size: int | None = opt("null = the data's vocabulary (256 for bytes)", gt=0)
+    max_seq_len: int = opt("longest context (size of the learned position table)", gt=0)
+    norm: Literal["layernorm", "rmsnorm"]
+    mlp: Literal["gelu", "swiglu"]
+    positions: Literal["learned", "rope"]
+    tie_embeddings: bool
+    bias: bool
+    dropout: float = opt(ge=0.0, lt=1.0)
+    norm_eps: float = opt(gt=0.0)
+    rope_theta: float = opt("base of the rotary frequencies (positions=rope)", gt=0.0)
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: n_kv_heads, or n_heads without grouped-query attention."""
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.d_model // self.n_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        """Width of the MLP inside each block."""
+        if self.d_ff is not None:
+            return self.d_ff
+        if self.mlp == "gelu":
+            return 4 * self.d_model
+        # SwiGLU has three matrices instead of two: 2/3 of 4d keeps the parameter count, rounded
+        # up to a multiple of 256 as LLaMA does (for matmul tile sizes).
+        return -(-(8 * self.d_model // 3) // 256) * 256

@@ -1,0 +1,277 @@
+"""Schemas of `trainer`, `strategy`, `metrics`, `callbacks`, `logger`, and RunConfig: the whole run.
+
+Fields carry types and range rules only; every value comes from conf/ (conf/train.yaml for the
+top-level keys).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bigtrain.config.convert import opt, variant
+from bigtrain.config.schema_optim import TricksConfig
+
+Precision = Literal["32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Passed to Lightning's Trainer."""
+
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"]
+    devices: int = opt("processes per node", gt=0)
+    num_nodes: int = opt(gt=0)
+    precision: Precision
+    max_epochs: int = opt("-1 = no limit", ge=-1)
+    max_steps: int = opt("-1 = no limit", ge=-1)
+    accumulate_grad_batches: int = opt(gt=0)
+    gradient_clip_val: float | None = opt(gt=0.0)
+    gradient_clip_algorithm: Literal["norm", "value"]
+    log_every_n_steps: int = opt(gt=0)
+    val_check_interval: float = opt(gt=0.0)
+    check_val_every_n_epoch: int = opt(gt=0)
+    limit_train_batches: float | None = opt(gt=0.0)
+    limit_val_batches: float | None = opt(ge=0.0)
+    limit_test_batches: float | None = opt(gt=0.0)
+    deterministic: bool
+    enable_progress_bar: bool
+
+
+# --------------------------------------------------------------------------- strategies
+# Every strategy has `activation_checkpointing` and `compile`; parallel.py applies them in one
+# order (tensor parallel, activation checkpointing, compile, FSDP). See docs/parallelism.md.
+
+
+@variant("strategy", "auto")
+@dataclass(frozen=True)
+class AutoStrategyConfig:
+    """One process; Lightning picks the device."""
+
+    name: Literal["auto"]
+    activation_checkpointing: bool
+    compile: bool
+
+
+@variant("strategy", "ddp")
+@dataclass(frozen=True)
+class DDPStrategyConfig:
+    """Data parallel: one process per device, gradients all-reduced."""
+
+    name: Literal["ddp"]
+    find_unused_parameters: bool
+    activation_checkpointing: bool
+    compile: bool
+
+
+@variant("strategy", "fsdp")
+@dataclass(frozen=True)
+class FSDPStrategyConfig:
+    """FSDP2 `fully_shard`: weights, gradients and optimizer state sharded over all processes."""
+
+    name: Literal["fsdp"]
+    sharding: Literal["full", "hybrid"] = opt("hybrid: shard within a node, replicate across nodes")
+    cpu_offload: bool = opt("keep sharded weights, gradients and optimizer state in host memory")
+    reshard_after_forward: bool = opt("free gathered weights after forward (ZeRO-3); false = ZeRO-2")
+    activation_checkpointing: bool
+    compile: bool
+
+
+@variant("strategy", "tp")
+@dataclass(frozen=True)
+class TPStrategyConfig:
+    """DTensor tensor parallel inside groups of `tensor_parallel_size` devices; data parallel across."""
+
+    name: Literal["tp"]
+    tensor_parallel_size: int = opt(gt=0)
+    sequence_parallel: bool = opt("also shard norms and residuals along the sequence (transformer)")
+    activation_checkpointing: bool
+    compile: bool
+
+
+@variant("strategy", "fsdp_tp")
+@dataclass(frozen=True)
+class FSDPTPStrategyConfig:
+    """2-D: tensor parallel inside groups, FSDP2 over the data-parallel dimension across groups."""
+
+    name: Literal["fsdp_tp"]
+    tensor_parallel_size: int = opt(gt=0)
+    sequence_parallel: bool
+    reshard_after_forward: bool
+    activation_checkpointing: bool
+    compile: bool
+
+
+@variant("strategy", "deepspeed_zero2", "deepspeed_zero3")
+@dataclass(frozen=True)
+class DeepSpeedStrategyConfig:
+    """DeepSpeed ZeRO stage 2 (optimizer state + gradients sharded) or 3 (+ weights). GPU only."""
+
+    name: Literal["deepspeed_zero2", "deepspeed_zero3"]
+    offload_optimizer: bool
+    offload_parameters: bool = opt("stage 3 only")
+    activation_checkpointing: bool
+    compile: bool
+
+
+StrategyConfig = (
+    AutoStrategyConfig
+    | DDPStrategyConfig
+    | FSDPStrategyConfig
+    | TPStrategyConfig
+    | FSDPTPStrategyConfig
+    | DeepSpeedStrategyConfig
+)
+
+
+def tensor_parallel_size(strategy: Any) -> int:
+    """Devices in one tensor-parallel group (1 when the strategy has no tensor parallel)."""
+    return getattr(strategy, "tensor_parallel_size", 1)
+
+
+# --------------------------------------------------------------------------- metrics, callbacks, loggers
+
+# ppl and bpb are language-model metrics (perplexity, bits per byte); acc is token accuracy there.
+MetricName = Literal["acc", "precision", "recall", "f1", "auroc", "ppl", "bpb"]
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Metrics computed per stage."""
+
+    names: list[MetricName]
+    train: bool = opt("also on training batches")
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Lightning's ModelCheckpoint."""
+
+    monitor: str = opt("a logged key: val/loss, val/acc, train/loss, ...")
+    mode: Literal["min", "max"]
+    save_last: bool
+    save_top_k: int = opt(ge=-1)
+    every_n_train_steps: int | None = opt("also save last.ckpt every N optimizer steps", gt=0)
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """Stop when the checkpoint monitor stops improving."""
+
+    enabled: bool
+    patience: int = opt(gt=0)
+    min_delta: float = opt(ge=0.0)
+
+
+@dataclass(frozen=True)
+class SamplesConfig:
+    """Text generated from `prompt` after each validation (language models only)."""
+
+    enabled: bool
+    prompt: str
+    max_new_tokens: int = opt(gt=0)
+    temperature: float = opt("0 = greedy decoding", ge=0.0)
+    top_k: int | None = opt(gt=0)
+    num_samples: int = opt(gt=0)
+
+
+@dataclass(frozen=True)
+class ThroughputConfig:
+    """Samples, tokens and FLOPs per second, and MFU."""
+
+    warmup: int = opt("training batches not timed at the start", ge=0)
+    peak_flops: float | None = opt("peak FLOP/s of one device for MFU; null = known-GPU table", gt=0.0)
+
+
+@dataclass(frozen=True)
+class CallbacksConfig:
+    """Lightning's callbacks and bigtrain's own, plus the user's (`extra`)."""
+
+    checkpoint: CheckpointConfig
+    early_stopping: EarlyStoppingConfig
+    samples: SamplesConfig
+    throughput: ThroughputConfig
+    progress_bar: Literal["rich", "tqdm", "none"]
+    progress_refresh_rate: int = opt("redraw the progress bar every N batches", gt=0)
+    extra: list[Any] = opt("your own Lightning callbacks: [{_target_: pkg.Class, arg: value}]")
+    model_summary_depth: int = opt(ge=0)
+    plots: bool
+    lr_monitor: bool
+    print_config: bool
+
+
+@dataclass(frozen=True)
+class CSVLoggerConfig:
+    """metrics.csv in the run directory."""
+
+    flush_logs_every_n_steps: int = opt(gt=0)
+
+
+@dataclass(frozen=True)
+class TensorBoardLoggerConfig:
+    """TensorBoard events in the run directory."""
+
+    log_graph: bool
+
+
+@dataclass(frozen=True)
+class MLflowLoggerConfig:
+    """MLflow: a tracking server, or a file store in the run directory."""
+
+    tracking_uri: str | None = opt("null = a file store in <run dir>/mlruns")
+    experiment_name: str | None = opt("null = the run's name")
+    run_name: str | None
+
+
+@dataclass(frozen=True)
+class WandbLoggerConfig:
+    """Weights & Biases, offline unless mode=online."""
+
+    project: str = opt(nonempty=True)
+    entity: str | None
+    run_name: str | None
+    mode: Literal["offline", "online", "disabled"]
+
+
+@dataclass(frozen=True)
+class LoggerConfig:
+    """Each logger is on when its key holds a group, off when null."""
+
+    csv: CSVLoggerConfig | None
+    tensorboard: TensorBoardLoggerConfig | None
+    mlflow: MLflowLoggerConfig | None
+    wandb: WandbLoggerConfig | None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole validated run: what builders receive."""
+
+    # Sections with variants hold one of the dataclasses registered with @variant for them.
+    data: Any
+    model: Any
+    optim: Any
+    sched: Any
+    trainer: TrainerConfig
+    strategy: StrategyConfig
+    metrics: MetricsConfig
+    callbacks: CallbacksConfig
+    logger: LoggerConfig
+    tricks: TricksConfig
+    name: str = opt("run directories land in outputs/<name>/", nonempty=True)
+    seed: int = opt(ge=0)
+    ckpt_path: str | None = opt("a checkpoint to start from")
+    dry_run: bool = opt("print and write the plan, then stop")
+    test_after_fit: bool
+    resume: str | None = opt("a run directory to continue (set by `bigtrain resume=DIR`)")
+    trust_checkpoint: bool = opt("allow checkpoints that need unpickling code to load")
+
+    @property
+    def data_parallel_size(self) -> int:
+        """Processes that each see different samples: all of them, over the tensor-parallel size."""
+        return self.trainer.devices * self.trainer.num_nodes // tensor_parallel_size(self.strategy)
+
+    @property
+    def micro_batch_size(self) -> int:
+        """Samples per device per forward/backward pass."""
+        return self.data.batch_size // (self.data_parallel_size * self.trainer.accumulate_grad_batches)

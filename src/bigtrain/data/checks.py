@@ -1,0 +1,183 @@
+"""Config checks of the data: its pairing with the model family, shapes against the model, and
+the user's files (tables, image folders, text, token files, tokenizers).
+
+Each check takes the RunConfig and yields one line per problem, naming the fix (bigtrain/checks.py
+runs them in order). Image folders are listed, never opened; a user's table is read and encoded
+with numpy (data/tables.py), since its errors need its values; it is read once per process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from bigtrain.config import (
+    IMAGE_DATA,
+    IMAGE_MODELS,
+    LM_DATA,
+    LM_MODELS,
+    SPLITS,
+    ImageFolderDataConfig,
+    RunConfig,
+    TabularDataConfig,
+    did_you_mean,
+)
+
+
+def check_families(cfg: RunConfig) -> Iterator[str]:
+    """Token data goes with the transformer, images with the CNN and ViT."""
+    lm_data, family = cfg.data.name in LM_DATA, cfg.model.family
+    if lm_data and family not in LM_MODELS:
+        yield f"data={cfg.data.name} is token data but model={family}/*: use model=gpt/tiny (or llama/*)"
+    if not lm_data and family in LM_MODELS:
+        yield f"model={family} needs token data but data={cfg.data.name}: use data=stdlib_text, text or tokens"
+    if family in IMAGE_MODELS and cfg.data.name not in IMAGE_DATA:
+        yield (
+            f"model={family}/* needs image data but data={cfg.data.name} gives flat features; "
+            f"use data=digits or a model=mlp/* preset"
+        )
+
+
+def check_seq_len(cfg: RunConfig) -> Iterator[str]:
+    """Training windows must fit the model's context. Needs matching families (check_families)."""
+    d, m = cfg.data, cfg.model
+    if d.name in LM_DATA and d.seq_len > m.max_seq_len:
+        yield f"data.seq_len={d.seq_len} is longer than model.max_seq_len={m.max_seq_len}: lower data.seq_len"
+
+
+def check_image_shapes(cfg: RunConfig) -> Iterator[str]:
+    """CNN blocks and ViT patches against the image side."""
+    d, m = cfg.data, cfg.model
+    side = {"digits": 8, "image_folder": getattr(d, "image_size", 0)}.get(d.name)
+    if not side:
+        return
+    if m.family == "cnn" and side < 2 ** len(m.channels):
+        # Each conv block halves the side: n blocks need a side of at least 2^n.
+        yield (
+            f"{len(m.channels)} CNN blocks halve {side}x{side} images below 1x1: use at most "
+            f"{side.bit_length() - 1} model.channels, or a larger data.image_size"
+        )
+    if m.family == "vit" and side % m.patch_size:
+        yield (
+            f"model.patch_size={m.patch_size} does not divide the {side}x{side} images: "
+            f"choose a divisor of {side}" + (" or change data.image_size" if d.name == "image_folder" else "")
+        )
+
+
+def check_lm_files(cfg: RunConfig) -> Iterator[str]:
+    """Text files and globs, token files, and the tokenizer file and package."""
+    import glob
+    import importlib.util
+
+    d = cfg.data
+    if d.name == "text":
+        if not d.paths:
+            yield "data=text needs input files: set data.paths=[file.txt,folder/,'docs/*.md']"
+        for p in d.paths:
+            if not (os.path.exists(p) or glob.glob(p, recursive=True)):
+                yield f"data.paths: {p} matches no file: give existing files, folders or globs"
+    if d.name == "tokens":
+        base = d.path[: -len(".json")] if d.path.endswith(".json") else d.path.removesuffix(".bin")
+        missing = [base + ext for ext in (".bin", ".json") if not os.path.isfile(base + ext)]
+        if missing:
+            yield f"data.path={d.path}: {missing[0]} not found; write it with bigtrain-tokens write"
+    if getattr(d, "tokenizer", None) is not None:
+        if importlib.util.find_spec("tokenizers") is None:
+            yield "data.tokenizer needs the tokenizers package: pip install 'bigtrain[text]'"
+        if not os.path.isfile(d.tokenizer):
+            yield f"data.tokenizer={d.tokenizer} does not exist: give a tokenizers JSON file"
+
+
+def check_image_folder(cfg: RunConfig) -> Iterator[str]:
+    """The root folder and its class folders; per-channel mean and std."""
+    d = cfg.data
+    if not isinstance(d, ImageFolderDataConfig):
+        return
+    yield from _image_root(d)
+    for key, values in (("mean", d.mean), ("std", d.std)):
+        if values is not None and len(values) != d.channels:
+            yield f"data.{key} needs {d.channels} values (one per channel); got {len(values)}"
+
+
+def _image_root(d: ImageFolderDataConfig) -> Iterator[str]:
+    if d.root is None:
+        yield "data=image_folder needs a folder: set data.root=DIR (class folders inside)"
+        return
+    if not os.path.isdir(d.root):
+        yield f"data.root={d.root} is not a folder: give the folder that holds the class folders"
+        return
+    folders = [d.root]
+    if os.path.isdir(os.path.join(d.root, "train")):
+        missing = [s for s in SPLITS if not os.path.isdir(os.path.join(d.root, s))]
+        if missing:
+            yield (
+                f"data.root={d.root} has a train/ folder but no {'/, '.join(missing)}/: add it, "
+                "or put the class folders directly in data.root to split by fractions"
+            )
+            return
+        folders = [os.path.join(d.root, s) for s in SPLITS]
+    for folder in folders:
+        classes = [e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")]
+        if len(classes) < 2:
+            yield f"{folder} holds {len(classes)} class folder(s): image_folder needs at least 2 (root/<class>/*.png)"
+
+
+def check_table(cfg: RunConfig) -> Iterator[str]:
+    """A user's table: which files, which columns; then reads and encodes it (numpy only), so
+    errors in the data come before a run directory exists. The data module reuses the result."""
+    d = cfg.data
+    if not isinstance(d, TabularDataConfig):
+        return
+    problems = list(_table_options(d))
+    if problems:
+        yield from problems
+        return
+    problems = list(_table_columns(d))
+    if problems:
+        yield from problems
+        return
+    from bigtrain.data.tables import load_table
+
+    load_table(d, cfg.seed)  # raises ConfigError naming the file, row and column
+
+
+def _table_options(d: TabularDataConfig) -> Iterator[str]:
+    split_paths = [d.train_path, d.val_path, d.test_path]
+    if d.path is not None and any(split_paths):
+        yield "set either data.path or data.train_path/val_path/test_path, not both"
+    elif d.path is None and not any(split_paths):
+        yield "data=csv needs a file: set data.path=FILE (or data.train_path, val_path and test_path)"
+    elif d.path is None and not all(split_paths):
+        missing = [f"data.{k}_path" for k, v in zip(SPLITS, split_paths, strict=True) if not v]
+        yield f"separate split files need all three: set {', '.join(missing)}"
+    if d.split_column is not None and d.path is None:
+        yield "data.split_column applies to one file (data.path): drop it for separate split files"
+    if d.target is None:
+        yield "data=csv needs the label column: set data.target=COLUMN"
+
+
+def _table_columns(d: TabularDataConfig) -> Iterator[str]:
+    from bigtrain.data.tables import read_header
+
+    for split_name, path in d.files().items():
+        key = "data.path" if split_name == "all" else f"data.{split_name}_path"
+        columns = read_header(path, key)
+        wanted = [("data.target", d.target)]
+        wanted += [("data.split_column", d.split_column)] if d.split_column else []
+        wanted += [("data.features", c) for c in d.features or []]
+        wanted += [("data.categorical", c) for c in d.categorical]
+        missing = [(option, column) for option, column in wanted if column not in columns]
+        for option, column in missing:
+            yield (
+                f"{option}: column '{column}' is not in {key}={path}{did_you_mean(column, columns)}; "
+                f"its columns are {', '.join(columns)}"
+            )
+        if missing:
+            return
+    if d.features is not None and d.target in d.features:
+        yield f"data.features lists the target '{d.target}': remove it from data.features"
+    stray = [c for c in d.categorical if d.features is not None and c not in d.features]
+    if stray:
+        yield f"data.categorical column '{stray[0]}' is not in data.features: add it there too"
+    if d.target in d.categorical:
+        yield f"data.categorical lists the target '{d.target}': remove it"
