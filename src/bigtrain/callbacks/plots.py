@@ -1,12 +1,17 @@
 """PNG plots in <run_dir>/plots/: loss and metric curves per epoch, ROC curve(s), confusion matrix.
 
 Drawn on rank zero with matplotlib's Agg backend (no display needed). The epoch values come
-from the module's `history`, which holds what was logged, synced over processes.
+from the module's `history`, which holds what was logged, synced over processes. The ROC and
+confusion-matrix figures are scikit-learn's `RocCurveDisplay` and `ConfusionMatrixDisplay`,
+labelled with the data module's `class_names` (class indices where it has none); the ROC legend
+gives each curve's AUC (one-vs-rest per class for multiclass). The loss and metric curves have
+no library equivalent over an epoch history and stay plain matplotlib.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
@@ -22,6 +27,8 @@ def _pyplot():
 
 
 class Plots(pl.Callback):
+    """Writes the curves when fit ends and the ROC and confusion matrix when testing ends."""
+
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
 
@@ -39,8 +46,9 @@ class Plots(pl.Callback):
         if not artifacts:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        plot_roc(artifacts["roc"], self.out_dir / "roc.png")
-        plot_confusion(artifacts["confusion_matrix"], self.out_dir / "confusion_matrix.png")
+        names = getattr(trainer.datamodule, "class_names", None)
+        plot_roc(artifacts["roc"], self.out_dir / "roc.png", names)
+        plot_confusion(artifacts["confusion_matrix"], self.out_dir / "confusion_matrix.png", names)
 
 
 def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -83,41 +91,61 @@ def plot_curves(history: list[dict], out_dir: Path) -> None:
     plt.close(fig)
 
 
-def plot_roc(roc, path: Path) -> None:
+def labels_for(class_names: list[str] | None, n: int) -> list[str]:
+    """`class_names` when there is one per class, else the class indices as text."""
+    if class_names is not None and len(class_names) == n:
+        return [str(c) for c in class_names]
+    return [str(i) for i in range(n)]
+
+
+def plot_roc(roc: tuple[Any, Any], path: Path, class_names: list[str] | None = None) -> list:
+    """roc.png: the test ROC curve (binary) or one one-vs-rest curve per class, each with its AUC
+    in the legend. `roc` is torchmetrics' (fpr, tpr): tensors, or lists of them per class.
+    Returns the scikit-learn displays drawn (their figure is closed once saved)."""
+    from sklearn.metrics import RocCurveDisplay, auc
+
     plt = _pyplot()
     fpr, tpr = roc
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
     if isinstance(fpr, list):  # multiclass: one-vs-rest curve per class
-        for k, (f, t) in enumerate(zip(fpr, tpr, strict=True)):
-            ax.plot(f.numpy(), t.numpy(), lw=1, label=f"class {k}")
-        ax.legend(fontsize=7, loc="lower right")
+        curves = list(zip(fpr, tpr, labels_for(class_names, len(fpr)), strict=True))
+        pos_label = None
     else:
-        ax.plot(fpr.numpy(), tpr.numpy(), lw=2)
-    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test)")
+        pos_label = labels_for(class_names, 2)[1]
+        curves = [(fpr, tpr, pos_label)]
+    shown = []
+    for k, (f, t, name) in enumerate(curves):
+        f, t = f.numpy(), t.numpy()
+        area = float(auc(f, t)) if len(f) > 1 else float("nan")
+        display = RocCurveDisplay(fpr=f, tpr=t, roc_auc=area, pos_label=pos_label)
+        shown.append(display.plot(ax=ax, name=name, plot_chance_level=k == len(curves) - 1))
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("ROC (test)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return shown
 
 
-def plot_confusion(matrix, path: Path) -> None:
+def plot_confusion(matrix: Any, path: Path, class_names: list[str] | None = None):
+    """confusion_matrix.png: test counts, true class by row, predicted by column, ticks labelled
+    with the class names. Returns scikit-learn's ConfusionMatrixDisplay (figure closed once saved)."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     plt = _pyplot()
     m = matrix.numpy()
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    im = ax.imshow(m, cmap="Blues")
-    fig.colorbar(im, ax=ax)
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            ax.text(
-                j,
-                i,
-                int(m[i, j]),
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if m[i, j] > m.max() / 2 else "black",
-            )
-    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (test)")
+    labels = labels_for(class_names, m.shape[0])
+    side = max(5.0, 0.45 * len(labels))
+    fig, ax = plt.subplots(figsize=(side, side * 0.9))
+    display = ConfusionMatrixDisplay(confusion_matrix=m, display_labels=labels).plot(
+        ax=ax,
+        cmap="Blues",
+        values_format="d",
+        text_kw={"fontsize": 9 if len(labels) <= 10 else 7},
+        xticks_rotation=45 if max(len(x) for x in labels) > 3 else "horizontal",
+    )
+    ax.set_title("Confusion matrix (test)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return display

@@ -4,41 +4,58 @@ CKPT is either a sharded checkpoint directory (what strategy=fsdp, tp and fsdp_t
 shard per rank plus meta.pt) or a single-file .ckpt. OUT holds {"state_dict": weights keyed as
 the model's own state_dict (no "model." prefix, no optimizer), "hyper_parameters": the run's
 config}, loadable with `torch.load(OUT, weights_only=True)` and `model.load_state_dict(...)` into
-the model built on one device. Runs in one process; no process group is needed. Needs host
-memory for the whole model (not the optimizer state: only the weights are read).
+the model built on one device. Runs in one process; no process group is needed.
+
+Sharded directories are read with torch's public `torch.distributed.checkpoint.load` into full
+tensors allocated from the checkpoint's own metadata, for the "state_dict" entries only.
+(`format_utils.dcp_to_torch_save` would consolidate the optimizer state too and write it all to
+disk first; its other helpers convert the other way, a torch.save file into a sharded load.)
+
+Memory: a consolidation holds the whole model's weights once in host memory, in their saved
+dtype (parameters x bytes per element, e.g. 2 GB for 1B bf16 parameters), while they are written
+out. The optimizer state is never read: from a directory only the weight shards are loaded, and
+a .ckpt file is memory-mapped, so only the weight tensors are paged in. Non-tensor entries of a
+state_dict (pickled objects) are not read, so nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
 PREFIX = "model."  # the LightningModule holds the model as `self.model`
+STATE = "state_dict."  # the weights' keys in a sharded checkpoint: "state_dict.<module key>"
+
+
+def _sharded_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The module state_dict of a torch.distributed.checkpoint directory, as full CPU tensors."""
+    from torch.distributed.checkpoint import FileSystemReader, TensorStorageMetadata, load
+
+    reader = FileSystemReader(path)
+    wanted = {
+        key[len(STATE) :]: torch.empty(meta.size, dtype=meta.properties.dtype)
+        for key, meta in reader.read_metadata().state_dict_metadata.items()
+        if key.startswith(STATE) and isinstance(meta, TensorStorageMetadata)
+    }
+    state = {"state_dict": wanted}
+    with warnings.catch_warnings():  # one process, no process group: that is the intent
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
+        load(state, storage_reader=reader, no_dist=True)
+    return state["state_dict"]
 
 
 def load_weights(ckpt: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(weights of the model, hyper-parameters) from a sharded directory or a .ckpt file."""
     path = Path(ckpt)
     if path.is_dir():
-        from torch.distributed.checkpoint import FileSystemReader
-        from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
-        from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
-
-        state: dict = {}
-        # keys=["state_dict"] reads the weights only, not the optimizer shards.
-        _load_state_dict(
-            state,
-            storage_reader=FileSystemReader(path),
-            planner=_EmptyStateDictLoadPlanner(keys=["state_dict"]),
-            no_dist=True,
-        )
+        full = _sharded_state_dict(path)
         meta = torch.load(path / "meta.pt", map_location="cpu", weights_only=True)
-        full = state["state_dict"]
     else:
-        meta = torch.load(path, map_location="cpu", weights_only=True)
+        meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         full = meta.pop("state_dict")
     weights = {k[len(PREFIX) :]: v for k, v in full.items() if k.startswith(PREFIX)}
     return weights, meta.get("hyper_parameters", {})
@@ -56,6 +73,7 @@ def export(ckpt: str | Path, out: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line: export CKPT to OUT and say how many parameters it wrote."""
     parser = argparse.ArgumentParser(
         prog="python -m bigtrain.runs.export", description=__doc__.splitlines()[0]
     )
@@ -66,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"bigtrain.runs.export: error: {args.ckpt} does not exist\n")
         sys.exit(2)
     out = export(args.ckpt, args.out)
-    n = sum(v.numel() for v in torch.load(out, weights_only=True)["state_dict"].values())
+    n = sum(v.numel() for v in torch.load(out, weights_only=True, mmap=True)["state_dict"].values())
     print(f"wrote {out}: {n:,} parameters")
 
 

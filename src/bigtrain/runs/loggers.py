@@ -90,6 +90,9 @@ def log_final_hparams(loggers: list, hparams: dict, results: dict) -> None:
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger) and metrics:
             logger.log_hyperparams(hparams, metrics=metrics, step=results.get("global_step"))
+            # Lightning closed its writer when fit and test ended; these events went to a new
+            # one, which nothing else flushes before the process ends.
+            logger.experiment.flush()
 
 
 def close_loggers(loggers: list) -> None:

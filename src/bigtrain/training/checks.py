@@ -85,6 +85,10 @@ def check_averaging(cfg: RunConfig) -> Iterator[str]:
     k, t = cfg.tricks, cfg.trainer
     if k.ema.enabled and k.swa.enabled:
         yield "tricks.ema and tricks.swa both average weights: enable only one of them"
+    sharded = cfg.strategy.name in ("fsdp", "tp", "fsdp_tp", "deepspeed_zero3")
+    if k.ema.enabled and sharded:
+        # Lightning's weight averaging keeps a whole copy of the model: sharded weights have none.
+        yield f"tricks.ema keeps a whole copy of the weights, which strategy={cfg.strategy.name} shards: use strategy=ddp or drop tricks.ema"
     if not k.swa.enabled:
         return
     if t.max_epochs == -1:
