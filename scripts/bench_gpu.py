@@ -88,7 +88,7 @@ def handwritten(model_name: str, compile_: bool, steps: int, warmup: int) -> dic
 
     import bigtrain
     from bigtrain.callbacks.throughput import gpu_peak_flops
-    from bigtrain.config import validate
+    from bigtrain.checks import validate
     from bigtrain.data.text import TextDataModule
     from bigtrain.models import build_model
     from bigtrain.runs.plan import make_plan

@@ -143,6 +143,7 @@ def test_every_source_file_says_its_job_in_its_first_docstring_line():
     missing = [
         str(p.relative_to(ROOT))
         for p in _sources()
-        if p.stat().st_size and not (ast.get_docstring(ast.parse(p.read_text(encoding="utf-8"))) or "").strip()
+        if p.stat().st_size
+        and not (ast.get_docstring(ast.parse(p.read_text(encoding="utf-8"))) or "").strip()
     ]
     assert not missing, f"modules without a docstring: {missing}"

@@ -78,7 +78,13 @@ def test_gpu_request_without_gpu_names_the_fix():
 
 def test_global_batch_is_split_over_devices_and_accumulation():
     cfg = make_cfg(
-        ["data.batch_size=64", "trainer.accumulate_grad_batches=4", "strategy=ddp", "trainer.devices=2"]
+        [
+            "data.batch_size=64",
+            "trainer.accumulate_grad_batches=4",
+            "strategy=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+        ]
     )
     assert cfg.micro_batch_size == 8
     assert cfg.data_parallel_size == 2

@@ -229,7 +229,7 @@ def test_lm_config_errors_are_one_line(overrides, fragment):
 
 def test_transformer_needs_token_data_and_token_files_must_exist():
     with pytest.raises(ConfigError, match="needs token data"):
-        make_cfg(["model=gpt/tiny"])
+        make_cfg(["model=gpt/tiny", "data=digits"])  # chosen by the user: refused, not replaced
     with pytest.raises(ConfigError, match="nothing.bin not found"):
         make_cfg(["model=gpt/tiny", "metrics=lm", "data=tokens", "data.path=nothing.bin", "data.seq_len=32"])
 
@@ -246,7 +246,7 @@ def test_plan_for_gpt3_175b_on_1024_devices_in_seconds():
 
     start = time.perf_counter()
     cfg = make_cfg(["model=gpt/175b", *LM, "model.vocab_size=50257", "trainer.devices=1024", "strategy=ddp",
-                    "data.batch_size=1024", "data.seq_len=2048", "trainer.precision=bf16-mixed"])  # fmt: skip
+                    "data.batch_size=1024", "data.seq_len=2048", "trainer.precision=bf16-mixed", "dry_run=true"])  # fmt: skip
     plan = make_plan(cfg, data_spec(cfg))
     assert time.perf_counter() - start < 20
     n = plan["params"]["total"]

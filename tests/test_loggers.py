@@ -45,12 +45,16 @@ def test_mlflow_logs_metrics_and_params_to_a_file_store(run):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
-    results, run_dir = run([*FAST, "logger=mlflow", "trainer.log_every_n_steps=1", "name=mlf"])
+    results, run_dir = run(
+        [*FAST, "logger=mlflow", "trainer.log_every_n_steps=1", "name=mlf", "tags=[baseline,try2]"]
+    )
     store = run_dir / "mlruns"
     client = MlflowClient(tracking_uri=store.resolve().as_uri())
     experiment = client.get_experiment_by_name("mlf")
     (logged,) = client.search_runs([experiment.experiment_id])
     assert logged.info.run_name == run_dir.name
+    tags = logged.data.tags  # the run's tags reach the tracker as MLflow tags
+    assert tags["baseline"] == tags["try2"] == "true" and tags["bigtrain.tags"] == "baseline,try2"
     metrics, params = logged.data.metrics, logged.data.params
     assert metrics["test/acc"] == pytest.approx(results["test"]["acc"], abs=1e-6)
     assert metrics["val/loss"] == pytest.approx(results["val"]["loss"], abs=1e-6)

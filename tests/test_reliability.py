@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 import bigtrain
 from bigtrain.cli import main
 from bigtrain.data.tensors import TensorLoader
-from bigtrain.runs.checkpointing import PARTIAL_SUFFIX, inspect_checkpoint, newest_intact
+from bigtrain.runs.checkpointing import PARTIAL_SUFFIX, check_digest, inspect_checkpoint, newest_intact
 from conftest import QUIET, bigtrain_cmd, read_results
 
 # 5 optimizer steps an epoch, constant learning rate: extending a run by epochs keeps the math
@@ -105,7 +105,8 @@ def test_atomic_save_survives_sigkill_mid_write(tmp_path):
     script = (
         "import sys, torch; from bigtrain.runs.checkpointing import save_atomic\n"
         "for step in (1, 2):\n"
-        "    save_atomic({'state_dict': {'w': torch.full((50_000,), float(step))}, 'global_step': step}, sys.argv[1])\n"
+        "    w = {'w': torch.full((50_000,), float(step))}\n"
+        "    save_atomic({'state_dict': w, 'global_step': step, 'optimizer_states': [{}], 'loops': {'fit_loop': {}}}, sys.argv[1])\n"
     )
     out = subprocess.run(
         [sys.executable, str(FAULT_LAUNCH), "2", "-c", script, str(target)],
@@ -117,6 +118,7 @@ def test_atomic_save_survives_sigkill_mid_write(tmp_path):
     assert 0 < partial.stat().st_size < 200_000 * 0.75  # about half of the second file
     state = torch.load(target, weights_only=True)
     assert state["global_step"] == 1 and torch.all(state["state_dict"]["w"] == 1.0)
+    assert check_digest(target)  # the first save's digest file still matches the first save
     reports: list[str] = []
     assert newest_intact(target.parent, trust=False, report=reports.append) == target
     assert not partial.exists() and "interrupted" in reports[0]

@@ -122,7 +122,7 @@ def test_sbatch_script_trains_to_completion(preempted_and_reference):
     cwd, _, _, ref_dir, _ = preempted_and_reference
     results = json.loads((ref_dir / "results.json").read_text())
     assert results["status"] == "completed" and results["resumed"] == 0
-    assert results["global_step"] == 10 * 19  # 1257 training samples // 64 = 19 steps per epoch
+    assert results["global_step"] == 10 * 20  # 1257 training samples = 19 steps of 64 and one of 41
     assert results["test"]["acc"] > 0.5
     assert results["slurm_job_id"] == ref_dir.name.removeprefix("slurm-")
     assert "bigtrain: job" in (cwd / f"bigtrain-{results['slurm_job_id']}.out").read_text()
@@ -132,14 +132,14 @@ def test_preempted_job_resumes_in_same_run_dir_to_same_result(preempted_and_refe
     cwd, job, run_dir, ref_dir, first_leg = preempted_and_reference
     # The first leg stopped at an epoch end, saved hpc_ckpt_1 and requeued itself.
     assert first_leg["status"] == "requeued"
-    assert 0 < first_leg["global_step"] < 10 * 19 and first_leg["global_step"] % 19 == 0
+    assert 0 < first_leg["global_step"] < 10 * 20 and first_leg["global_step"] % 20 == 0
     assert (run_dir / "hpc_ckpt_1.ckpt").is_file()
     # One run directory for both legs; the log holds both legs (--open-mode=append).
     assert sorted(p.name for p in (cwd / "outputs/pre").iterdir()) == sorted([run_dir.name, ref_dir.name])
     assert (cwd / f"bigtrain-{job}.out").read_text().count("bigtrain: job") == 2
     done, ref = (json.loads((d / "results.json").read_text()) for d in (run_dir, ref_dir))
     assert done["status"] == "completed" and done["resumed"] == 1
-    assert done["global_step"] == ref["global_step"] == 190
+    assert done["global_step"] == ref["global_step"] == 200
     for stage in ("val", "test"):
         for key, value in ref[stage].items():
             assert done[stage][key] == pytest.approx(value, rel=1e-6, abs=1e-7), f"{stage}/{key}"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from bigtrain.runs.train import start_checkpoint
 from bigtrain.cli import compose
 from bigtrain.cluster.slurm import job_id, newest_hpc_checkpoint, run_id
 from bigtrain.cluster.sweep import collect
+from bigtrain.runs.train import start_checkpoint
 from conftest import FAST, bigtrain_cmd, make_cfg
 
 SLURM_JOB = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "bigtrain", "SLURM_NTASKS": "1"}

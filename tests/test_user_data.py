@@ -250,7 +250,8 @@ def test_image_folder_trains_a_cnn_and_learns(tmp_path, run):
             "callbacks.checkpoint.save_last=false",
         )
     )
-    assert results["status"] == "completed" and results["global_step"] == 4 * (280 // 32)
+    # 279 training images: 8 full steps and one of 23 an epoch
+    assert results["status"] == "completed" and results["global_step"] == 4 * 9
     assert results["test"]["acc"] > 0.5  # 10 classes: chance is 0.1
 
 
@@ -290,7 +291,8 @@ def test_image_folder_errors(tmp_path):
     )
     (root / "3" / "broken.png").write_text("not an image")
     assert "cannot read image" in _error(
-        image_overrides(root, "data.test_fraction=0.3", "data.val_fraction=0.3")
+        # 19 training images: a smaller global batch, so that the broken file is the only mistake
+        image_overrides(root, "data.test_fraction=0.3", "data.val_fraction=0.3", "data.batch_size=16")
     )
 
 
@@ -331,10 +333,11 @@ def test_image_batches_keep_the_global_batch_and_shard_evaluation(tmp_path):
     for rank in (0, 1):
         dm._topology = lambda rank=rank: (rank, 2, 1)  # what a 2-process Trainer reports
         loaders[rank] = (dm.train_dataloader(), dm.val_dataloader())
-    # Training: each optimizer step is 16 images, 8 on each rank.
+    # Training: each optimizer step is 16 images, 8 on each rank; the last 84 - 5 x 16 = 4 images
+    # of the epoch make one more step, 2 on each rank.
     steps = [list(loaders[r][0]) for r in (0, 1)]
-    assert len(steps[0]) == len(steps[1]) == len(dm.splits["train"][1]) // 16
-    assert all(x.shape == (8, 1, 8, 8) for s in steps for x, _ in s)
+    assert len(dm.splits["train"][1]) == 84 and len(steps[0]) == len(steps[1]) == 6
+    assert all(x.shape == (8 if i < 5 else 2, 1, 8, 8) for s in steps for i, (x, _) in enumerate(s))
     # Evaluation: every validation image on exactly one rank.
     seen = torch.cat([y for r in (0, 1) for _, y in loaders[r][1]])
     assert len(seen) == len(dm.splits["val"][1])

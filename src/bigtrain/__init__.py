@@ -1,41 +1,87 @@
 """bigtrain: configuration-driven training of large neural models.
 
-Python API (the command line does the same):
+Python API (the command line does the same; bad overrides raise bigtrain.ConfigError):
     cfg = bigtrain.compose(["+experiment=seed", "trainer.max_epochs=2"])
     results = bigtrain.train(["+experiment=seed"], run_dir="outputs/nb")
+    results = bigtrain.train(cfg, run_dir="outputs/nb2", quiet=True)   # a composed config, no output
     results = bigtrain.resume("outputs/nb", ["trainer.max_epochs=60"])   # continue that run
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from bigtrain.config.errors import ConfigError
 
 __version__ = "0.1.0"
+__all__ = ["ConfigError", "compose", "resume", "train"]
+
+# What quiet=True turns off: the progress bar and the model summary (the rest is printed, and
+# swallowed).
+QUIET = ["trainer.enable_progress_bar=false", "callbacks.model_summary_depth=0"]
 
 
 def compose(overrides: Sequence[str] = (), config_dir: str | None = None):
-    """The composed (unvalidated) config, as a DictConfig without the `hydra` node."""
-    from bigtrain.cli import compose as _compose
+    """The composed (unvalidated) config, as a DictConfig without the `hydra` node, with what a
+    language model implies added as the command adds it."""
+    from bigtrain.cli.compose import compose_run
 
-    return _compose(overrides, config_dir)
+    return compose_run(list(overrides), config_dir)[0]
 
 
 def train(
-    overrides: Sequence[str] = (), run_dir: str | Path | None = None, config_dir: str | None = None
+    overrides: Sequence[str] | Any = (),
+    run_dir: str | Path | None = None,
+    config_dir: str | None = None,
+    quiet: bool = False,
 ) -> dict:
-    """Validate and run `bigtrain OVERRIDES` in this process; return the results dict."""
+    """Validate and run `bigtrain OVERRIDES` (or a config from `compose`) in this process; return
+    the results dict. `quiet=True` prints nothing (for notebooks); results.json has everything."""
+    import io
     import time
+
+    from omegaconf import DictConfig, OmegaConf
 
     from bigtrain.checks import validate
     from bigtrain.runs.train import train as _train
 
-    composed = compose(overrides, config_dir)
+    if isinstance(overrides, DictConfig):
+        composed, overrides = overrides, []
+        if quiet:
+            composed = OmegaConf.merge(composed, OmegaConf.from_dotlist(QUIET))
+    else:
+        overrides = [*overrides, *(QUIET if quiet else [])]
+        composed = compose(overrides, config_dir)
     cfg = validate(composed)
     if run_dir is None:
         run_dir = Path("outputs") / cfg.name / time.strftime("%Y-%m-%d_%H-%M-%S")
+    from bigtrain.runs.lock import check_free
+
+    check_free(run_dir)  # a live run's directory is refused before its .hydra/ is touched
     _save_run_config(Path(run_dir), composed, overrides)
-    return _train(cfg, run_dir)
+    sink = io.StringIO() if quiet else None
+    with contextlib.redirect_stdout(sink) if sink else contextlib.nullcontext(), _quiet_logs(quiet):
+        return _train(cfg, run_dir)
+
+
+@contextlib.contextmanager
+def _quiet_logs(quiet: bool):
+    """Lightning's and bigtrain's info lines off while a quiet run trains."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning.pytorch", "bigtrain")]
+    levels = [lg.level for lg in loggers]
+    if quiet:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def resume(run_dir: str | Path, overrides: Sequence[str] = (), config_dir: str | None = None) -> dict:

@@ -3,6 +3,7 @@ connects pieces (runs/train.py runs them)."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,31 +97,11 @@ def lightning_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
     rates, progress bar, model summary, plots."""
     from pytorch_lightning import callbacks as cb
 
+    from bigtrain.callbacks.checkpoints import checkpoint_callbacks
     from bigtrain.callbacks.plots import Plots
 
     c = cfg.callbacks
-    out: list[pl.Callback] = [
-        cb.ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="epoch{epoch:03d}-step{step:06d}",
-            auto_insert_metric_name=False,
-            monitor=c.checkpoint.monitor,
-            mode=c.checkpoint.mode,
-            save_last=c.checkpoint.save_last,
-            save_top_k=c.checkpoint.save_top_k,
-        )
-    ]
-    if c.checkpoint.every_n_train_steps:
-        # Mid-epoch checkpoints for resume; the latest one is kept (monitor=None, top 1).
-        out.append(
-            cb.ModelCheckpoint(
-                dirpath=run_dir / "checkpoints",
-                filename="step{step:06d}",
-                auto_insert_metric_name=False,
-                every_n_train_steps=c.checkpoint.every_n_train_steps,
-                save_top_k=1,
-            )
-        )
+    out: list[pl.Callback] = checkpoint_callbacks(c.checkpoint, run_dir / "checkpoints")
     if c.early_stopping.enabled:
         es = c.early_stopping
         out.append(
@@ -138,11 +119,14 @@ def lightning_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
         out.append(Plots(run_dir / "plots"))
     if cfg.trainer.enable_progress_bar and c.progress_bar == "rich":
         # Redrawn every `refresh_rate` batches; Lightning turns it off on ranks other than zero.
-        out.append(cb.RichProgressBar(refresh_rate=c.progress_refresh_rate, leave=True))
+        # In a terminal each epoch's bar stays; in a log file only the running one is drawn.
+        out.append(cb.RichProgressBar(refresh_rate=c.progress_refresh_rate, leave=sys.stdout.isatty()))
     elif cfg.trainer.enable_progress_bar and c.progress_bar == "tqdm":
         out.append(cb.TQDMProgressBar(refresh_rate=c.progress_refresh_rate))
     if c.model_summary_depth > 0:
-        out.append(cb.RichModelSummary(max_depth=c.model_summary_depth))
+        from bigtrain.callbacks.summary import ModelSummary
+
+        out.append(ModelSummary(max_depth=c.model_summary_depth))
     return out + extra_callbacks(cfg)
 
 
@@ -195,7 +179,27 @@ def trick_results(cfg: RunConfig, callbacks: RunCallbacks) -> dict:
     return out
 
 
-def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list) -> pl.Trainer:
+def epochs_for_steps(cfg: RunConfig, dm: Any) -> int | None:
+    """For a run limited by steps only (max_epochs=-1): the epochs those steps take, so that the
+    progress bar says 'Epoch 3/9' rather than 'Epoch 3/-2'; training still ends at max_steps.
+    None where the epoch's length is not known before fit (or the run is limited by epochs)."""
+    t = cfg.trainer
+    if t.max_epochs != -1 or t.max_steps <= 0 or isinstance(t.limit_train_batches, float):
+        return None
+    try:
+        batches = len(dm.train_dataloader())
+    except (TypeError, AttributeError, RuntimeError):
+        return None
+    if isinstance(t.limit_train_batches, int):
+        batches = min(batches, t.limit_train_batches)
+    steps = batches // t.accumulate_grad_batches
+    return -(-t.max_steps // steps) if steps > 0 else None
+
+
+def build_trainer(
+    cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list, max_epochs: int | None = None
+) -> pl.Trainer:
+    """Lightning's Trainer for the run; `max_epochs` replaces trainer.max_epochs when given."""
     from bigtrain.runs.checkpoint_io import AtomicCheckpointIO
 
     t = cfg.trainer
@@ -207,7 +211,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list)
         num_nodes=t.num_nodes,
         strategy=build_strategy(cfg),
         precision=precision,
-        max_epochs=t.max_epochs,
+        max_epochs=max_epochs if max_epochs is not None else t.max_epochs,
         max_steps=t.max_steps,
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val,
@@ -225,4 +229,5 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list)
         logger=loggers or False,
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO(trust=cfg.trust_checkpoint), *build_plugins()],
+        **t.lightning,  # +trainer.NAME=value: Trainer arguments bigtrain does not list
     )

@@ -58,6 +58,15 @@ CHECKS: tuple[Check, ...] = (
     Check(data.check_lm_files),
     Check(data.check_image_folder),
     Check(data.check_table),  # reads and encodes the user's table with numpy
+    Check(
+        data.check_train_batches,  # at least one global batch of training samples
+        needs=(
+            distributed.check_parallel,
+            distributed.check_batch_split,
+            data.check_image_folder,
+            data.check_table,
+        ),
+    ),
     Check(runs.check_logger_packages),
     Check(runs.check_ckpt_path),
     Check(distributed.check_parallel_packages),  # DeepSpeed: imports torch to find a GPU

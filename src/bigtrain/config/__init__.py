@@ -83,12 +83,28 @@ from bigtrain.config.schema_run import (
     WandbLoggerConfig,
     tensor_parallel_size,
 )
+from bigtrain.config.trainer_args import split_passthrough
+
+
+def _pass_trainer_arguments(raw: dict) -> None:
+    """Move `+trainer.NAME` keys that are Lightning Trainer arguments into trainer.lightning."""
+    trainer = raw.get("trainer")
+    if not isinstance(trainer, dict):
+        return
+    listed = {f.name for f in dataclasses.fields(TrainerConfig)}
+    own, passed, errors = split_passthrough(trainer, listed)
+    if errors:
+        raise config_error(errors)
+    lightning = own.get("lightning")
+    own["lightning"] = {**(lightning if isinstance(lightning, dict) else {}), **passed}
+    raw["trainer"] = own
 
 
 def from_dict(raw: dict) -> RunConfig:
     """A plain (resolved) config dict as the typed RunConfig; ConfigError listing every mistake."""
     raw = dict(raw)
     raw.pop("hydra", None)
+    _pass_trainer_arguments(raw)
     return build(RunConfig, raw)
 
 

@@ -85,6 +85,10 @@ def _convert_union(value: Any, tp: Any, path: str, meta: dict) -> Any:
     dataclass_args = [a for a in args if dataclasses.is_dataclass(a)]
     if dataclass_args and isinstance(value, dict):
         return build(dataclass_args[0], value, path)
+    if type(value) in (int, float) and type(value) in args:
+        # A value of a member's own type is that member: in `int | float` a YAML 1.0 stays a
+        # float (Lightning's "all batches") rather than becoming the integer 1 (one batch).
+        return convert(value, type(value), path, meta)
     errors = []
     for arg in args:
         if arg is type(None):
@@ -104,7 +108,9 @@ def _convert_literal(value: Any, tp: Any, path: str) -> Any:
         value = str(value)  # trainer.precision=32 arrives from YAML as the integer 32
     if value not in choices:
         hint = did_you_mean(value, choices, prefix=f"{path}=")
-        raise ConfigError(f"{path}={fmt(value)} is not valid: choose one of {', '.join(map(fmt, choices))}{hint}")
+        raise ConfigError(
+            f"{path}={fmt(value)} is not valid: choose one of {', '.join(map(fmt, choices))}{hint}"
+        )
     return value
 
 

@@ -27,6 +27,7 @@ class SklearnDataConfig:
     name: Literal["digits", "breast_cancer"]
     batch_size: int = opt("global batch per optimizer step", gt=0)
     eval_batch_size: int = opt("per-device batch for validation and test", gt=0)
+    drop_last: bool = opt("drop the epoch's last, smaller global batch; false = train it as a smaller step")
     val_fraction: float = opt(gt=0.0, lt=1.0)
     test_fraction: float = opt(gt=0.0, lt=1.0)
     standardize: bool = opt("per-feature mean/std of the training split")
@@ -46,6 +47,7 @@ class TextDataConfig:
     seq_len: int = opt("tokens per training window", gt=0)
     batch_size: int = opt("global batch per optimizer step, in windows", gt=0)
     eval_batch_size: int = opt("per-device batch for validation and test", gt=0)
+    drop_last: bool = opt("drop the epoch's last, smaller global batch; false = train it as a smaller step")
     val_fraction: float = opt(gt=0.0, lt=1.0)
     test_fraction: float = opt(gt=0.0, lt=1.0)
 
@@ -85,6 +87,7 @@ class TabularDataConfig:
     standardize: bool
     batch_size: int = opt("global batch per optimizer step", gt=0)
     eval_batch_size: int = opt("per-device batch for validation and test", gt=0)
+    drop_last: bool = opt("drop the epoch's last, smaller global batch; false = train it as a smaller step")
     val_fraction: float = opt(gt=0.0, lt=1.0)
     test_fraction: float = opt(gt=0.0, lt=1.0)
 
@@ -115,5 +118,6 @@ class ImageFolderDataConfig:
     max_memory_mb: int = opt("limit on the decoded images held in memory", gt=0)
     batch_size: int = opt("global batch per optimizer step", gt=0)
     eval_batch_size: int = opt("per-device batch for validation and test", gt=0)
+    drop_last: bool = opt("drop the epoch's last, smaller global batch; false = train it as a smaller step")
     val_fraction: float = opt(gt=0.0, lt=1.0)
     test_fraction: float = opt(gt=0.0, lt=1.0)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bigtrain.config.convert import opt, variant
+from bigtrain.config.errors import config_error
 from bigtrain.config.schema_optim import TricksConfig
 
 Precision = Literal["32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
@@ -29,13 +30,45 @@ class TrainerConfig:
     gradient_clip_val: float | None = opt(gt=0.0)
     gradient_clip_algorithm: Literal["norm", "value"]
     log_every_n_steps: int = opt(gt=0)
-    val_check_interval: float = opt(gt=0.0)
+    val_check_interval: int | float = opt(
+        "int: every N training batches; float: that fraction of an epoch", gt=0
+    )
     check_val_every_n_epoch: int = opt(gt=0)
-    limit_train_batches: float | None = opt(gt=0.0)
-    limit_val_batches: float | None = opt(ge=0.0)
-    limit_test_batches: float | None = opt(gt=0.0)
+    limit_train_batches: int | float | None = opt(
+        "int: batches per epoch; float: that fraction; null = all", gt=0
+    )
+    limit_val_batches: int | float | None = opt(
+        "int: batches; float: that fraction; 0 = none; null = all", ge=0
+    )
+    limit_test_batches: int | float | None = opt("int: batches; float: that fraction; null = all", gt=0)
     deterministic: bool
     enable_progress_bar: bool
+    lightning: Any = opt("more Trainer arguments, added with +trainer.NAME=value (config/trainer_args.py)")
+
+    def __post_init__(self) -> None:
+        """Lightning's meaning of the batch limits: an int counts batches, a float is a fraction,
+        so a float is at most 1 (the schema checks the lower bounds)."""
+        errors = [line for key in BATCH_LIMITS if (line := fraction_error(key, getattr(self, key)))]
+        if errors:
+            raise config_error(errors)
+
+
+BATCH_LIMITS = ("val_check_interval", "limit_train_batches", "limit_val_batches", "limit_test_batches")
+
+
+def fraction_error(key: str, value: Any) -> str | None:
+    """The error line for a float batch limit above 1, naming the integer it may have meant."""
+    if not isinstance(value, float) or value <= 1.0:
+        return None
+    whole = (
+        f"trainer.{key}={int(value)} for {int(value)} batches"
+        if value.is_integer()
+        else "an integer for batches"
+    )
+    lowest = "[0" if key == "limit_val_batches" else "(0"
+    return (
+        f"trainer.{key}={value} is a fraction above 1: give a float in {lowest}, 1] (1.0 = all), or {whole}"
+    )
 
 
 # --------------------------------------------------------------------------- strategies
@@ -197,7 +230,9 @@ class CallbacksConfig:
     model_summary_depth: int = opt(ge=0)
     plots: bool
     lr_monitor: bool
-    print_config: bool
+    print_config: bool | Literal["full"] = opt(
+        "true: the chosen group options and the values that differ from them; full: every value"
+    )
 
 
 @dataclass(frozen=True)
@@ -265,6 +300,7 @@ class RunConfig:
     test_after_fit: bool
     resume: str | None = opt("a run directory to continue (set by `bigtrain resume=DIR`)")
     trust_checkpoint: bool = opt("allow checkpoints that need unpickling code to load")
+    tags: list[str] = opt("labels for this run, sent to every logger and written to results.json")
 
     @property
     def data_parallel_size(self) -> int:

@@ -181,3 +181,16 @@ def _table_columns(d: TabularDataConfig) -> Iterator[str]:
         yield f"data.categorical column '{stray[0]}' is not in data.features: add it there too"
     if d.target in d.categorical:
         yield f"data.categorical lists the target '{d.target}': remove it"
+
+
+def check_train_batches(cfg: RunConfig) -> Iterator[str]:
+    """A training split smaller than one global batch would never train a full step (none at all
+    with data.drop_last): refused where the split size is known now, from the fractions of a
+    scikit-learn set, a table's rows, an image folder's listing (data/batches.py). Needs an even
+    batch split and readable user files (check_batch_split, check_image_folder, check_table)."""
+    from bigtrain.data.batches import too_few_samples, train_split_size
+
+    samples = train_split_size(cfg)
+    line = too_few_samples(cfg, samples) if samples is not None else None
+    if line is not None:
+        yield line

@@ -24,10 +24,11 @@ import torch.nn.functional as F
 
 from bigtrain.config import SPLITS, ConfigError, ImageFolderDataConfig
 from bigtrain.data import DataSpec
+from bigtrain.data.batches import IMAGE_EXTENSIONS
 from bigtrain.data.sklearn import SklearnDataModule, split
 from bigtrain.data.tensors import TensorLoader
 
-EXTENSIONS = {".png", ".jpg", ".jpeg"}
+EXTENSIONS = IMAGE_EXTENSIONS  # one list for loading and for counting at validation
 
 
 def split_folders(cfg: ImageFolderDataConfig) -> dict[str, Path] | None:

@@ -138,7 +138,7 @@ class SklearnDataModule(pl.LightningDataModule):
             rank=rank,
             world_size=world,
             accumulation=accum,
-            drop_last=True,
+            drop_last=self.cfg.drop_last,
         )
         if self._resume_at is not None:
             loader.load_state_dict(self._resume_at)

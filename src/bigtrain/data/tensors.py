@@ -9,6 +9,10 @@ consumes one *global* batch of `global_batch` indices from the epoch's permutati
 `world_size x accumulation` equal micro-batches; rank r takes micro-batches r, r + world_size, ...
 So 1 process with accumulation 2 and 2 processes without accumulation see the same samples per
 optimizer step, and the mean of the micro-batch losses equals the loss of the global batch.
+The samples after the epoch's last full global batch make one smaller step, cut the same way into
+equal micro-batches (its size rounded down to a multiple of world_size x accumulation), unless
+`drop_last` (data/batches.py). Every rank hands out the same number of micro-batches, a
+multiple of the accumulation, so Lightning's accumulation boundaries fall on the steps.
 
 The loader is resumable: `state_dict` is where training goes on (epoch, micro-batches of it
 already consumed) and `load_state_dict` makes the next pass start there, with that epoch's
@@ -30,6 +34,8 @@ from typing import Any
 
 import torch
 
+from bigtrain.data.batches import epoch_batches
+
 
 def data_topology(trainer: Any) -> tuple[int, int, int]:
     """(data-parallel rank, data-parallel size, accumulation) for a data module's loaders. Under
@@ -43,6 +49,11 @@ def data_topology(trainer: Any) -> tuple[int, int, int]:
 
 
 class TensorLoader:
+    """Training (`drop_last` True or False): global batches of `batch_size`, cut into micro-batches
+    over ranks and accumulation; the epoch's last, smaller global batch is dropped or trained (see
+    data/batches.py). Evaluation (`drop_last` None): per-rank batches of `batch_size`, every
+    sample on exactly one rank."""
+
     def __init__(
         self,
         tensors: Sequence[torch.Tensor],
@@ -55,24 +66,27 @@ class TensorLoader:
         rank: int = 0,
         world_size: int = 1,
         accumulation: int = 1,
-        drop_last: bool = False,
+        drop_last: bool | None = None,
     ) -> None:
-        """`batch_size` is the global batch when `drop_last` (training), else the per-rank batch."""
         self.tensors = tuple(tensors)
         self.n = len(self.tensors[0])
         self.batch_size = batch_size
         self.shuffle, self.seed, self.epoch, self.position = shuffle, seed, epoch, position
         self.rank, self.world_size, self.accumulation = rank, world_size, accumulation
         self.drop_last = drop_last
-        if drop_last and batch_size % (world_size * accumulation):
+        self.training = drop_last is not None
+        parallel = world_size * accumulation
+        if self.training and batch_size % parallel:
             raise ValueError(f"global batch {batch_size} is not divisible by {world_size} x {accumulation}")
+        self.steps = epoch_batches(self.n, batch_size, parallel, bool(drop_last))
         # Micro-batches handed out in the current pass; a pending resume point (epoch, consumed).
         self._handed_out = 0
         self._resume_at: tuple[int, int] | None = None
 
     @property
     def micro_batches_per_epoch(self) -> int:
-        return (self.n // self.batch_size) * self.accumulation
+        """Micro-batches of one epoch on each rank: `accumulation` per optimizer step."""
+        return self.steps.steps * self.accumulation
 
     def state_dict(self) -> dict[str, Any]:
         """Where training goes on: epoch and micro-batches of it consumed (plain ints)."""
@@ -82,15 +96,15 @@ class TensorLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Make the next pass be epoch `state['epoch']`, skipping the micro-batches already consumed."""
         epoch, consumed = int(state["epoch"]), int(state["consumed"])
-        per_epoch = self.micro_batches_per_epoch if self.drop_last else len(self)
-        self._resume_at = (epoch + 1, 0) if consumed >= per_epoch else (epoch, consumed)
+        self._resume_at = (epoch + 1, 0) if consumed >= len(self) else (epoch, consumed)
 
     @property
     def micro_batch_size(self) -> int:
-        return self.batch_size // (self.world_size * self.accumulation) if self.drop_last else self.batch_size
+        """Samples per micro-batch of a full global batch (training), or per batch (evaluation)."""
+        return self.batch_size // (self.world_size * self.accumulation) if self.training else self.batch_size
 
     def __len__(self) -> int:
-        if self.drop_last:
+        if self.training:
             return self.micro_batches_per_epoch
         per_rank = len(range(self.rank, self.n, self.world_size))
         return -(-per_rank // self.batch_size)
@@ -113,15 +127,15 @@ class TensorLoader:
             (epoch, skip), self._resume_at = self._resume_at, None
         self._handed_out = skip
         order = self._order(epoch)
-        if self.drop_last:
-            micro = self.micro_batch_size
-            steps = self.n // self.batch_size
-            for i in range(skip, steps * self.accumulation):
+        if self.training:
+            parallel = self.world_size * self.accumulation
+            for i in range(skip, self.micro_batches_per_epoch):
                 step, a = divmod(i, self.accumulation)
+                # Equal micro-batches within a step: the last, smaller step has smaller ones.
+                micro = self.steps.step_batch(step) // parallel
                 start = step * self.batch_size + (a * self.world_size + self.rank) * micro
-                idx = order[start : start + micro]
                 self._handed_out = i + 1
-                yield self._take(idx)
+                yield self._take(order[start : start + micro])
         else:
             # Evaluation: every sample exactly once over all ranks (no padding, so metrics synced by
             # torchmetrics count each sample once).

@@ -162,7 +162,7 @@ class TextDataModule(pl.LightningDataModule):
             rank=rank,
             world_size=world,
             accumulation=accum,
-            drop_last=True,
+            drop_last=self.cfg.drop_last,
         )
 
     def _eval_loader(self, name: str) -> TensorLoader:

@@ -141,9 +141,20 @@ def check_hardware(cfg: RunConfig) -> Iterator[str]:
     if t.precision == "16-mixed" and t.accelerator == "cpu":
         yield "trainer.precision=16-mixed needs a GPU: on CPU use trainer.precision=bf16-mixed or 32-true"
     fp16_auto = t.precision == "16-mixed" and t.accelerator == "auto"
-    if not (wants_gpu or fp16_auto or t.accelerator == "mps"):
-        return
+    many_auto = t.accelerator == "auto" and t.devices > 1
+    if cfg.dry_run or not (wants_gpu or fp16_auto or many_auto or t.accelerator == "mps"):
+        return  # a dry run plans for the hardware named, which need not be this machine
     import torch
+
+    if many_auto and not torch.cuda.is_available():
+        # Lightning would quietly start that many CPU processes: say so and let the user choose.
+        yield (
+            f"trainer.devices={t.devices} asks for {t.devices} GPUs but none is visible: add "
+            "trainer.accelerator=cpu to run that many CPU processes, or run on a machine with GPUs"
+        )
+    elif many_auto and t.devices > torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        yield f"trainer.devices={t.devices} but only {count} GPU(s) are visible: set trainer.devices={count}"
 
     if t.accelerator == "mps" and not torch.backends.mps.is_available():
         yield "trainer.accelerator=mps but this machine has no Apple GPU: use trainer.accelerator=cpu"

@@ -1,16 +1,18 @@
-"""The CheckpointIO plugin the Trainer gets: atomic saves and weights-only loads (see checkpointing)."""
+"""The CheckpointIO plugin the Trainer gets: atomic saves with a digest file, and weights-only
+loads that check the digest first (see checkpointing)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from bigtrain.runs.checkpointing import load_checkpoint_file, save_atomic
+from bigtrain.runs.checkpointing import digest_path, load_checkpoint_file, save_atomic
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO with atomic writes and weights-only loading."""
+    """Lightning's checkpoint IO with atomic writes, digests and weights-only loading."""
 
     def __init__(self, trust: bool = False) -> None:
         super().__init__()
@@ -23,4 +25,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict:
         # The run's trust setting decides, whatever a caller inside Lightning asks for.
-        return load_checkpoint_file(path, map_location=map_location or "cpu", trust=self.trust)
+        return load_checkpoint_file(path, map_location=map_location or "cpu", trust=self.trust, verify=True)
+
+    def remove_checkpoint(self, path) -> None:
+        """The checkpoint and its digest file (ModelCheckpoint removes checkpoints it no longer keeps)."""
+        super().remove_checkpoint(path)
+        digest_path(Path(path)).unlink(missing_ok=True)

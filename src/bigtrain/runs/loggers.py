@@ -57,6 +57,8 @@ def _mlflow_logger(cfg: RunConfig, run_dir: Path):
         experiment_name=m.experiment_name or cfg.name,
         run_name=m.run_name or run_dir.name,
         tracking_uri=uri,
+        # MLflow tags are key-value pairs: each of the run's tags is a key, all of them one value.
+        tags={**dict.fromkeys(cfg.tags, "true"), "bigtrain.tags": ",".join(cfg.tags)} if cfg.tags else None,
     )
 
 
@@ -72,6 +74,7 @@ def _wandb_logger(cfg: RunConfig, run_dir: Path):
         project=w.project,
         entity=w.entity,
         offline=w.mode == "offline",
+        tags=list(cfg.tags) or None,
         **extra,
     )
 

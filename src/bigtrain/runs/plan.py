@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from bigtrain.models import build_meta_model, model_vocab
 from bigtrain.models import shapes as tf
+from bigtrain.runs.results import echo
 
 if TYPE_CHECKING:
     import torch
@@ -159,6 +160,10 @@ def _memory(cfg: Any, costs: dict, precision: str) -> dict[str, int]:
 
 
 def _batch(cfg: Any, micro: int) -> dict:
+    """The batch split, and per epoch: training samples, optimizer steps, samples dropped and the
+    last step's batch (data/batches.py; null where the data must be read first)."""
+    from bigtrain.data.batches import epoch_plan
+
     return {
         "micro_batch_size": micro,
         "devices": cfg.trainer.devices,
@@ -167,6 +172,7 @@ def _batch(cfg: Any, micro: int) -> dict:
         "global_batch_size": cfg.data.batch_size,
         "data_parallel_size": cfg.data_parallel_size,
         "tensor_parallel_size": cfg.trainer.devices * cfg.trainer.num_nodes // cfg.data_parallel_size,
+        **epoch_plan(cfg),
     }
 
 
@@ -242,7 +248,6 @@ def _bytes(n: float) -> str:
 
 
 def print_plan(plan: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="plan", show_header=False)
@@ -261,6 +266,7 @@ def print_plan(plan: dict) -> None:
         f"{b['micro_batch_size']} x {b['devices']} x {b['num_nodes']} x {b['accumulate_grad_batches']}"
         f" = {b['global_batch_size']} per step",
     )
+    table.add_row("optimizer steps per epoch", _epoch_row(b))
     if b.get("tensor_parallel_size", 1) > 1:
         table.add_row(
             "tensor parallel: devices per group",
@@ -271,14 +277,25 @@ def print_plan(plan: dict) -> None:
     table.add_row("memory per device: total", _bytes(m["total"]))
     if "total_checkpointed" in m:
         table.add_row("  with activation checkpointing", _bytes(m["total_checkpointed"]))
-    Console().print(table)
+    echo(table)
     if plan.get("optimizer_groups"):
         print_group_audit(plan["optimizer_groups"])
 
 
+def _epoch_row(b: dict) -> str:
+    """'20 (1,257: last 41, 0 dropped)': steps, training samples, the last step's batch and the
+    samples dropped per epoch; or why the count is not known yet."""
+    steps = b.get("steps_per_epoch")
+    if steps is None:
+        return "known once the data is read"
+    if b.get("train_samples") is None:  # a token corpus: random windows, a full batch every step
+        return f"{steps:,}"
+    last = "all full" if b["last_step_batch"] == b["global_batch_size"] else f"last {b['last_step_batch']:,}"
+    return f"{steps:,} ({b['train_samples']:,}: {last}, {b['dropped_per_epoch']:,} dropped)"
+
+
 def print_group_audit(rows: list[dict]) -> None:
     """The parameter groups: which tensors get weight decay, and from which optimizer."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="optimizer parameter groups")
@@ -293,4 +310,4 @@ def print_group_audit(rows: list[dict]) -> None:
             str(r["tensors"]),
             f"{r['params']:,}",
         )
-    Console().print(table)
+    echo(table)

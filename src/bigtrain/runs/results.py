@@ -94,9 +94,24 @@ def empty_results(experiment: str) -> dict:
     }
 
 
+def echo(*renderables: Any) -> None:
+    """Print rich renderables to the console and write them as plain text to the run's log
+    (bigtrain.log keeps what the console showed: the plan, the data, the results)."""
+    import io
+    import logging
+
+    from rich.console import Console
+
+    console = Console()
+    plain = Console(file=io.StringIO(), width=120, no_color=True, force_terminal=False)
+    for renderable in renderables:
+        console.print(renderable, markup=False) if isinstance(renderable, str) else console.print(renderable)
+        plain.print(renderable, markup=False) if isinstance(renderable, str) else plain.print(renderable)
+    logging.getLogger("bigtrain").info("\n%s", plain.file.getvalue().rstrip())
+
+
 def print_summary(results: dict, run_dir: str | Path) -> None:
     """A rich table of the final metrics (rank zero only; the caller checks)."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"bigtrain: {results['experiment']} ({results['status']})", show_lines=False)
@@ -107,11 +122,9 @@ def print_summary(results: dict, run_dir: str | Path) -> None:
     for key in keys:
         v, t = results["val"].get(key), results["test"].get(key)
         table.add_row(key, "" if v is None else f"{v:.4f}", "" if t is None else f"{t:.4f}")
-    console = Console()
-    console.print(table)
     rate = results["throughput"].get("samples_per_s")
-    console.print(
+    line = (
         f"steps {results['global_step']}  epochs {results['epochs']}  params {results['params']:,}  "
         f"wall {results['wall_seconds']:.1f}s" + (f"  {rate:,.0f} samples/s" if rate else "")
     )
-    console.print(f"run directory: {run_dir}")
+    echo(table, line, f"run directory: {run_dir}")

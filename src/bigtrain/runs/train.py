@@ -1,34 +1,98 @@
-"""One run: plan, fit, test the best checkpoint, and results.json (also on failure or interrupt)."""
+"""One run: plan, fit, test the best checkpoint, and results.json (also on failure or interrupt).
+
+The run owns its directory from its first write to its end (runs/lock.py). SIGTERM and SIGINT
+stop it at the next optimizer step with a checkpoint (callbacks/signals.py); a full or read-only
+file system ends it with one line naming the last good checkpoint (RunFailed). results.json says
+how it ended, except that a resumed run that does not complete leaves the results.json of the
+completed run it continued as it was and writes resume_error.json beside it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
-from bigtrain.build import RunCallbacks, build_callbacks, build_module, build_trainer, trick_results
+from bigtrain.build import (
+    RunCallbacks,
+    build_callbacks,
+    build_module,
+    build_trainer,
+    epochs_for_steps,
+    trick_results,
+)
+from bigtrain.callbacks.signals import RunInterrupted, SignalStop
 from bigtrain.cluster.slurm import in_slurm_job, job_id, newest_hpc_checkpoint, requeue
 from bigtrain.config import ConfigError, RunConfig
 from bigtrain.data import build_datamodule
+from bigtrain.data.batches import check_loaded
+from bigtrain.runs.lock import hold
 from bigtrain.runs.loggers import build_loggers, close_loggers, log_final_hparams
 from bigtrain.runs.plan import run_plan
-from bigtrain.runs.results import RESULTS_FILE, empty_results, print_summary, strip_stage, write_json_atomic
+from bigtrain.runs.results import (
+    RESULTS_FILE,
+    echo,
+    empty_results,
+    print_summary,
+    read_json,
+    strip_stage,
+    write_json_atomic,
+)
+from bigtrain.runs.rundir import RunDirError
 from bigtrain.training.module import BigtrainModule
+
+__all__ = ["RunFailed", "RunInterrupted", "start_checkpoint", "train"]
+
+RESUME_ERROR_FILE = "resume_error.json"
+EXIT_RUN_FAILED = 1
+# The run's own storage failing: what happened, and what to do before resuming. EACCES, EPERM and
+# EIO count only for files inside the run directory (elsewhere they are the data's, not a fault).
+STORAGE_FAULTS = {
+    errno.ENOSPC: ("its file system is full", "free space"),
+    errno.EDQUOT: ("its disk quota is used up", "free space or raise the quota"),
+    errno.EROFS: ("its file system became read-only", "make it writable"),
+    errno.EACCES: ("writing into it was refused", "make it writable"),
+    errno.EPERM: ("writing into it was refused", "make it writable"),
+    errno.EIO: ("its disk reported an I/O error", "check the disk"),
+}
+ANYWHERE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+class RunFailed(Exception):
+    """A run ended by its storage (full, read-only); str() is the one line the command prints."""
+
+    exit_code = EXIT_RUN_FAILED
+
+
+@dataclass
+class Parts:
+    """What a run has built so far (a failure can come before any of it exists)."""
+
+    dm: Any = None
+    module: BigtrainModule | None = None
+    ckpt_path: str | None = None
+    callbacks: RunCallbacks | None = None
+    loggers: list | None = None
+    trainer: pl.Trainer | None = None
 
 
 @rank_zero_only
 def _print_data(dm) -> None:
-    from rich.console import Console
-
+    """The data's sizes on the console and in bigtrain.log."""
     if hasattr(dm, "describe"):
-        Console().print(dm.describe(), markup=False)
+        echo(dm.describe())
         return
     sizes, balance = dm.sizes(), dm.class_balance()
     parts = ", ".join(f"{k} {sizes[k]} (classes {balance[k]})" for k in sizes)
-    Console().print(f"data: {dm.cfg.name}: {parts}")
+    echo(f"data: {dm.cfg.name}: {parts}")
 
 
 def _best_val(module: BigtrainModule, ckpt_cb, monitor: str) -> dict:
@@ -41,9 +105,10 @@ def _best_val(module: BigtrainModule, ckpt_cb, monitor: str) -> dict:
     return strip_stage(rows[-1], "val") if rows else {}
 
 
-def start_checkpoint(cfg: RunConfig, run_dir: Path) -> str | None:
+def start_checkpoint(cfg: RunConfig, run_dir: Path, expected: dict[str, tuple] | None = None) -> str | None:
     """Where fit starts: ckpt_path; or, for `resume=` and inside a SLURM job that already left
-    checkpoints in its run directory (a requeue), the newest intact checkpoint of the run."""
+    checkpoints in its run directory (a requeue), the newest intact checkpoint of the run that
+    fits the `expected` parameter shapes."""
     from bigtrain.runs.checkpointing import newest_intact
 
     ckpt_dir = run_dir / "checkpoints"
@@ -58,7 +123,9 @@ def start_checkpoint(cfg: RunConfig, run_dir: Path) -> str | None:
     elif cfg.resume is None:
         return cfg.ckpt_path
     say = rank_zero_only(lambda msg: print(f"resume: {msg}", flush=True))
-    found = newest_intact(ckpt_dir, cfg.trust_checkpoint, say, clean=rank_zero_only.rank == 0)
+    found = newest_intact(
+        ckpt_dir, cfg.trust_checkpoint, say, clean=rank_zero_only.rank == 0, expected=expected
+    )
     if found is None and ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")):
         raise ConfigError(
             f"resume={cfg.resume}: no checkpoint in {ckpt_dir} is usable (see above); start a new run"
@@ -80,11 +147,10 @@ def _check_output(run_dir: Path, plan: dict) -> None:
         raise ConfigError(str(e)) from e
 
 
-def _fit_and_test(
-    cfg: RunConfig, run_dir: Path, trainer: pl.Trainer, module, dm, ckpt_path, results, requeue_cb
-) -> None:
+def _fit_and_test(cfg: RunConfig, run_dir: Path, parts: Parts, results: dict) -> None:
     """fit, then (unless a requeue was asked for) test the best checkpoint, filling `results`."""
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    trainer, module, dm, requeue_cb = parts.trainer, parts.module, parts.dm, parts.callbacks.requeue
+    trainer.fit(module, datamodule=dm, ckpt_path=parts.ckpt_path)
     # Hyperparameters went to the loggers when fit started; testing would send them again.
     trainer.enable_autolog_hparams = False
     swa = cfg.tricks.swa.enabled
@@ -123,51 +189,197 @@ def _collect(
 
 
 def train(cfg: RunConfig, run_dir: str | Path) -> dict:
-    """Plan, fit, test the best checkpoint, and write results.json in `run_dir`. Returns the results."""
+    """Plan, fit, test the best checkpoint, and write results.json in `run_dir`. Returns the results.
+
+    Raises ConfigError (one line) when `run_dir` belongs to a live run, RunInterrupted after
+    SIGTERM or SIGINT, RunFailed when the run's storage fails."""
     start = time.perf_counter()
     run_dir = Path(run_dir)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    spec, plan = run_plan(cfg, run_dir, rank_zero_only.rank)
-    if cfg.dry_run:
-        return {"status": "planned", "plan": plan}
-    _check_output(run_dir, plan)
-    ckpt_path = start_checkpoint(cfg, run_dir)
+    with contextlib.ExitStack() as stack:
+        try:  # before anything is written: a second run in the directory leaves it untouched
+            stack.enter_context(hold(run_dir))
+        except RunDirError as e:
+            raise ConfigError(str(e)) from e
+        stop = stack.enter_context(SignalStop(run_dir / "checkpoints"))
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        spec, plan = run_plan(cfg, run_dir, rank_zero_only.rank)
+        if cfg.dry_run:
+            return {"status": "planned", "plan": plan}
+        _check_output(run_dir, plan)
+        return _run(cfg, run_dir, spec, plan, stop, start)
 
+
+def _run(cfg: RunConfig, run_dir: Path, spec, plan: dict, stop: SignalStop, start: float) -> dict:
+    """Build, fit and test; results.json however that ends; then the one-line outcome, if any."""
     results = empty_results(cfg.name)
     results["params"] = plan["params"]["total"]
     results["slurm_job_id"] = job_id() if in_slurm_job() else None
-    dm = build_datamodule(cfg)
-    dm.setup("fit")
-    _print_data(dm)
-    stats = getattr(dm, "stats", {})
-    if stats:
-        results["data"] = stats
-    module = build_module(cfg, spec, stats.get("bytes_per_token", 1.0))
-    if cfg.tricks.finders.lr.enabled or cfg.tricks.finders.batch_size.enabled:
-        from bigtrain.callbacks.finders import run_finders
-
-        results["finders"] = run_finders(module, dm, cfg, run_dir / "plots")
-    callbacks = build_callbacks(cfg, run_dir, plan)
-    loggers = build_loggers(cfg, run_dir, resuming=ckpt_path is not None)
-    trainer = build_trainer(cfg, run_dir, callbacks.all, loggers)
+    results["tags"] = list(cfg.tags)
+    previous = read_json(run_dir / RESULTS_FILE)
+    parts = Parts()
+    failure: BaseException | None = None
     try:
-        _fit_and_test(cfg, run_dir, trainer, module, dm, ckpt_path, results, callbacks.requeue)
-    except (KeyboardInterrupt, SystemExit):
-        results["status"] = "interrupted"
-        raise
+        _build(cfg, run_dir, spec, plan, stop, results, parts)
+        _fit_and_test(cfg, run_dir, parts, results)
     except BaseException as e:
-        results["status"] = "failed"
-        results["error"] = f"{type(e).__name__}: {e}"
-        raise
-    finally:
-        _collect(cfg, run_dir, trainer, module, callbacks, results, start)
-        if trainer.is_global_zero:
-            write_json_atomic(run_dir / RESULTS_FILE, results)
-            log_final_hparams(loggers, module.hparams, results)
-        close_loggers(loggers)
-    if trainer.is_global_zero:
+        if parts.trainer is None and isinstance(e, ConfigError):
+            raise  # found before training (no usable checkpoint...): nothing is written
+        failure = e
+        _record_failure(results, e, stop, run_dir)
+    continuing = cfg.resume is not None or (parts.ckpt_path is not None and cfg.ckpt_path is None)
+    note = _finish(cfg, run_dir, results, previous if continuing else None, parts, start)
+    if failure is not None:
+        outcome = _outcome(failure, stop, run_dir, parts, note)
+        if outcome is failure:
+            raise failure
+        raise outcome from failure
+    if parts.trainer.is_global_zero:
         print_summary(results, run_dir)
         if results["status"] == "requeued":
             # Last: SLURM stops this job right away and starts it again with the same id.
             requeue()
     return results
+
+
+def _build(
+    cfg: RunConfig, run_dir: Path, spec, plan: dict, stop: SignalStop, results: dict, parts: Parts
+) -> None:
+    """Data, module, start checkpoint, callbacks, loggers and Trainer, into `parts`."""
+    dm = parts.dm = build_datamodule(cfg)
+    dm.setup("fit")
+    check_loaded(cfg, dm)  # a training split smaller than one global batch: no step would train
+    _print_data(dm)
+    stats = getattr(dm, "stats", {})
+    if stats:
+        results["data"] = stats
+    module = parts.module = build_module(cfg, spec, stats.get("bytes_per_token", 1.0))
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items() if hasattr(v, "shape")}
+    parts.ckpt_path = start_checkpoint(cfg, run_dir, shapes)
+    if cfg.tricks.finders.lr.enabled or cfg.tricks.finders.batch_size.enabled:
+        from bigtrain.callbacks.finders import run_finders
+
+        results["finders"] = run_finders(module, dm, cfg, run_dir / "plots")
+    parts.callbacks = build_callbacks(cfg, run_dir, plan)
+    parts.loggers = build_loggers(cfg, run_dir, resuming=parts.ckpt_path is not None)
+    # SignalStop last: Lightning runs checkpoint callbacks in their order, after all the others.
+    parts.trainer = build_trainer(
+        cfg, run_dir, [*parts.callbacks.all, stop], parts.loggers, max_epochs=epochs_for_steps(cfg, dm)
+    )
+
+
+def _signal_of(e: BaseException, stop: SignalStop) -> int | None:
+    """The signal that ended the run, if one did (Lightning's own SIGTERM stop is a SystemExit)."""
+    if isinstance(e, RunInterrupted):
+        return e.signum
+    return stop.signum if isinstance(e, (KeyboardInterrupt, SystemExit)) else None
+
+
+def _record_failure(results: dict, e: BaseException, stop: SignalStop, run_dir: Path) -> None:
+    signum = _signal_of(e, stop)
+    if signum is not None or isinstance(e, (KeyboardInterrupt, SystemExit)):
+        results["status"] = "interrupted"
+        if signum is not None:
+            results["signal"] = RunInterrupted(signum).signal_name
+        return
+    results["status"] = "failed"
+    fault = storage_fault(e, run_dir)
+    results["error"] = f"{type(fault or e).__name__}: {fault or e}"
+
+
+def storage_fault(e: BaseException | None, run_dir: Path) -> OSError | None:
+    """The OSError of the run's storage (full, read-only...) that `e` came from, if any: the
+    first one (the deepest in its chain: Lightning's cleanup after it often fails the same way)
+    that names its file, else the first one."""
+    seen: set[int] = set()
+    root = str(run_dir.absolute())
+    found: list[OSError] = []
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in STORAGE_FAULTS:
+            inside = e.filename is None or str(Path(str(e.filename)).absolute()).startswith(root)
+            if e.errno in ANYWHERE or inside:
+                found.append(e)
+        e = e.__cause__ or e.__context__
+    named = [f for f in found if f.filename is not None]
+    return (named or found or [None])[-1]
+
+
+def _finish(
+    cfg, run_dir: Path, results: dict, continued: dict | None, parts: Parts, start: float
+) -> str | None:
+    """Collect and write the results (rank zero), close the loggers. Returns a note when the
+    results file could not be written."""
+    if parts.trainer is not None:
+        _collect(cfg, run_dir, parts.trainer, parts.module, parts.callbacks, results, start)
+    else:
+        results["wall_seconds"] = round(time.perf_counter() - start, 3)
+    zero = parts.trainer.is_global_zero if parts.trainer is not None else rank_zero_only.rank == 0
+    note = None
+    if zero:
+        # A resume that did not complete keeps the completed run's results.json as it was.
+        keep = continued is not None and continued.get("status") == "completed"
+        target = run_dir / (RESUME_ERROR_FILE if keep and results["status"] != "completed" else RESULTS_FILE)
+        try:
+            write_json_atomic(target, results)
+            if target.name == RESULTS_FILE:
+                (run_dir / RESUME_ERROR_FILE).unlink(missing_ok=True)  # an earlier failed attempt's
+            if parts.loggers and parts.module is not None:
+                log_final_hparams(parts.loggers, parts.module.hparams, results)
+        except OSError as e:
+            note = f"{target.name} could not be written either ({e.strerror or e})"
+    with contextlib.suppress(OSError):
+        close_loggers(parts.loggers or [])
+    return note
+
+
+def _outcome(failure: BaseException, stop: SignalStop, run_dir: Path, parts: Parts, note: str | None):
+    """What to raise: RunInterrupted or RunFailed with their one line (empty on ranks other than
+    zero: one process says it), or the failure itself."""
+    signum = _signal_of(failure, stop)
+    zero = parts.trainer.is_global_zero if parts.trainer is not None else rank_zero_only.rank == 0
+    step = parts.trainer.global_step if parts.trainer is not None else 0
+    resume = f"continue with: bigtrain resume={run_dir}" + (f"; {note}" if note else "")
+    if signum is not None:
+        e = failure if isinstance(failure, RunInterrupted) else RunInterrupted(signum, step)
+        step = e.step if e.step is not None else step
+        if not zero:
+            e.line = ""
+        elif e.saved is not None:
+            e.line = (
+                f"interrupted by {e.signal_name} at step {step}: saved {_rel(e.saved, run_dir)}; {resume}"
+            )
+        else:
+            e.line = f"interrupted by {e.signal_name} at step {step}: no new checkpoint; {_last_good(run_dir)}; {resume}"
+        return e
+    fault = storage_fault(failure, run_dir)
+    if fault is not None:
+        if not zero:
+            return RunFailed("")
+        what, fix = STORAGE_FAULTS[fault.errno]
+        where = f" writing {_rel(fault.filename, run_dir)}" if fault.filename else ""
+        return RunFailed(
+            f"the run stopped at step {step}: {what} ({fault.strerror}{where}); {_last_good(run_dir)}; "
+            f"{fix}, then {resume}"
+        )
+    if note:
+        sys.stderr.write(f"bigtrain: {note}\n")
+    return failure
+
+
+def _rel(path: str | os.PathLike, run_dir: Path) -> str:
+    rel = os.path.relpath(Path(path).absolute(), run_dir.absolute())
+    return str(path) if rel.startswith("..") else rel
+
+
+def _last_good(run_dir: Path) -> str:
+    """'the last good checkpoint is checkpoints/x.ckpt (step N)', from what is on disk now."""
+    from bigtrain.runs.checkpointing import CheckpointError, inspect_checkpoint, newest_intact
+
+    try:
+        found = newest_intact(run_dir / "checkpoints", trust=False, report=lambda _: None, clean=False)
+        if found is not None:
+            step = inspect_checkpoint(found, verify=False)["global_step"]
+            return f"the last good checkpoint is {_rel(found, run_dir)} (step {step})"
+    except (OSError, CheckpointError):
+        pass
+    return "no checkpoint was written yet (a resume starts again from step 0)"

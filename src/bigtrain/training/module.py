@@ -143,6 +143,10 @@ class BigtrainModule(pl.LightningModule):
         self._shared_step(batch, "test")
 
     def _log_epoch(self, stage: str) -> None:
+        if not self.stage_loss[stage].update_called:
+            # An epoch without batches (a resume from the end of an epoch, or a skipped stage):
+            # nothing to log, and AUROC and friends cannot be computed from no samples.
+            return
         loss_key = "train/loss_epoch" if stage == "fit" else f"{stage}/loss"
         values = {loss_key: self.stage_loss[stage].compute()}
         if stage in self.stage_metrics:
@@ -209,7 +213,11 @@ class BigtrainModule(pl.LightningModule):
         parallel leaves norms and embeddings as plain tensors beside sharded DTensors; fsdp_tp
         puts them on a 2-D mesh): torch's clip_grad_norm_ cannot take the norm of such a mix, so
         the global norm is taken parameter by parameter and every gradient scaled by one factor."""
-        if gradient_clip_val is None or gradient_clip_algorithm != "norm" or not _mixed_meshes(self.parameters()):
+        if (
+            gradient_clip_val is None
+            or gradient_clip_algorithm != "norm"
+            or not _mixed_meshes(self.parameters())
+        ):
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
         norm = _grad_norm(self.parameters())

@@ -1,0 +1,211 @@
+"""Composing conf/ as the command does, and Hydra's errors reworded to one line with a fix.
+
+Hydra's public compose API (`hydra.initialize_config_module` + `hydra.compose`) takes one config
+source; the command also takes the user's `--config-dir`, prepended to the search path exactly
+as `@hydra.main` does. That needs Hydra's internal `Hydra.create_main_hydra2` and
+`create_config_search_path` (listed in docs/architecture.md), and so does parsing the command
+line with Hydra's own argument parser (`get_args_parser`), so flags mean what they mean to Hydra.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from bigtrain.config.errors import ConfigError
+
+CONFIG_MODULE = "pkg://bigtrain.conf"
+CONFIG_NAME = "train"
+
+# Configs that Hydra plugins ship (the `slurm` extra); conf/hydra/launcher/*.yaml build on them.
+PLUGIN_CONFIGS = {
+    "hydra/launcher/submitit_slurm": "hydra-submitit-launcher",
+    "hydra/launcher/joblib": "hydra-joblib-launcher",
+    "hydra/sweeper/optuna": "hydra-optuna-sweeper",
+}
+
+
+class UsageError(ConfigError):
+    """A composition error, reworded to one line (a ConfigError: one line, exit 2)."""
+
+
+def parse_args(argv: Sequence[str]) -> Any:
+    """The command line as Hydra's own parser reads it (flags, overrides)."""
+    from hydra._internal.utils import get_args_parser
+
+    return get_args_parser().parse_args(list(argv))
+
+
+def make_hydra(config_dir: str | None) -> Any:
+    """A Hydra instance over conf/ with the user's --config-dir in front, as the command has."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
+    search_path = create_config_search_path(CONFIG_MODULE)
+    if config_dir is not None:
+        path = os.path.abspath(config_dir)
+        if not os.path.isdir(path):
+            raise UsageError(
+                f"--config-dir {config_dir} is not a directory: give the folder that holds your configs"
+            )
+        search_path.prepend(provider="command-line", path=f"file://{path}")
+    GlobalHydra.instance().clear()
+    return Hydra.create_main_hydra2(task_name="bigtrain", config_search_path=search_path)
+
+
+def compose(
+    overrides: Sequence[str] = (),
+    config_dir: str | None = None,
+    config_name: str = CONFIG_NAME,
+    with_hydra: bool = False,
+) -> DictConfig:
+    """Compose the config as `bigtrain OVERRIDES` would; errors are raised as UsageError."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    h = make_hydra(config_dir)
+    try:
+        cfg = h.compose_config(
+            config_name, list(overrides), run_mode=RunMode.RUN, with_log_configuration=False
+        )
+    except Exception as e:  # Hydra's and OmegaConf's own exceptions
+        raise UsageError(_one_line(e, h, overrides, config_dir)) from e
+    finally:
+        GlobalHydra.instance().clear()
+    if not with_hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
+
+
+def group_options(h: Any, group: str) -> list[str]:
+    """Every option of `group`, nested ones as 'mlp/tiny'."""
+    loader = h.config_loader
+    options = list(loader.get_group_options(group))
+    for sub in sorted(loader.list_groups(group)):
+        options += [f"{sub}/{o}" for o in group_options(h, f"{group}/{sub}")]
+    return options
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """Expand a command-line grid (a=1,2 b=x,y) into one override list per job, in the order
+    Hydra's basic sweeper runs them (the last key varies fastest)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    choices = []
+    for o in OverridesParser.create().parse_overrides(overrides):
+        key = o.get_key_element()
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        choices.append([f"{key}={v}" for v in values])
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def _one_line(e: Exception, h: Any, overrides: Sequence[str], config_dir: str | None) -> str:
+    """Hydra's multi-line messages, reduced to what is wrong and how to fix it."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    text = str(e).strip()
+    missing = getattr(e, "missing_cfg_file", None) if isinstance(e, MissingConfigException) else None
+    if missing in PLUGIN_CONFIGS:
+        return f"{missing} comes from the package {PLUGIN_CONFIGS[missing]}, which is not installed: pip install 'bigtrain[slurm]'"
+    if missing and "/" in missing:
+        # Hydra's own groups nest (hydra/launcher/NAME); ours name sizes (model=mlp/tiny).
+        group, name = missing.rsplit("/", 1) if missing.startswith("hydra/") else missing.split("/", 1)
+        opts = group_options(h, group)
+        close = difflib.get_close_matches(name, opts, n=1)
+        hint = f"did you mean {group}={close[0]}? " if close else ""
+        return f"unknown option {group}={name}: {hint}choose one of {', '.join(opts)}"
+    if isinstance(e, OverrideParseException):
+        return f"{text.splitlines()[0]}: write overrides as key=value (quote values with spaces)"
+    if text.startswith("Could not override '"):
+        key = text.split("'")[1]
+        cause = str(e.__cause__ or "")
+        if "not in struct" in cause or "Could not find" in text or "No match" in text:
+            return unknown_key(key, overrides, config_dir)
+    if text.startswith("Could not append to config. An item is already at '"):
+        key = text.split("'")[1]
+        return f"{key} already exists: write {key}=... without the +"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return "; ".join(lines[:3])
+
+
+def unknown_key(key: str, overrides: Sequence[str], config_dir: str | None) -> str:
+    """'unknown key X (did you mean Y?)', with the valid keys of X's parent. `+X=...` is offered
+    only where it works: Lightning Trainer arguments that bigtrain does not list."""
+    from bigtrain.config.trainer_args import passthrough_hint
+
+    rest = [o for o in overrides if not o.lstrip("+~").startswith(key + "=")]
+    parent, _, leaf = key.rpartition(".")
+    try:
+        base = compose(rest, config_dir)
+        node = OmegaConf.select(base, parent) if parent else base
+        keys = [str(k) for k in node] if isinstance(node, DictConfig) else []
+    except UsageError:
+        keys = []
+    close = difflib.get_close_matches(leaf, keys, n=1)
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+    valid = f"valid keys{' of ' + parent if parent else ''}: {', '.join(keys)}" if keys else ""
+    extra = passthrough_hint(key)
+    return f"unknown key '{key}': {hint}{valid}{'; ' + extra if extra else ''}"
+
+
+# What a Transformer needs when the command line does not say: text and language-model metrics.
+LM_IMPLIED = {"data": "stdlib_text", "metrics": "lm"}
+LM_DATA = ("text", "stdlib_text", "tokens")
+LM_METRICS = {"acc", "ppl", "bpb"}
+
+
+def _given(overrides: Sequence[str]) -> set[str]:
+    return {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+
+
+def implied_overrides(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
+    """Overrides a language model implies and the command line left open: a model=gpt/* or
+    llama/* run on the default (non-text) data gets byte-level standard-library text and LM
+    metrics, and a window that fits the model's context. Anything the user set stays as set."""
+    model, data = cfg.get("model", {}), cfg.get("data", {})
+    if model.get("family") != "transformer":
+        return []
+    given = _given(overrides)
+    extra = []
+    if data.get("name") not in LM_DATA and "data" not in given:
+        extra.append(f"data={LM_IMPLIED['data']}")
+    names = set(cfg.get("metrics", {}).get("names", []))
+    if not names <= LM_METRICS and not {"metrics", "metrics.names"} & given:
+        extra.append(f"metrics={LM_IMPLIED['metrics']}")
+    return extra
+
+
+def fit_window(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
+    """`data.seq_len=<model.max_seq_len>` where the data's default window is longer than the
+    model's context and the user did not choose the window."""
+    model, data = cfg.get("model", {}), cfg.get("data", {})
+    if model.get("family") != "transformer" or data.get("name") not in LM_DATA:
+        return []
+    seq_len, context = data.get("seq_len"), model.get("max_seq_len")
+    fits = not (isinstance(seq_len, int) and isinstance(context, int) and seq_len > context)
+    return [] if fits or "data.seq_len" in _given(overrides) else [f"data.seq_len={context}"]
+
+
+def compose_run(
+    overrides: Sequence[str],
+    config_dir: str | None = None,
+    config_name: str = CONFIG_NAME,
+    with_hydra: bool = False,
+) -> tuple[DictConfig, list[str]]:
+    """compose() plus what a language model implies: (the config, the overrides added)."""
+    cfg = compose(overrides, config_dir, config_name, with_hydra=with_hydra)
+    added = implied_overrides(cfg, overrides)
+    if added:
+        cfg = compose([*overrides, *added], config_dir, config_name, with_hydra=with_hydra)
+    window = fit_window(cfg, [*overrides, *added])
+    if window:
+        added += window
+        cfg = compose([*overrides, *added], config_dir, config_name, with_hydra=with_hydra)
+    return cfg, added

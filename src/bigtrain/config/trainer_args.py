@@ -1,0 +1,64 @@
+"""Lightning Trainer arguments that bigtrain does not list, passed through with +trainer.NAME.
+
+The names come from `Trainer.__init__`'s signature, read from Lightning's source file with `ast`
+instead of importing Lightning (seconds), so config errors stay fast. Arguments that bigtrain
+builds itself (callbacks, loggers, strategy, plugins, ...) cannot be passed through.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from functools import cache
+from pathlib import Path
+
+# Trainer arguments bigtrain sets from its own groups: overriding them would bypass them.
+OWNED = {
+    "callbacks": "add Lightning callbacks with callbacks.extra=[{_target_: ...}]",
+    "logger": "choose loggers with logger=...",
+    "strategy": "choose strategy=...",
+    "plugins": "bigtrain sets its checkpoint and cluster plugins itself",
+    "default_root_dir": "set hydra.run.dir",
+    "enable_model_summary": "set callbacks.model_summary_depth",
+    "enable_checkpointing": "set callbacks.checkpoint.*",
+}
+
+
+@cache
+def trainer_arguments() -> frozenset[str]:
+    """The keyword arguments of Lightning's `Trainer.__init__` (empty if Lightning is missing)."""
+    spec = importlib.util.find_spec("pytorch_lightning")
+    if spec is None or spec.origin is None:
+        return frozenset()
+    source = Path(spec.origin).parent / "trainer" / "trainer.py"
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ClassDef) and node.name == "Trainer":
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    args = item.args
+                    return frozenset(a.arg for a in [*args.args, *args.kwonlyargs] if a.arg != "self")
+    return frozenset()
+
+
+def split_passthrough(trainer: dict, listed: set[str]) -> tuple[dict, dict, list[str]]:
+    """(bigtrain's own keys, Trainer arguments to pass through, one error line per key that is
+    neither or that bigtrain owns)."""
+    own, passed, errors = {}, {}, []
+    for key, value in trainer.items():
+        if key in listed:
+            own[key] = value
+        elif key in OWNED:
+            errors.append(f"trainer.{key} is built by bigtrain: {OWNED[key]}")
+        elif key in trainer_arguments():
+            passed[key] = value
+        else:
+            own[key] = value  # reported as an unknown key by the schema
+    return own, passed, errors
+
+
+def passthrough_hint(key: str) -> str:
+    """The `+trainer.NAME=...` hint, for a key where it works; '' elsewhere."""
+    parent, _, leaf = key.rpartition(".")
+    if parent == "trainer" and leaf in trainer_arguments() and leaf not in OWNED:
+        return f"it is a Lightning Trainer argument: write +{key}=..."
+    return ""

@@ -1,0 +1,185 @@
+"""How one epoch of training samples becomes optimizer steps, without torch.
+
+Every step takes one global batch (`data.batch_size`) from the epoch's permutation. What is left
+after the last full global batch is either dropped (`data.drop_last=true`) or trained as one
+more, smaller step (the default), cut into `data-parallel size x accumulation` equal
+micro-batches like every other step; only the few samples that cannot be split evenly (fewer than
+that product) are dropped, so one process without accumulation drops nothing.
+
+A training split smaller than one global batch is refused: the configured batch would never be
+trained (with `drop_last` no step would run at all). Validation refuses it where the split size is
+known before any data is loaded (scikit-learn sets, tables, image folders); `check_loaded` refuses
+it after the data module's setup for the others.
+
+The loaders (data/tensors.py), the config check (data/checks.py) and the plan use these numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bigtrain.config import ConfigError, ImageFolderDataConfig, TabularDataConfig
+
+# Image files a folder data set reads (data/images.py), and the sizes of scikit-learn's sets.
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
+SKLEARN_SAMPLES = {"digits": 1797, "breast_cancer": 569}
+
+
+@dataclass(frozen=True)
+class EpochBatches:
+    """The optimizer steps of one epoch over `samples` training samples."""
+
+    samples: int
+    global_batch: int
+    full_steps: int
+    last_batch: int  # samples of the smaller last step; 0 when there is none
+
+    @property
+    def steps(self) -> int:
+        return self.full_steps + (1 if self.last_batch else 0)
+
+    @property
+    def dropped(self) -> int:
+        return self.samples - self.full_steps * self.global_batch - self.last_batch
+
+    def step_batch(self, step: int) -> int:
+        """Samples of optimizer step `step` (0-based) of the epoch."""
+        return self.global_batch if step < self.full_steps else self.last_batch
+
+
+def epoch_batches(samples: int, global_batch: int, parallel: int, drop_last: bool) -> EpochBatches:
+    """Steps of an epoch: full global batches, then the rest rounded down to a multiple of
+    `parallel` (data-parallel size x accumulation) unless `drop_last`."""
+    full, rest = divmod(samples, global_batch)
+    last = 0 if drop_last else rest - rest % parallel
+    return EpochBatches(samples, global_batch, full, last)
+
+
+def split_train_size(samples: int, val: float, test: float) -> int:
+    """Training samples of the stratified split by fractions (data/sklearn.split): scikit-learn
+    takes ceil(fraction x n) for the held-out part, first test of all, then val of the rest."""
+    rest = samples - math.ceil(test * samples)
+    return rest - math.ceil(val / (1.0 - test) * rest)
+
+
+def class_counts(folder: str | Path) -> list[int]:
+    """Image files per class folder of `folder`, in class order (listed, never opened)."""
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    return [
+        sum(1 for e in os.scandir(os.path.join(folder, c)) if Path(e.name).suffix.lower() in IMAGE_EXTENSIONS)
+        for c in classes
+    ]
+
+
+def stratified_train_size(counts: list[int], val: float, test: float, seed: int) -> int | None:
+    """Training samples of data/sklearn.split over classes of `counts` samples; None when it
+    cannot be split (too few per class: the data module's setup says so)."""
+    from sklearn.model_selection import train_test_split
+
+    labels = [i for i, n in enumerate(counts) for _ in range(n)]
+    try:
+        rest, _ = train_test_split(labels, test_size=test, stratify=labels, random_state=seed)
+        train, _ = train_test_split(rest, test_size=val / (1.0 - test), stratify=rest, random_state=seed)
+    except ValueError:
+        return None
+    return len(train)
+
+
+def train_split_size(cfg: Any) -> int | None:
+    """Training samples of the configured data, known without loading it (a user's table is
+    read, from the same cache as validation's); None for text, whose windows need the tokens."""
+    d = cfg.data
+    if d.name in SKLEARN_SAMPLES:
+        return split_train_size(SKLEARN_SAMPLES[d.name], d.val_fraction, d.test_fraction)
+    if isinstance(d, TabularDataConfig):
+        from bigtrain.data.tables import load_table
+
+        return len(load_table(d, cfg.seed).splits["train"][1])
+    if isinstance(d, ImageFolderDataConfig) and d.root is not None:
+        train = os.path.join(d.root, "train")
+        if os.path.isdir(train):
+            return sum(class_counts(train))
+        return stratified_train_size(class_counts(d.root), d.val_fraction, d.test_fraction, cfg.seed)
+    return None
+
+
+def parallel_size(cfg: Any) -> int:
+    """Micro-batches per optimizer step over all data-parallel processes."""
+    return cfg.data_parallel_size * cfg.trainer.accumulate_grad_batches
+
+
+def too_few_samples(cfg: Any, samples: int) -> str | None:
+    """The error line when `samples` training samples hold less than one global batch."""
+    batch = cfg.data.batch_size
+    if samples >= batch:
+        return None
+    k = parallel_size(cfg)
+    what = f"data={cfg.data.name}: the training split has {samples} samples, fewer than one global batch"
+    if samples < k:
+        return (
+            f"{what} (data.batch_size={batch}) or one per process and accumulation step ({k}): "
+            "add training data or lower trainer.devices / trainer.accumulate_grad_batches"
+        )
+    return f"{what} (data.batch_size={batch}), so no full step would train: set data.batch_size={samples - samples % k} or smaller"
+
+
+def loaded_train_size(dm: Any) -> int | None:
+    """Training samples of a data module after setup; None when it holds no split in memory."""
+    train = getattr(dm, "splits", {}).get("train")
+    if train is None:
+        return None
+    return len(train[0] if isinstance(train, tuple) else train)
+
+
+def check_loaded(cfg: Any, dm: Any) -> None:
+    """After the data module's setup, before the Trainer: refuse a training split smaller than
+    one global batch (ConfigError, one line), for data whose size validation could not know."""
+    samples = loaded_train_size(dm)
+    line = too_few_samples(cfg, samples) if samples is not None else None
+    if line is not None:
+        raise ConfigError(line)
+
+
+def epoch_plan(cfg: Any) -> dict[str, Any]:
+    """The plan's per-epoch numbers: training samples, optimizer steps (after
+    `trainer.limit_train_batches`), samples dropped, and the last step's batch; None where the
+    data must be read first (text)."""
+    d, t = cfg.data, cfg.trainer
+    drop_last = getattr(d, "drop_last", False)
+    out: dict[str, Any] = {"drop_last": drop_last, "train_samples": None, "steps_per_epoch": None}
+    out.update({"dropped_per_epoch": None, "last_step_batch": None})
+    if d.name == "tokens":
+        out.update(steps_per_epoch=_token_steps(d), dropped_per_epoch=0, last_step_batch=d.batch_size)
+    elif (samples := train_split_size(cfg)) is not None and samples >= d.batch_size:
+        e = epoch_batches(samples, d.batch_size, parallel_size(cfg), drop_last)
+        out.update(train_samples=samples, steps_per_epoch=e.steps, dropped_per_epoch=e.dropped)
+        out["last_step_batch"] = e.step_batch(e.steps - 1)
+    if out["steps_per_epoch"] is not None and t.limit_train_batches is not None:
+        out["steps_per_epoch"] = limited_steps(
+            out["steps_per_epoch"], t.accumulate_grad_batches, t.limit_train_batches
+        )
+    return out
+
+
+def limited_steps(steps: int, accumulation: int, limit: int | float) -> int:
+    """Optimizer steps of an epoch under Lightning's `limit_train_batches` (an int counts
+    micro-batches, a float is a fraction of them); a last incomplete accumulation steps too."""
+    batches = steps * accumulation
+    kept = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+    return math.ceil(kept / accumulation)
+
+
+def _token_steps(d: Any) -> int:
+    """Steps of a pre-tokenised corpus (data/tokens.py), from its metadata file; the train range
+    is data/text.split_bounds' (that module imports torch)."""
+    if d.steps_per_epoch is not None:
+        return d.steps_per_epoch
+    from bigtrain.data.codec import read_meta
+
+    n = int(read_meta(d.path)["n_tokens"])
+    train = n - int(n * d.val_fraction) - int(n * d.test_fraction)
+    return max(1, train // (d.seq_len * d.batch_size))

@@ -1,0 +1,870 @@
+"""The documents are tests: every command shown in README.md, docs/*.md and `bigtrain --help` runs
+here, as a user would type it, in a fresh working directory.
+
+The commands are read from the documents (tests/doc_commands.py), so a new example is tested
+without being listed anywhere. The only things ever appended to a command are the duration
+limits in `LIMITS`; the inputs a command names (`data.path=table.csv`, `resume=runs/long`, ...)
+come from `INPUTS`, made from data that ships with scikit-learn, Pillow, tokenizers and the
+standard library. Commands that need hardware this machine may lack (GPUs, SLURM) must either
+run or stop with one line that says what is missing and how to fix it, and their dry run
+(`dry_run=true`, the plan) must succeed anywhere. `sbatch`, `srun` and `torchrun` lines run their
+bigtrain part as a dry run; SLURM itself is tested by tests/test_slurm.py.
+
+Install instructions (`pip install ...` alone, or followed by something other than a command
+below) are not run here: CI (.ci/run) runs the README's install-and-test command word for word.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import DIST_ENV, bigtrain_cmd
+from doc_commands import DocCommand, commands_in_help, commands_in_markdown, split_comment
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = ["README.md", *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))]
+TIMEOUT = 600  # seconds per command
+
+# Everything a test appends to a documented command, all of it to make a long run short. Nothing
+# else is ever added: the defaults (progress bar, config tree, plots, loggers) run as documented.
+LIMITS: dict[str, tuple[str, ...]] = {
+    # every bigtrain command that trains: one epoch of 3 training and 2 validation/test batches
+    "train": (
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.val_check_interval=1.0",  # validate once, at the end of that epoch
+    ),
+    # resume=RUN_DIR accepts only length changes; the run it resumes (INPUTS) trained 1 epoch
+    "resume": ("trainer.max_epochs=2",),
+    # hparams_search=optuna: two trials
+    "optuna": ("hydra.sweeper.n_trials=2",),
+    # scripts/bench.py: one repeat of two short rounds, a small text for the Transformer
+    "bench.py": ("--reps", "1", "--rounds", "2", "--warmup", "1", "--steps", "2", "--max-bytes", "100000"),
+    # scripts/bench_gpu.py (on a GPU machine): a few steps per case
+    "bench_gpu.py": ("--steps", "4", "--warmup", "1"),
+}
+
+# What the shell would substitute in the documented commands (their values on a real cluster).
+SHELL_VARIABLES = {"NODE_RANK": "0", "FIRST_NODE": "localhost", "SLURM_JOB_ID": "4242"}
+# Absolute folders of the documents (a shared file system), mapped into the working directory.
+ABSOLUTE_FOLDERS = ("/shared/",)
+
+# Documented commands that fail because of known product bugs being fixed now; strict, so the
+# mark has to go when the fix lands.
+KNOWN_PRODUCT_BUGS: dict[str, str] = {}
+
+# `make` targets a test may run in the repository root; the others change the environment or the
+# checkout, or run this suite itself.
+MAKE_TARGETS = {"help"}
+HARDWARE_LINE = re.compile(r"\b(GPU|GPUs|CUDA|SLURM|srun)\b")
+FIX_WORDS = re.compile(r"\b(use|add|set|run|install|pass|lower|choose)\b")
+PLACEHOLDER_HOST = re.compile(r"https?://([\w.-]+\.)?example\.(org|com|net)\b")
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs the documents name, made from data that ships with the installed packages.
+
+
+class Runs:
+    """Commands already run in this session, each in its own folder: the same command in several
+    documents runs once (each location still gets its test), and inputs made by a documented
+    command (a run to resume, a checkpoint to export) reuse that run."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.done: dict[tuple, tuple[subprocess.CompletedProcess, Path]] = {}
+        self.inputs: dict[str, Path] = {}
+
+    def once(
+        self, name: str, args: list[str], cwd: Path | None = None
+    ) -> tuple[subprocess.CompletedProcess, Path]:
+        key = (name, tuple(args))
+        if key not in self.done:
+            if cwd is None:
+                cwd = self.base / f"run{len(self.done)}"
+                cwd.mkdir()
+            self.done[key] = (execute(name, args, cwd), cwd)
+        return self.done[key]
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return (digits.images * (255 / 16)).astype("uint8"), digits.target
+
+
+def _png(path: Path, grey, size: int, colour: tuple[float, float, float] | None = None) -> None:
+    """A digit as a PNG of size x size pixels: grey, or tinted with an RGB colour."""
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(grey, mode="L").resize((size, size), Image.Resampling.BILINEAR)
+    if colour is not None:
+        rgb = np.asarray(image, dtype="float32")[..., None] * np.asarray(colour, dtype="float32")
+        image = Image.fromarray(rgb.astype("uint8"), mode="RGB")
+    image.save(path)
+
+
+def _split(n: int) -> str:
+    """70/15/15 by position."""
+    return "train" if n % 20 < 14 else "val" if n % 20 < 17 else "test"
+
+
+def class_folders(names: dict[int, str], size: int) -> Callable:
+    """root/<class>/<n>.png: scikit-learn's digits (those in `names`), tinted RGB images."""
+
+    def build(root: Path, runs: Runs) -> None:
+        images, targets = _digits()
+        for n, (grey, target) in enumerate(zip(images, targets, strict=True)):
+            if int(target) in names:
+                tint = ((n % 3 + 1) / 3, ((n + 1) % 3 + 1) / 3, ((n + 2) % 3 + 1) / 3)
+                _png(root / names[int(target)] / f"{n:04d}.png", grey, size, tint)
+
+    return build
+
+
+def split_folders(size: int) -> Callable:
+    """root/{train,val,test}/<digit>/<n>.png: scikit-learn's digits, grey."""
+
+    def build(root: Path, runs: Runs) -> None:
+        images, targets = _digits()
+        for n, (grey, target) in enumerate(zip(images, targets, strict=True)):
+            _png(root / _split(n) / str(int(target)) / f"{n:04d}.png", grey, size)
+
+    return build
+
+
+def _rank(values):
+    """Each value's rank as a fraction in (0, 1)."""
+    import numpy as np
+
+    return (np.argsort(np.argsort(values, kind="stable"), kind="stable") + 0.5) / len(values)
+
+
+def _patients() -> dict[str, list]:
+    """scikit-learn's breast cancer table (569 patients; `diagnosis` is the target) with the
+    columns the documents name. age, weight, smoker and region are not in that table: they are
+    derived from measured columns of the same rows (ranks and quantiles), so they carry signal.
+    smoker (0, 1) and region (1 to 4) are codes: numeric features unless data.categorical lists
+    them, as the documents' commands with and without data.categorical expect."""
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    table = {name.replace(" ", "_"): data.data[:, i] for i, name in enumerate(data.feature_names)}
+    table["diagnosis"] = np.array(["malignant", "benign"])[data.target]
+    table["age"] = np.round(30 + 50 * _rank(table["mean_texture"])).astype(int)
+    table["weight"] = np.round(50 + 60 * _rank(table["mean_area"]), 1)
+    table["smoker"] = (table["worst_smoothness"] > np.median(table["worst_smoothness"])).astype(int)
+    table["region"] = 1 + (_rank(table["mean_symmetry"]) * 4).astype(int)
+    table["split"] = np.array([_split(n) for n in range(len(data.target))])
+    return {name: column.tolist() for name, column in table.items()}
+
+
+def _write_table(path: Path, table: dict[str, list]) -> None:
+    if path.suffix == ".parquet":
+        import pyarrow
+        import pyarrow.parquet
+
+        pyarrow.parquet.write_table(pyarrow.table(table), path)
+        return
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(table)
+        writer.writerows(zip(*table.values(), strict=True))
+
+
+def patients(path: Path, runs: Runs) -> None:
+    """The patients table; with its `split` column (train / val / test) when the name says so."""
+    table = _patients()
+    if "split" not in path.stem:
+        del table["split"]
+    _write_table(path, table)
+
+
+def patients_split(split: str) -> Callable:
+    """One split of the patients table, without the split column."""
+
+    def build(path: Path, runs: Runs) -> None:
+        table = _patients()
+        keep = [s == split for s in table.pop("split")]
+        _write_table(path, {k: [v for v, y in zip(col, keep, strict=True) if y] for k, col in table.items()})
+
+    return build
+
+
+def wine_table(path: Path, runs: Runs) -> None:
+    """scikit-learn's wine table (178 rows): `label` (the cultivar), and `colour` in place of the
+    measured colour intensity: its tertile, 1 to 3, numeric unless listed in data.categorical."""
+    from sklearn.datasets import load_wine
+
+    data = load_wine()
+    names = list(data.feature_names)
+    intensity = data.data[:, names.index("color_intensity")]
+    table = {n: data.data[:, i].tolist() for i, n in enumerate(names) if n != "color_intensity"}
+    table["colour"] = (1 + (_rank(intensity) * 3).astype(int)).tolist()
+    table["label"] = [f"cultivar_{t}" for t in data.target]
+    _write_table(path, table)
+
+
+def _stdlib_sources(package: str) -> list[Path]:
+    import sysconfig
+
+    return sorted(Path(sysconfig.get_paths()["stdlib"], package).glob("*.py"))
+
+
+def stdlib_texts(folder: Path, runs: Runs | None = None) -> None:
+    """Text files: the source of the standard library's email package (360 KB)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in _stdlib_sources("email"):
+        (folder / f"{source.stem}.txt").write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def stdlib_markdown(pattern: Path, runs: Runs) -> None:
+    """Markdown files in the glob's folder: the docstrings of standard-library modules."""
+    import email
+    import json as json_module
+    import textwrap
+
+    pattern.parent.mkdir(parents=True, exist_ok=True)
+    for module in (email, json_module, textwrap, shlex, shutil):
+        text = f"# {module.__name__}\n\n{module.__doc__}\n"
+        (pattern.parent / f"{module.__name__}.md").write_text(text, encoding="utf-8")
+
+
+def tokenizer_json(path: Path, runs: Runs) -> None:
+    """A byte-level BPE tokenizer (512 tokens) trained here on the json package's source."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tokenizer.train([str(p) for p in _stdlib_sources("json")], trainer)
+    tokenizer.save(str(path))
+
+
+def token_file(path: Path, runs: Runs) -> None:
+    """corpus.bin and corpus.json: the email package's source as bytes, written by bigtrain-tokens."""
+    if "corpus.bin" not in runs.inputs:
+        made = runs.base / "corpus"
+        stdlib_texts(made / "texts")
+        out = execute("bigtrain-tokens", ["write", "corpus", "texts"], made)
+        assert out.returncode == 0, out.stderr
+        runs.inputs["corpus.bin"] = made
+    for suffix in (".bin", ".json"):
+        shutil.copy2(runs.inputs["corpus.bin"] / f"corpus{suffix}", path.with_suffix(suffix))
+
+
+def config_dir(folder: Path, runs: Runs) -> None:
+    """A --config-dir with one experiment of its own, `mine`."""
+    (folder / "experiment").mkdir(parents=True)
+    (folder / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\n"
+        "defaults:\n  - override /data: breast_cancer\n  - override /model: mlp/tiny\n\n"
+        "name: mine\noptim:\n  lr: 3.0e-3\n"
+    )
+
+
+def documented_run(*args: str) -> Callable:
+    """The run directory of a documented training command (shortened by LIMITS as its own test
+    runs it, and run once for both)."""
+
+    def build(run_dir: Path, runs: Runs) -> None:
+        full = train_limits(list(args))
+        out, cwd = runs.once("bigtrain", full)
+        assert out.returncode == 0, f"`bigtrain {shlex.join(full)}` failed:\n{out.stderr[-3000:]}"
+        (made,) = {p.parent for p in cwd.rglob("results.json")}
+        shutil.copytree(made, run_dir)
+
+    return build
+
+
+# name as the documents write it -> (where it is made, relative to the working directory, and how).
+INPUTS: dict[str, tuple[str, Callable]] = {
+    "table.csv": ("table.csv", wine_table),
+    "patients.csv": ("patients.csv", patients),
+    "patients_split.csv": ("patients_split.csv", patients),
+    "patients.parquet": ("patients.parquet", patients),
+    "train.csv": ("train.csv", patients_split("train")),
+    "val.csv": ("val.csv", patients_split("val")),
+    "test.csv": ("test.csv", patients_split("test")),
+    "photos": ("photos", class_folders({d: f"digit_{d}" for d in range(10)}, 32)),
+    "pets": ("pets", class_folders({0: "cat", 1: "dog"}, 32)),
+    "letters": ("letters", split_folders(28)),
+    "cifar_like": ("cifar_like", class_folders({d: f"class_{d}" for d in range(10)}, 32)),
+    "~/my_configs": ("home/my_configs", config_dir),
+    # docs/reliability.md's first command makes the run the next two resume
+    "runs/long": ("runs/long", documented_run("+experiment=seed", "hydra.run.dir=runs/long")),
+    # outputs/NAME/RUN: the run directory of the README's `bigtrain`
+    "outputs/NAME/RUN/checkpoints/last.ckpt": ("outputs/NAME/RUN", documented_run()),
+    "my_texts/": ("my_texts", stdlib_texts),
+    "more/*.md": ("more/*.md", stdlib_markdown),
+    "tok.json": ("tok.json", tokenizer_json),
+    "corpus.bin": ("corpus.bin", token_file),
+}
+
+# Arguments whose values are inputs: bigtrain keys, and the options of the other programs.
+INPUT_KEYS = ("data.path", "data.train_path", "data.val_path", "data.test_path", "data.root", "data.paths")
+INPUT_KEYS += ("data.tokenizer", "resume", "ckpt_path")
+INPUT_OPTIONS = ("--config-dir", "-cd", "--tokenizer")
+# options of bigtrain-tokens that take a value
+VALUE_OPTIONS = (*INPUT_OPTIONS, "--max-bytes")
+
+
+# ---------------------------------------------------------------------------------------------
+# The commands.
+
+
+def _help_text() -> str:
+    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
+    out = subprocess.run(
+        [sys.executable, "-m", "bigtrain", "--help"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def all_commands() -> list[DocCommand]:
+    found = []
+    for name in DOCS:
+        found += commands_in_markdown((REPO / name).read_text(encoding="utf-8"), name)
+    return found + commands_in_help(_help_text())
+
+
+COMMANDS = all_commands()
+
+
+def _flag(args: list[str], *names: str) -> bool:
+    return any(a in names for a in args)
+
+
+def _value(args: list[str], key: str) -> str | None:
+    for a in reversed(args):
+        if a.lstrip("+~").startswith(f"{key}="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def program(cmd: DocCommand) -> tuple[str, list[str]]:
+    """(program, its arguments): bigtrain, bigtrain-tokens, a python module or script, a launcher."""
+    argv = cmd.argv
+    if argv[0] in ("python", "python3") and argv[1] == "-m":
+        name = "bigtrain" if argv[2] == "bigtrain" else f"-m {argv[2]}"
+        return ("bigtrain-tokens" if argv[2] == "bigtrain.data.tokens" else name), argv[3:]
+    if argv[0] in ("python", "python3"):
+        return argv[1], argv[2:]
+    return argv[0], argv[1:]
+
+
+def needs_hardware(args: list[str]) -> bool:
+    """bigtrain arguments that ask for GPUs or a cluster this machine may not have."""
+    devices = _value(args, "trainer.devices")
+    accelerator = _value(args, "trainer.accelerator") or "auto"
+    strategy = _value(args, "strategy") or ""
+    return (
+        (devices is not None and devices.isdigit() and int(devices) > 1 and accelerator != "cpu")
+        or accelerator in ("gpu", "cuda")
+        or strategy.startswith("deepspeed")
+        or _value(args, "trainer.precision") == "16-mixed"
+        or _value(args, "hydra/launcher") == "slurm"
+    )
+
+
+def _bigtrain_kind(args: list[str], cmd: DocCommand) -> str:
+    if _flag(
+        args, "--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "-sc", "--shell-completion"
+    ):
+        return "show"
+    if cmd.expected:
+        return "expected"
+    if _value(args, "dry_run") == "true":
+        return "plan"
+    if needs_hardware(args):
+        return "hardware"
+    if any(PLACEHOLDER_HOST.search(a) for a in args):
+        return "placeholder"
+    return "train"
+
+
+def kind(cmd: DocCommand) -> str:
+    """How a command is checked: see test_documented_command."""
+    name, args = program(cmd)
+    if "<TAB>" in cmd.text:
+        return "completion"
+    if name in ("sbatch", "srun", "torchrun"):
+        return "launcher"
+    if name == "bigtrain":
+        return _bigtrain_kind(args, cmd)
+    if name.startswith("scripts/bench"):
+        return "bench"
+    if name == "make":
+        return "make"
+    return "program"
+
+
+def _multi_process(cmd: DocCommand) -> bool:
+    """It starts several training processes on this machine: CPU ranks or joblib workers."""
+    name, args = program(cmd)
+    devices = _value(args, "trainer.devices") or "1"
+    return kind(cmd) == "train" and (
+        (devices.isdigit() and int(devices) > 1) or _value(args, "hydra/launcher") == "local"
+    )
+
+
+def _marks(cmd: DocCommand) -> list[pytest.MarkDecorator]:
+    """slow: it trains (or would, given the hardware), or starts more than one heavy process."""
+    marks = []
+    if kind(cmd) in ("train", "hardware", "bench", "program", "make"):
+        marks.append(pytest.mark.slow)
+    if _multi_process(cmd):
+        marks.append(pytest.mark.distributed)
+    if cmd.text in KNOWN_PRODUCT_BUGS:
+        marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_PRODUCT_BUGS[cmd.text]))
+    return marks
+
+
+# ---------------------------------------------------------------------------------------------
+# Running them.
+
+
+def _env() -> dict[str, str]:
+    """The environment of conftest.bigtrain_cmd, for the other programs."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k != "HYDRA_FULL_ERROR" and k not in DIST_ENV and not k.startswith(("SLURM_", "TORCHELASTIC_"))
+    }
+
+
+def _run(argv: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        argv, cwd=cwd, env={**_env(), **(env or {})}, capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+
+def execute(name: str, args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run one program as the user would: bigtrain, bigtrain-tokens, a module, a script, make."""
+    if name == "bigtrain":
+        return bigtrain_cmd(*args, cwd=cwd, env=env, timeout=TIMEOUT)
+    if name == "bigtrain-tokens":
+        return _run([sys.executable, "-m", "bigtrain.data.tokens", *args], cwd, env)
+    if name.startswith("-m "):
+        return _run([sys.executable, "-m", name[3:], *args], cwd, env)
+    if name.startswith("scripts/"):
+        return _run([sys.executable, str(REPO / name), *args], cwd, env)
+    if name == "make":
+        return _run(["make", "-C", str(REPO), *args], cwd, env)
+    raise AssertionError(f"no way to run {name!r}")
+
+
+def expand(text: str, cwd: Path) -> str:
+    """What the shell does to the command before the program sees it: `~` and $VARIABLES."""
+    text = re.sub(r"(^|\s)~(?=/)", lambda m: f"{m.group(1)}{cwd / 'home'}", text)
+    for folder in ABSOLUTE_FOLDERS:
+        text = re.sub(rf"(?<=[\s=]){re.escape(folder)}", f"{cwd}{folder}", text)
+
+    def variable(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        assert name in SHELL_VARIABLES, f"the command uses ${name}: add a value to SHELL_VARIABLES"
+        return SHELL_VARIABLES[name]
+
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", variable, text)
+
+
+def named_inputs(cmd: DocCommand) -> list[str]:
+    """The input files and folders a command names, as the document writes them."""
+    name, args = program(cmd)
+    found = []
+    for i, a in enumerate(args):
+        key, _, value = a.partition("=")
+        if key.lstrip("+~") in INPUT_KEYS and value:
+            found += value.strip("[]").split(",") if key.endswith("paths") else [value]
+        elif a in INPUT_OPTIONS and i + 1 < len(args):
+            found.append(args[i + 1])
+    if name == "bigtrain-tokens":  # write OUT INPUTS...
+        positional = [
+            a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] not in VALUE_OPTIONS
+        ]
+        found += positional[2:]
+    if name == "-m bigtrain.runs.export":
+        found.append(args[0])
+    if name in ("sbatch", "srun", "torchrun"):
+        found = [f for f in found if not f.startswith("$")]
+    return list(dict.fromkeys(found))
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> Runs:
+    return Runs(tmp_path_factory.mktemp("doc_runs"))
+
+
+def prepare(cmd: DocCommand, cwd: Path, runs: Runs) -> None:
+    """Make every input the command names, from INPUTS."""
+    for name in named_inputs(cmd):
+        assert name in INPUTS, (
+            f"{cmd.where}: `{cmd.text}` names the input {name!r}, which no test makes: add an entry "
+            "for it to INPUTS in tests/test_docs.py"
+        )
+        relative, build = INPUTS[name]
+        target = cwd / relative
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            build(target, runs)
+
+
+def _show(cmd: DocCommand, out: subprocess.CompletedProcess, args: list[str] | None = None) -> str:
+    """The failure as a report: where, what ran, the exit code, the first and last stderr lines."""
+    err = out.stderr.strip().splitlines()
+    lines = err if len(err) <= 12 else [*err[:4], "...", *err[-8:]]
+    ran = shlex.join(args) if args is not None else cmd.text
+    return "\n".join([f"{cmd.where}: `{ran}` exited {out.returncode}", *lines, out.stdout[-1500:]])
+
+
+def results_under(cwd: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(cwd.rglob("results.json"))]
+
+
+def check_trained(cmd: DocCommand, out, args: list[str], cwd: Path) -> None:
+    assert out.returncode == 0, _show(cmd, out, args)
+    results = results_under(cwd)
+    assert results, f"{cmd.where}: no results.json under the working directory"
+    assert {r["status"] for r in results} == {"completed"}, [r.get("error") for r in results]
+    if "--multirun" in args or "-m" in args:
+        assert list(cwd.rglob("summary.csv")), f"{cmd.where}: the multirun wrote no summary.csv"
+
+
+def check_plan(cmd: DocCommand, args: list[str], cwd: Path) -> None:
+    out = execute("bigtrain", args, cwd)
+    assert out.returncode == 0, _show(cmd, out, ["bigtrain", *args])
+    assert list(cwd.rglob("plan.json")), f"{cmd.where}: the dry run wrote no plan.json"
+    assert not results_under(cwd), f"{cmd.where}: the dry run trained"
+
+
+def check_needs_hardware(cmd: DocCommand, out, args: list[str], cwd: Path) -> None:
+    """Either it ran, or it stopped with one line naming the missing GPU/SLURM and a fix."""
+    if out.returncode == 0:
+        check_trained(cmd, out, args, cwd)
+        return
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, "expected one line naming the missing hardware\n" + _show(cmd, out, args)
+    assert HARDWARE_LINE.search(lines[0]) and FIX_WORDS.search(lines[0]), _show(cmd, out, args)
+
+
+def check_expected(cmd: DocCommand, out) -> None:
+    """The document's output lines, in order; a line ending in `...` matches what starts like it."""
+    assert out.returncode == 2, _show(cmd, out)
+    lines = [line.strip() for line in out.stderr.strip().splitlines()]
+    assert len(lines) == len(cmd.expected), _show(cmd, out)
+    for want, got in zip(cmd.expected, lines, strict=True):
+        if want.endswith("..."):
+            assert got.startswith(want[:-3].rstrip()), f"{cmd.where}: expected\n{want}\ngot\n{got}"
+        else:
+            assert got == want, f"{cmd.where}: expected\n{want}\ngot\n{got}"
+
+
+def limited(args: list[str], *groups: str) -> list[str]:
+    extra = [x for g in groups for x in LIMITS[g]]
+    return [*args, *extra]
+
+
+def train_limits(args: list[str]) -> list[str]:
+    if _value(args, "resume") is not None:
+        return limited(args, "resume")
+    if _value(args, "hparams_search") == "optuna":
+        return limited(args, "train", "optuna")
+    return limited(args, "train")
+
+
+def launched_bigtrain(cmd: DocCommand, cwd: Path) -> list[str]:
+    """The bigtrain arguments an sbatch, srun or torchrun line runs on every task."""
+    name, args = program(cmd)
+    if name == "srun":
+        start = next(i for i, a in enumerate(args) if a in ("bigtrain", "python"))
+        return args[start + 1 :] if args[start] == "bigtrain" else args[start + 3 :]
+    if name == "torchrun":
+        start = next(i for i, a in enumerate(args) if a == "-m")
+        assert args[start + 1] == "bigtrain", cmd.text
+        return args[start + 2 :]
+    # sbatch OPTIONS SCRIPT ARGS: the script's own srun line, with SLURM's values for the options
+    start = next(i for i, a in enumerate(args) if a.endswith(".sbatch"))
+    options, script, forwarded = args[:start], REPO / args[start], args[start + 1 :]
+    text = script.read_text()
+    defaults = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", text, flags=re.M))
+    given = dict(re.findall(r"--([\w-]+)=(\S+)", " ".join(options)))
+    slurm = {**defaults, **given}
+    values = {"SLURM_NNODES": slurm["nodes"], "SLURM_NTASKS_PER_NODE": slurm["ntasks-per-node"]}
+    joined = re.sub(r"\\\n\s*", " ", text)
+    (line,) = [s for s in joined.splitlines() if s.startswith("srun ")]
+    words = shlex.split(split_comment(line)[0])
+    start = next(i for i, w in enumerate(words) if w == "${BIGTRAIN_CMD[@]}")
+    result = []
+    for word in words[start + 1 :]:
+        if word == "$@":
+            result += forwarded
+        else:
+            result.append(re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], word))
+    return result
+
+
+def completions(line: str, cwd: Path) -> list[str]:
+    """What bash completion offers for `line`, through Hydra's completion query."""
+    out = execute(
+        "bigtrain", ["-sc", "query=bash"], cwd, env={"COMP_LINE": line, "COMP_POINT": str(len(line))}
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def bench_flags_missing(script: str, cwd: Path) -> list[str]:
+    out = _run([sys.executable, str(REPO / script), "--help"], cwd)
+    assert out.returncode == 0, out.stderr
+    return [f for f in LIMITS[Path(script).name] if f.startswith("--") and f not in out.stdout]
+
+
+def check_completion(cmd: DocCommand, cwd: Path) -> None:
+    """The comment shows what <TAB> offers; a trailing `...` allows more."""
+    shown = cmd.comment.split()
+    offered = completions(cmd.text.split("<TAB>")[0], cwd)
+    if shown and shown[-1] == "...":
+        assert set(shown[:-1]) <= set(offered), f"{cmd.where}: {shown} not all in {offered}"
+    else:
+        assert sorted(offered) == sorted(shown), (
+            f"{cmd.where}: the document shows {shown}, bash offers {offered}"
+        )
+
+
+def check_install(cmd: DocCommand) -> None:
+    """The extras a `pip install 'bigtrain[...]' && ...` names exist (the install is not run)."""
+    provided = importlib.metadata.metadata("bigtrain").get_all("Provides-Extra") or []
+    for group in re.findall(r"bigtrain\[([\w,-]+)\]", cmd.install):
+        for extra in group.split(","):
+            assert extra in provided, (
+                f"{cmd.where}: `{cmd.install}` names the extra {extra!r}, not in pyproject.toml"
+            )
+
+
+def check_bench(cmd: DocCommand, name: str, args: list[str], runs: Runs, cwd: Path) -> None:
+    missing = bench_flags_missing(name, cwd)
+    if missing:
+        pytest.skip(f"{name} has no {' '.join(missing)} any more: LIMITS[{Path(name).name!r}] needs updating")
+    full = [*args, *LIMITS[Path(name).name]]
+    out, ran_in = runs.once(name, full, cwd)
+    if out.returncode != 0 and "--check" not in args:  # a GPU benchmark on a machine without one
+        check_needs_hardware(cmd, out, full, ran_in)
+        return
+    assert out.returncode == 0, _show(cmd, out, full)
+    if "--json" in args:
+        json.loads((ran_in / args[args.index("--json") + 1]).read_text())
+
+
+@pytest.mark.parametrize("cmd", [pytest.param(c, id=c.where, marks=_marks(c)) for c in COMMANDS])
+def test_documented_command(cmd: DocCommand, tmp_path, runs):
+    """Each command of the documents, checked by its kind (see `kind`)."""
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    k = kind(cmd)
+    if k == "completion":
+        check_completion(cmd, cwd)
+        return
+    check_install(cmd)
+    prepare(cmd, cwd, runs)
+    expanded = DocCommand(cmd.source, cmd.line, expand(cmd.text, cwd), cmd.comment, cmd.expected)
+    name, args = program(expanded)
+
+    if k == "launcher":
+        check_plan(cmd, [*launched_bigtrain(expanded, cwd), "dry_run=true"], cwd)
+    elif k == "expected":
+        check_expected(cmd, execute(name, args, cwd))
+    elif k == "show":
+        out = execute(name, args, cwd)
+        assert out.returncode == 0 and out.stdout.strip(), _show(cmd, out)
+        assert not results_under(cwd)
+    elif k == "plan":
+        check_plan(cmd, args, cwd)
+    elif k == "train":
+        full = train_limits(args)
+        out, ran_in = runs.once(name, full, cwd)
+        check_trained(cmd, out, full, ran_in)
+    elif k == "hardware":
+        # both checks, so that a failure reports each of them
+        problems = []
+        full = train_limits(args)
+        out, ran_in = runs.once(name, full, cwd)
+        plan_dir = tmp_path / "plan"
+        plan_dir.mkdir()
+        prepare(cmd, plan_dir, runs)
+        for check in (
+            lambda: check_needs_hardware(cmd, out, full, ran_in),
+            lambda: check_plan(cmd, [*args, "dry_run=true"], plan_dir),
+        ):
+            try:
+                check()
+            except AssertionError as e:
+                problems.append(str(e))
+        assert not problems, "\n\n".join(problems)
+    elif k == "placeholder":
+        check_plan(cmd, [*args, "dry_run=true"], cwd)
+        pytest.skip(f"{cmd.where} names a placeholder server (example.org, RFC 2606): only its dry run ran")
+    elif k == "bench":
+        check_bench(cmd, name, args, runs, cwd)
+    elif k == "make":
+        target = args[0] if args else ""
+        if target not in MAKE_TARGETS:
+            pytest.skip(f"`make {target}` changes the environment or the checkout, or runs this suite")
+        out = execute(name, args, cwd)
+        assert out.returncode == 0, _show(cmd, out)
+    else:  # bigtrain-tokens, python -m bigtrain.<module>
+        out = execute(name, args, cwd)
+        assert out.returncode == 0, _show(cmd, out)
+        if name == "bigtrain-tokens" and args[0] == "write":
+            assert (cwd / f"{args[1]}.bin").stat().st_size > 0 and (cwd / f"{args[1]}.json").exists()
+        if name == "-m bigtrain.runs.export":
+            assert (cwd / args[1]).stat().st_size > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The extraction itself.
+
+SNIPPET = """\
+Some text with `bigtrain inline` that is not a block.
+
+```bash
+# a comment line
+bigtrain +experiment=seed optim.lr=1e-3   # a trailing comment
+bigtrain data=csv data.path='a #1.csv' \\
+    data.target=label
+pip install 'bigtrain[mlflow]'
+pip install 'bigtrain[mlflow]' && bigtrain logger=mlflow   # tracked
+pip install -e ".[dev]" && ruff check src && pytest
+squeue --me; tail -f bigtrain-1.out
+python -m bigtrain.runs.export a.ckpt b.pt
+python scripts/bench.py --reps 1
+```
+
+```console
+$ bigtrain optim.lrr=1
+bigtrain: error: unknown key 'optim.lrr'
+second line ...
+$ bigtrain --cfg job
+```
+
+```python
+bigtrain.train(["x=1"])
+```
+
+```
+bigtrain-tokens write corpus texts/
+bigtrain: error: not a command
+bigtraining is not a command either
+```
+"""
+
+
+def test_extractor_finds_the_commands_of_a_snippet():
+    found = commands_in_markdown(SNIPPET, "doc.md")
+    assert [(c.line, c.text) for c in found] == [
+        (5, "bigtrain +experiment=seed optim.lr=1e-3"),
+        (6, "bigtrain data=csv data.path='a #1.csv' data.target=label"),
+        (9, "bigtrain logger=mlflow"),
+        (12, "python -m bigtrain.runs.export a.ckpt b.pt"),
+        (13, "python scripts/bench.py --reps 1"),
+        (17, "bigtrain optim.lrr=1"),
+        (20, "bigtrain --cfg job"),
+        (28, "bigtrain-tokens write corpus texts/"),
+    ]
+    by_line = {c.line: c for c in found}
+    assert by_line[5].comment == "a trailing comment"
+    assert by_line[6].argv[2] == "data.path=a #1.csv"
+    assert by_line[9].install == "pip install 'bigtrain[mlflow]'"
+    assert by_line[17].expected == ("bigtrain: error: unknown key 'optim.lrr'", "second line ...")
+    assert by_line[20].expected == ()
+    assert by_line[5].where == "doc.md:5"
+
+
+def test_comments_are_cut_outside_quotes_only():
+    assert split_comment("bigtrain a=1  # note") == ("bigtrain a=1", "note")
+    assert split_comment("bigtrain 'a=#1' \"b=# 2\"") == ("bigtrain 'a=#1' \"b=# 2\"", "")
+    assert split_comment("bigtrain a=x#y") == ("bigtrain a=x#y", "")
+    assert split_comment(r"bigtrain a=\#b # c") == (r"bigtrain a=\#b", "c")
+
+
+def test_extractor_reads_the_help_examples():
+    text = "bigtrain: the tool.\n\nExamples:\n  bigtrain                 train\n  bigtrain a=1 b=2   x y\n"
+    found = commands_in_help(text)
+    assert [(c.line, c.text, c.comment) for c in found] == [
+        (4, "bigtrain", "train"),
+        (5, "bigtrain a=1 b=2", "x y"),
+    ]
+
+
+def test_the_readme_quick_tour_and_the_help_examples_are_found():
+    texts = {c.text for c in COMMANDS if c.source == "README.md"}
+    for expected in (
+        "bigtrain --help",
+        "bigtrain +experiment=seed",
+        "bigtrain dry_run=true",
+        "bigtrain --cfg job",
+        "bigtrain --config-dir ~/my_configs +experiment=mine",
+        "bigtrain strategy=ddp trainer.accelerator=cpu trainer.devices=2",
+        "bigtrain optim.lrr=1e-3",
+        "bigtrain",  # after `pip install ... &&`
+    ):
+        assert expected in texts, expected
+    shown = [c for c in COMMANDS if c.source == "bigtrain --help"]
+    assert len(shown) >= 5 and {"bigtrain", "bigtrain --cfg job"} <= {c.text for c in shown}
+
+
+def test_every_kind_of_check_is_in_use():
+    """If a document change leaves a kind of check without commands, its code is dead here."""
+    kinds = {kind(c) for c in COMMANDS}
+    assert {"train", "plan", "hardware", "launcher", "expected", "completion", "show"} <= kinds, kinds
+
+
+def test_the_sbatch_scripts_forward_their_arguments(tmp_path):
+    cmd = DocCommand(
+        "doc.md", 1, "sbatch --nodes=3 --ntasks-per-node=2 scripts/slurm/train_nnodes.sbatch a=1 b=2"
+    )
+    assert launched_bigtrain(cmd, tmp_path) == ["trainer.num_nodes=3", "trainer.devices=2", "a=1", "b=2"]
+    cmd = DocCommand("doc.md", 1, "sbatch scripts/slurm/train_1node.sbatch a=1")
+    assert launched_bigtrain(cmd, tmp_path) == ["trainer.num_nodes=1", "trainer.devices=1", "a=1"]
+
+
+def test_inputs_are_found_by_name_and_every_input_is_used():
+    cmd = DocCommand(
+        "doc.md",
+        1,
+        "bigtrain --config-dir ~/c data=text data.paths=[a/,'b/*.md'] data.tokenizer=t.json resume=r",
+    )
+    assert named_inputs(cmd) == ["~/c", "a/", "b/*.md", "t.json", "r"]
+    cmd = DocCommand("doc.md", 1, "bigtrain-tokens write out x/ 'y/*.md' --max-bytes 9 --tokenizer t.json")
+    assert named_inputs(cmd) == ["t.json", "x/", "y/*.md"]
+    named = {name for c in COMMANDS for name in named_inputs(c)}
+    assert named == set(INPUTS), f"inputs no document names: {set(INPUTS) - named}"
+
+
+def test_the_shell_expansions(tmp_path):
+    text = "torchrun --node-rank=$NODE_RANK -m bigtrain --config-dir ~/c hydra.run.dir=/shared/x a=~/b"
+    assert expand(text, tmp_path) == (
+        f"torchrun --node-rank=0 -m bigtrain --config-dir {tmp_path}/home/c hydra.run.dir={tmp_path}/shared/x a=~/b"
+    )
+    with pytest.raises(AssertionError, match="SHELL_VARIABLES"):
+        expand("bigtrain name=$UNKNOWN", tmp_path)
