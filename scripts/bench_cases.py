@@ -60,11 +60,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
 def load_config(overrides: list[str]) -> Any:
     """The composed and validated RunConfig of `overrides`."""
     import bigtrain
+    from bigtrain.checks import validate
 
-    try:
-        from bigtrain.checks import validate
-    except ImportError:  # before the validation entry point moved
-        from bigtrain.config import validate
     return validate(bigtrain.compose(overrides))
 
 

@@ -51,7 +51,7 @@ class Samples(pl.Callback):
         self.last: list[str] = []
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
             return
         codec = getattr(trainer.datamodule, "codec", None)
         if codec is None:
@@ -76,6 +76,14 @@ class Samples(pl.Callback):
                 self.last.append(codec.decode(out[0].tolist()))
         finally:
             pl_module.train(was_training)
+        if not trainer.is_global_zero:
+            return
         for text in self.last:
             log.info("sample at step %d: %r", trainer.global_step, text)
-            print(f"--- sample at step {trainer.global_step} ---\n{text}\n---", flush=True)
+            print(f"--- sample at step {trainer.global_step} ---\n{printable(text)}\n---", flush=True)
+
+
+def printable(text: str) -> str:
+    """The sample with control characters and undecodable bytes escaped (a byte model emits
+    them), keeping newlines and tabs as they are."""
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
