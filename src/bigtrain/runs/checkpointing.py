@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from bigtrain.runs.results import file_mode, fsync_dir
+
 # A temporary file is `.<target name>.<random>.partial`; one left behind marks a save that died.
 PARTIAL_SUFFIX = ".partial"
 DIGEST_SUFFIX = ".sha256"
@@ -117,7 +119,7 @@ def save_atomic(payload: Any, path: str | Path) -> str:
     except OSError as e:  # a read-only or full file system: name the checkpoint, not the temporary
         raise OSError(e.errno, e.strerror, str(path)) from e
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+        os.fchmod(fd, file_mode())  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as f:
             writer = HashingWriter(f)
             try:
@@ -137,24 +139,10 @@ def save_atomic(payload: Any, path: str | Path) -> str:
         if isinstance(e, OSError) and e.filename is None:  # a full disk: say which checkpoint
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     if in_place:
         write_digests(path, [digest])
     return digest
-
-
-def _fsync_dir(folder: Path) -> None:
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def check_digest(path: str | Path) -> bool:

@@ -25,7 +25,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], suffix: s
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+        os.fchmod(fd, file_mode())  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -34,11 +34,21 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], suffix: s
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable."""
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def file_mode() -> int:
+    """The mode a new file gets under the process's umask (mkstemp makes 0600)."""
+    return 0o666 & ~_umask()
 
 
 def _umask() -> int:
