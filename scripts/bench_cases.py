@@ -210,17 +210,19 @@ class BareModule(pl.LightningModule):
         self.val_loss.update(F.cross_entropy(logits, y), weight=y.numel())
         self.val_metrics.update(torch.softmax(logits.float(), dim=-1), y)
 
-    def _log_epoch(self, loss: torchmetrics.Metric, metrics: torchmetrics.MetricCollection, key: str) -> None:
+    def log_epoch_values(
+        self, loss: torchmetrics.Metric, metrics: torchmetrics.MetricCollection, key: str
+    ) -> None:
         """Log an epoch's mean loss and metrics, then reset them."""
         self.log_dict({key: loss.compute(), **metrics.compute()})
         loss.reset()
         metrics.reset()
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch(self.train_loss, self.train_metrics, "train/loss_epoch")
+        self.log_epoch_values(self.train_loss, self.train_metrics, "train/loss_epoch")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch(self.val_loss, self.val_metrics, "val/loss")
+        self.log_epoch_values(self.val_loss, self.val_metrics, "val/loss")
 
     def configure_optimizers(self) -> dict:
         from bigtrain.training.optim import build_optimizer, build_scheduler

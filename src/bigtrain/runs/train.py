@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import sys
 import time
@@ -91,8 +92,10 @@ def _print_data(dm) -> None:
         echo(dm.describe())
         return
     sizes, balance = dm.sizes(), dm.class_balance()
-    parts = ", ".join(f"{k} {sizes[k]} (classes {balance[k]})" for k in sizes)
-    echo(f"data: {dm.cfg.name}: {parts}")
+    classes = len(next(iter(balance.values()), []))
+    echo(f"data: {dm.cfg.name}: " + ", ".join(f"{k} {n}" for k, n in sizes.items()) + f"; {classes} classes")
+    # Samples per class in each split: the log keeps them, the console one line.
+    logging.getLogger("bigtrain").info("samples per class: %s", balance)
 
 
 def _best_val(module: BigtrainModule, ckpt_cb, monitor: str) -> dict:
