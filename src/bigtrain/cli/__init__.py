@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import hydra
@@ -80,13 +81,17 @@ def _output_dir(cfg: DictConfig, multirun: bool) -> tuple[str, str] | None:
     return (key, str(value)) if value else None
 
 
+@dataclass
 class Checked:
     """What precheck learned about a single run: its config (no hydra node), the validated
     RunConfig, the run directory (None where only Hydra's runtime can resolve it), the group
     choices, and the overrides a language model implied."""
 
-    def __init__(self, cfg: DictConfig, run: Any, run_dir: str | None, choices: dict, added: list[str]):
-        self.cfg, self.run, self.run_dir, self.choices, self.added = cfg, run, run_dir, choices, added
+    cfg: DictConfig
+    run: Any
+    run_dir: str | None
+    choices: dict
+    added: list[str]
 
 
 def precheck(argv: Sequence[str]) -> Checked | None:
@@ -106,8 +111,9 @@ def precheck(argv: Sequence[str]) -> Checked | None:
             jobs = sweep_jobs(overrides)
         except Exception:
             return None  # a sweeper-specific syntax (interval(), tag()...): each job validates itself
+    # A grid's jobs compose as Hydra's sweeper will: without implied overrides (see main).
+    compose_job = _compose_plain if args.multirun else compose_run
     for job in jobs:
-        compose_job = compose_run if not args.multirun else _compose_plain
         cfg, added = compose_job(job, args.config_dir, args.config_name or CONFIG_NAME, with_hydra=True)
         out = _output_dir(cfg, args.multirun)
         choices = dict(OmegaConf.to_container(cfg.hydra.runtime.choices))

@@ -52,7 +52,7 @@ def chosen_groups(choices: Mapping[str, Any]) -> dict[str, str]:
     return {
         str(group): str(option)
         for group, option in choices.items()
-        if option is not None and not str(group).startswith(NOT_DEFAULT_GROUPS[0])
+        if option is not None and not str(group).startswith("hydra")
     }
 
 
@@ -64,8 +64,9 @@ def changed_values(cfg: DictConfig, choices: Mapping[str, str], config_dir: str 
         base = OmegaConf.to_container(compose(base_overrides, config_dir), resolve=True)
     except Exception:  # a base that cannot compose alone: show every value instead
         base = {}
-    ours = OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in _leaves(ours).items() if _leaves(base).get(k, object()) != v}
+    defaults = _leaves(base)
+    ours = _leaves(OmegaConf.to_container(cfg, resolve=True))
+    return {k: v for k, v in ours.items() if defaults.get(k, object()) != v}
 
 
 def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
