@@ -170,6 +170,7 @@ def _batch(cfg: Any, micro: int) -> dict:
         "num_nodes": cfg.trainer.num_nodes,
         "accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
         "global_batch_size": cfg.data.batch_size,
+        "steps_per_call": 1,  # kept for readers of older plans: Lightning runs one step per batch
         "data_parallel_size": cfg.data_parallel_size,
         "tensor_parallel_size": cfg.trainer.devices * cfg.trainer.num_nodes // cfg.data_parallel_size,
         **epoch_plan(cfg),

@@ -218,6 +218,7 @@ def _run(cfg: RunConfig, run_dir: Path, spec, plan: dict, stop: SignalStop, star
     results["params"] = plan["params"]["total"]
     results["slurm_job_id"] = job_id() if in_slurm_job() else None
     results["tags"] = list(cfg.tags)
+    results["steps_per_call"] = 1  # kept for readers of older results: one optimizer step per batch
     previous = read_json(run_dir / RESULTS_FILE)
     parts = Parts()
     failure: BaseException | None = None
