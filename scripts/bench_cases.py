@@ -170,7 +170,7 @@ def bigtrain_side(overrides: list[str], run_dir: Path) -> LightningSide:
     spec = data_spec(cfg)
     dm = setup_data(cfg)
     module = build_module(cfg, spec, getattr(dm, "stats", {}).get("bytes_per_token", 1.0))
-    callbacks = build_callbacks(cfg, run_dir, make_plan(cfg, spec))
+    callbacks = build_callbacks(cfg, run_dir, module, make_plan(cfg, spec))
     clock = TurnClock()
     trainer = build_trainer(cfg, run_dir, [*callbacks.all, clock], build_loggers(cfg, run_dir))
     return LightningSide(trainer, module, dm, clock)

@@ -87,7 +87,7 @@ def handwritten(model_name: str, compile_: bool, steps: int, warmup: int) -> dic
     import torch
 
     import bigtrain
-    from bigtrain.callbacks.throughput import gpu_peak_flops
+    from bigtrain.callbacks.meter import gpu_peak_flops
     from bigtrain.checks import validate
     from bigtrain.data.text import TextDataModule
     from bigtrain.models import build_model

@@ -304,7 +304,7 @@ def test_lm_run_logs_metrics_samples_and_mfu(run):
 
 
 def test_gpu_peak_table():
-    from bigtrain.callbacks.throughput import gpu_peak_flops
+    from bigtrain.callbacks.meter import gpu_peak_flops
 
     assert gpu_peak_flops("NVIDIA H100 80GB HBM3", "bf16-mixed") == 989.4e12
     assert gpu_peak_flops("NVIDIA H100 PCIe", "bf16-mixed") == 756e12

@@ -34,12 +34,12 @@ def _fit(overrides: list[str], tmp_path, extra: list | None = None, full_callbac
     cfg = make_cfg([*QUIET, "logger=none", "callbacks.plots=false", *overrides])
     pl.seed_everything(cfg.seed, verbose=False)
     module = build_module(cfg, data_spec(cfg))
-    run = build_callbacks(cfg, tmp_path)
-    tricks = [c for c in (run.nonfinite, run.precision, run.ema, run.swa) if c is not None]
+    run = build_callbacks(cfg, tmp_path, module)
+    tricks = [c for c in (run.meter, run.ema, run.swa) if c is not None]
     cbs = [*(run.all if full_callbacks else tricks), *(extra or [])]
     trainer = build_trainer(cfg, tmp_path, cbs, [])
     trainer.fit(module, datamodule=build_datamodule(cfg))
-    return module, trainer, cbs
+    return module, trainer, run
 
 
 class StepRecorder(pl.Callback):
@@ -144,8 +144,8 @@ def test_ema_weights_follow_the_recurrence_and_are_exported(tmp_path):
         "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=2",
     ]
-    module, trainer, cbs = _fit(overrides, tmp_path, [rec], full_callbacks=True)
-    ema_cb = next(c for c in cbs if type(c).__name__ == "EMA")
+    module, trainer, run = _fit(overrides, tmp_path, [rec], full_callbacks=True)
+    ema_cb = run.ema
     expected = rec.weights[0]
     for w in rec.weights[1:]:  # 6 optimizer steps
         expected = 0.7 * expected + 0.3 * w
@@ -251,8 +251,8 @@ def test_skip_policy_drops_nan_batches_and_records_them(tmp_path):
         "tricks.nonfinite.policy=skip",
     ]
     inject = InjectNaN([1, 3])
-    module, trainer, cbs = _fit(overrides, tmp_path, [rec, inject])
-    policy = next(c for c in cbs if type(c).__name__ == "NonFinitePolicy").summary()
+    module, trainer, run = _fit(overrides, tmp_path, [rec, inject])
+    policy = run.nonfinite.summary()
     assert policy["skipped"] == 2 and [b["step"] for b in policy["skipped_batches"]] == [1, 3]
     assert inject.injected == [1, 3] and policy["stopped_at_step"] is None
     w = rec.weights  # w[k] = weights after k optimizer steps

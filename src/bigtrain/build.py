@@ -10,13 +10,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from bigtrain.callbacks.memory import MemoryWatch
+from bigtrain.callbacks.meter import Meter
 from bigtrain.callbacks.nan_policy import NonFinitePolicy
-from bigtrain.callbacks.precision import PrecisionProbe
 from bigtrain.callbacks.requeue import RequeueOnSignal
-from bigtrain.callbacks.resume_state import ResumeState
 from bigtrain.callbacks.samples import Samples
-from bigtrain.callbacks.throughput import Throughput
 from bigtrain.cluster.slurm import in_slurm_job
 from bigtrain.config import RunConfig, as_dict
 from bigtrain.distributed.strategy import build_plugins, build_strategy
@@ -48,13 +45,11 @@ def build_module(cfg: RunConfig, spec, bytes_per_token: float = 1.0) -> Bigtrain
 
 @dataclass
 class RunCallbacks:
-    """The callbacks of a run, held by reference: train() reads their summaries by name."""
+    """The callbacks of a run (and the non-finite policy, which needs no hook), held by
+    reference: train() reads their summaries by name."""
 
-    throughput: Throughput
-    memory: MemoryWatch
-    resume_state: ResumeState
+    meter: Meter
     nonfinite: NonFinitePolicy
-    precision: PrecisionProbe
     requeue: RequeueOnSignal | None = None
     samples: Samples | None = None
     ema: pl.Callback | None = None
@@ -63,27 +58,28 @@ class RunCallbacks:
 
     @property
     def all(self) -> list[pl.Callback]:
-        named = [self.throughput, self.memory, self.resume_state, self.nonfinite, self.precision]
         optional = [self.requeue, self.samples, self.ema, self.swa]
-        return [*self.others, *named, *(c for c in optional if c is not None)]
+        return [*self.others, self.meter, *(c for c in optional if c is not None)]
 
 
-def build_callbacks(cfg: RunConfig, run_dir: Path, plan: dict | None = None) -> RunCallbacks:
+def build_callbacks(
+    cfg: RunConfig, run_dir: Path, module: BigtrainModule, plan: dict | None = None
+) -> RunCallbacks:
+    """The run's callbacks; the non-finite policy is attached to `module`."""
     c, n = cfg.callbacks, cfg.tricks.nonfinite
     run = RunCallbacks(
-        throughput=Throughput(
+        meter=Meter(
             warmup=c.throughput.warmup,
             tokens_per_sample=(plan or {}).get("batch", {}).get("seq_len"),
             flops_per_token=(plan or {}).get("flops_per_token"),
             peak_flops=c.throughput.peak_flops,
             precision=cfg.trainer.precision,
+            memory_every=cfg.trainer.log_every_n_steps,
         ),
-        memory=MemoryWatch(every=cfg.trainer.log_every_n_steps),
-        resume_state=ResumeState(),
         nonfinite=NonFinitePolicy(n.policy, n.max_consecutive, run_dir / "checkpoints"),
-        precision=PrecisionProbe(cfg.trainer.precision),
         others=lightning_callbacks(cfg, run_dir),
     )
+    run.nonfinite.attach(module)
     if cfg.model.family == "transformer" and c.samples.enabled:
         run.samples = Samples(c.samples, context=min(cfg.model.max_seq_len, cfg.data.seq_len))
     if in_slurm_job():
@@ -165,7 +161,7 @@ def weight_averaging(cfg: RunConfig) -> tuple[pl.Callback | None, pl.Callback | 
 def trick_results(cfg: RunConfig, callbacks: RunCallbacks) -> dict:
     """results.json blocks of the tricks: precision, nonfinite, ema, swa."""
     out: dict[str, Any] = {
-        "precision": callbacks.precision.summary(),
+        "precision": callbacks.meter.precision_summary(),
         "nonfinite": callbacks.nonfinite.summary(),
     }
     if callbacks.ema is not None:

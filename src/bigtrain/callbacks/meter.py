@@ -1,5 +1,10 @@
-"""Training throughput: samples (and, for language models, tokens) per second over all processes,
-and model FLOPs utilisation (MFU), after a short warm-up.
+"""What a run measured, in one always-on callback: throughput, MFU, resident memory, precision.
+
+One callback rather than one per measurement: Lightning calls every hook of every callback at
+every batch, and on a small model each extra callback costs a measurable share of a step.
+
+Throughput: samples (and, for language models, tokens) per second over all processes, and model
+FLOPs utilisation (MFU), after a short warm-up.
 
 The clock runs from the end of one training batch to the end of the next, so the time to fetch
 a batch counts; validation, checkpointing and the first `warmup` batches (allocator and cache
@@ -12,13 +17,29 @@ counted, as MFU defines it. The peak is `callbacks.throughput.peak_flops` when s
 (no sparsity) tensor-core peak of a known GPU for 16-bit precisions and its plain float32 peak
 otherwise (TF32 matmuls can beat that, so float32 MFU may exceed what bf16 MFU would show). On
 CPU and unknown GPUs without `peak_flops`, MFU is null.
+
+Memory (callbacks/memory.py): RSS sampled every `log_every_n_steps` optimizer steps, kept as the
+value once warm (the first sample at or after 10% of the run's steps: allocator pools, caches and
+lazily built kernels are in place by then), the largest sample after that and the last; the peak
+is the OS's own high-water mark of the process (ru_maxrss), which sees the peak inside a step.
+
+Precision: `trainer.precision=bf16-mixed` keeps float32 weights and runs matmuls in bfloat16
+under autocast; `bf16-true` casts the weights themselves. The first training forward's output
+dtype shows which one happened.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytorch_lightning as pl
+import torch
+
+from bigtrain.callbacks.memory import peak_rss_mb, rss_mb
+
+# The share of the run's steps treated as warm-up for memory.
+WARMUP_FRACTION = 0.1
 
 # Dense peak FLOP/s per device from the vendors' data sheets: (16-bit tensor core, float32).
 # More specific names first ("H100 PCIe" before "H100").
@@ -43,7 +64,7 @@ def gpu_peak_flops(device_name: str, precision: str) -> float | None:
     return None
 
 
-class Throughput(pl.Callback):
+class Meter(pl.Callback):
     def __init__(
         self,
         warmup: int = 5,
@@ -51,6 +72,7 @@ class Throughput(pl.Callback):
         flops_per_token: int | None = None,
         peak_flops: float | None = None,
         precision: str = "32-true",
+        memory_every: int = 10,
     ) -> None:
         self.warmup = warmup
         self.tokens_per_sample, self.flops_per_token = tokens_per_sample, flops_per_token
@@ -58,33 +80,64 @@ class Throughput(pl.Callback):
         self.world_size = 1
         self.seconds = 0.0
         self.samples = 0
-        self._seen = 0
-        self._last: float | None = None
+        self.seen = 0
+        self.last_time: float | None = None
+        self.memory_every = memory_every
+        self.memory_period = -1
+        self.warm_step: int | None = None
+        self.rss_warm = self.rss_after_warm = self.rss_last = None
+        self.param_dtype: str | None = None
+        self.forward_dtype: str | None = None
+        self.probe: Any = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.world_size = trainer.world_size
         if self.peak_flops is None and pl_module.device.type == "cuda":
-            import torch
-
             self.peak_flops = gpu_peak_flops(torch.cuda.get_device_name(pl_module.device), self.precision)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        def record(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor) and self.forward_dtype is None:
+                self.forward_dtype = str(output.dtype).removeprefix("torch.")
+                self.probe.remove()
+
+        self.param_dtype = str(next(pl_module.parameters()).dtype).removeprefix("torch.")
+        self.probe = pl_module.register_forward_hook(record)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.probe is not None:
+            self.probe.remove()
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._last = time.perf_counter()
+        self.last_time = time.perf_counter()
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._last = None  # validation time is not training time
+        self.last_time = None  # validation time is not training time
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._last = time.perf_counter()
+        self.last_time = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         # A batch is timed when `warmup` batches came before it.
         now = time.perf_counter()
-        if self._last is not None and self._seen >= self.warmup:
-            self.seconds += now - self._last
-            self.samples += len(batch[0]) * trainer.world_size
-        self._seen += 1
-        self._last = now
+        if self.last_time is not None and self.seen >= self.warmup:
+            self.seconds += now - self.last_time
+            self.samples += len(batch[0]) * self.world_size
+        self.seen += 1
+        self.last_time = now
+        step = trainer.global_step
+        if step // self.memory_every != self.memory_period:
+            self.memory_period = step // self.memory_every
+            self.sample_memory(step, trainer.estimated_stepping_batches)
+
+    def sample_memory(self, step: int, total_steps: float) -> None:
+        now = rss_mb()
+        self.rss_last = now
+        if self.rss_warm is None:
+            if step >= WARMUP_FRACTION * total_steps:
+                self.warm_step, self.rss_warm, self.rss_after_warm = step, now, now
+        else:
+            self.rss_after_warm = max(self.rss_after_warm, now)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.seconds <= 0:
@@ -97,9 +150,32 @@ class Throughput(pl.Callback):
             pl_module.log("perf/mfu", s["mfu"], rank_zero_only=True)
 
     def summary(self) -> dict:
+        """results.json's `throughput` block."""
         rate = self.samples / self.seconds if self.seconds > 0 else None
         tokens = rate * self.tokens_per_sample if rate is not None and self.tokens_per_sample else None
         mfu = None
         if tokens is not None and self.flops_per_token and self.peak_flops:
             mfu = tokens * self.flops_per_token / (self.peak_flops * self.world_size)
         return {"samples_per_s": rate, "tokens_per_s": tokens, "mfu": mfu}
+
+    def memory_summary(self) -> dict:
+        """results.json's `memory` block (MiB; this process, i.e. rank zero's)."""
+
+        def mb(v):
+            return None if v is None else round(v, 1)
+
+        out = {
+            "rss_mb_warm": mb(self.rss_warm),
+            "warm_step": self.warm_step,
+            "rss_mb_after_warm_max": mb(self.rss_after_warm),
+            "rss_mb_last": mb(self.rss_last),
+            "rss_mb_peak": mb(peak_rss_mb()),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            # This process's device: the peak of memory torch allocated, in GiB.
+            out["cuda_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+        return out
+
+    def precision_summary(self) -> dict:
+        """results.json's `precision` block."""
+        return {"setting": self.precision, "param_dtype": self.param_dtype, "forward_dtype": self.forward_dtype}

@@ -1,7 +1,7 @@
 """What a non-finite (NaN or infinite) training loss does: `stop` or `skip`.
 
 The module asks this policy about every training loss before its backward (module.loss_gate),
-so a bad batch never reaches the weights. The decision is synced over processes (any rank's
+so a bad batch never reaches the weights. It is not a callback: it needs no hook of its own. The decision is synced over processes (any rank's
 bad loss counts for all), so all ranks stop or skip together.
 
 - stop: save the current weights, which are the last finite ones (the bad batch was not applied),
@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -25,27 +24,22 @@ class NonFiniteLossError(RuntimeError):
     """Training stopped on a non-finite loss; the message names the step."""
 
 
-class NonFinitePolicy(pl.Callback):
+class NonFinitePolicy:
     def __init__(self, policy: str, max_consecutive: int, ckpt_dir: str | Path) -> None:
         self.policy, self.max_consecutive = policy, max_consecutive
         self.ckpt_dir = Path(ckpt_dir)
         self.skipped: list[dict] = []
         self.consecutive = 0
         self.stopped_at_step: int | None = None
-        self.batch_index = 0
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def attach(self, module: pl.LightningModule) -> None:
+        """Make `module` ask this policy about each training loss."""
         # Returning None from training_step is how the batch is skipped; Lightning warns each time.
         warnings.filterwarnings("ignore", message=".*training_step. returned .None.")
         # A plain function, not a bound method: deep copies of the module (SWA) keep calling us.
-        pl_module.loss_gate = lambda module, loss: self.check(module.trainer, loss)
+        module.loss_gate = lambda m, loss: self.check(m.trainer, loss, m.batch_in_epoch)
 
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        self.batch_index = batch_idx
-
-    def check(self, trainer: pl.Trainer, loss: torch.Tensor) -> bool:
+    def check(self, trainer: pl.Trainer, loss: torch.Tensor, batch_index: int = 0) -> bool:
         """True to train on this loss; False to skip it; raises NonFiniteLossError to stop."""
         # One read-back of the scalar loss; isfinite(...).all() would add two kernels a step.
         bad = not math.isfinite(float(loss.detach()))
@@ -53,7 +47,7 @@ class NonFinitePolicy(pl.Callback):
         if not bad:
             self.consecutive = 0
             return True
-        where = {"step": trainer.global_step, "epoch": trainer.current_epoch, "batch": self.batch_index}
+        where = {"step": trainer.global_step, "epoch": trainer.current_epoch, "batch": batch_index}
         if self.policy == "skip":
             self.consecutive += 1
             self.skipped.append(where)

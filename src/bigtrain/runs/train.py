@@ -182,10 +182,10 @@ def _collect(
     results["val"] = _best_val(module, ckpt_cb, cfg.callbacks.checkpoint.monitor)
     if ckpt_cb is not None and ckpt_cb.best_model_path:
         results["best_checkpoint"] = os.path.relpath(ckpt_cb.best_model_path, run_dir)
-    results["throughput"] = callbacks.throughput.summary()
+    results["throughput"] = callbacks.meter.summary()
     results.update(trick_results(cfg, callbacks))
-    results["resumed"] = callbacks.resume_state.resumed
-    results["memory"] = callbacks.memory.summary()
+    results["resumed"] = module.resumed
+    results["memory"] = callbacks.meter.memory_summary()
     if callbacks.samples is not None:
         results["samples"] = callbacks.samples.last
     results["wall_seconds"] = round(time.perf_counter() - start, 3)
@@ -263,7 +263,7 @@ def _build(
         from bigtrain.callbacks.finders import run_finders
 
         results["finders"] = run_finders(module, dm, cfg, run_dir / "plots")
-    parts.callbacks = build_callbacks(cfg, run_dir, plan)
+    parts.callbacks = build_callbacks(cfg, run_dir, module, plan)
     parts.loggers = build_loggers(cfg, run_dir, resuming=parts.ckpt_path is not None)
     # SignalStop last: Lightning runs checkpoint callbacks in their order, after all the others.
     parts.trainer = build_trainer(

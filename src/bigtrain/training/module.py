@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import torchmetrics
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 
 from bigtrain.training.accumulation import StepTokenMean
@@ -22,6 +23,8 @@ from bigtrain.training.optim import build_optimizer, build_scheduler
 
 # What the progress bar shows besides train/loss; everything is in the logs.
 PROGRESS_KEYS = {"val/loss", "val/acc", "val/ppl"}
+# The checkpoint key of what a resumed run needs besides weights, optimizer and loops.
+RUN_STATE_KEY = "bigtrain_run"
 
 
 class BigtrainModule(pl.LightningModule):
@@ -67,6 +70,8 @@ class BigtrainModule(pl.LightningModule):
         self.label_smoothing, self.log_grad_norm = label_smoothing, log_grad_norm
         # Set by build.py to the non-finite loss policy: gate(module, loss) -> False skips the batch.
         self.loss_gate: Any = None
+        self.batch_in_epoch = 0  # the training batch's index in its epoch, for the policy's report
+        self.resumed = 0  # how many times this run was resumed (results.json)
         # Token-level losses are summed per micro-batch and divided by the step's token count.
         self.token_mean = StepTokenMean()
         # Optimizer steps the schedule spans (set in configure_optimizers).
@@ -120,6 +125,7 @@ class BigtrainModule(pl.LightningModule):
     # ------------------------------------------------------------------ Lightning hooks
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        self.batch_in_epoch = batch_idx
         loss = self._shared_step(batch, "fit")
         if loss is None:
             return None  # Lightning skips the backward and the update of this batch
@@ -232,18 +238,34 @@ class BigtrainModule(pl.LightningModule):
     # ------------------------------------------------------------------ resuming
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # A resumed run must draw the same dropout masks as one that never stopped. (The epoch
-        # history and the resume count are kept by callbacks/resume_state.py.)
+        # A resumed run must draw the same dropout masks as one that never stopped, and end like
+        # it: the per-epoch history (results.json's `val` is the history row of the best
+        # checkpoint, which may predate the resume) and the resume count, as plain values so
+        # that checkpoints still load with torch.load(weights_only=True).
         checkpoint["bigtrain_rng"] = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["bigtrain_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint[RUN_STATE_KEY] = {"resumed": self.resumed, "history": list(self.history)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Testing the best checkpoint loads it too: only a fit that starts from a checkpoint is
+        # a resume, and only then does the history of the run before it come back.
+        state: dict[str, Any] = checkpoint.get(RUN_STATE_KEY, {})
+        if self.fitting():
+            self.resumed = int(state.get("resumed", 0)) + 1
+            self.history = [dict(row) for row in state.get("history", [])]
         rng = checkpoint.get("bigtrain_rng")
         if rng is not None:
             torch.set_rng_state(rng["cpu"])
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def fitting(self) -> bool:
+        """True while a Trainer fits this module (not testing it, not loaded outside a Trainer)."""
+        try:
+            return self.trainer.state.fn == TrainerFn.FITTING
+        except RuntimeError:  # not attached to a Trainer
+            return False
 
     def configure_model(self) -> None:
         """Lightning calls this on every rank before the optimizer exists (and again for test):
