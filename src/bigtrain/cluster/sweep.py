@@ -87,7 +87,13 @@ def print_table(rows: list[dict[str, Any]], monitor: str, title: str) -> None:
 
 
 class SweepSummary(Callback):
-    """Writes summary.csv and prints the table when a multirun ends."""
+    """Writes summary.csv and prints the table when a multirun ends. When it starts, registers
+    bigtrain's SLURM launcher with Hydra where the config asks for it (cluster/submit.py)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from bigtrain.cluster.submit import register_launcher
+
+        register_launcher(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -165,7 +165,7 @@ def tensor_parallel_size(strategy: Any) -> int:
 # --------------------------------------------------------------------------- metrics, callbacks, loggers
 
 # ppl and bpb are language-model metrics (perplexity, bits per byte); acc is token accuracy there.
-MetricName = Literal["acc", "precision", "recall", "f1", "auroc", "ppl", "bpb"]
+MetricName = Literal["acc", "precision", "recall", "f1", "auroc", "ppl", "bpb", "mae", "rmse", "r2"]
 
 
 @dataclass(frozen=True)
@@ -294,7 +294,7 @@ class RunConfig:
     logger: LoggerConfig
     tricks: TricksConfig
     name: str = opt("run directories land in outputs/<name>/", nonempty=True)
-    seed: int = opt(ge=0)
+    seed: int = opt("seeds Python, NumPy and torch; NumPy takes 0 to 2^32 - 1", ge=0, le=2**32 - 1)
     ckpt_path: str | None = opt("a checkpoint to start from")
     dry_run: bool = opt("print and write the plan, then stop")
     test_after_fit: bool

@@ -73,7 +73,8 @@ def decode(files: list[Path], cfg: ImageFolderDataConfig) -> torch.Tensor:
         try:
             with Image.open(path) as im:
                 pixels = np.array(im.convert(mode), dtype=np.uint8)
-        except (OSError, UnidentifiedImageError) as e:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+            # Validation probes every image first (data/checks.probe_image); a file changed since.
             raise ConfigError(f"cannot read image {path}: {e}; remove or replace the file") from e
         x = torch.from_numpy(pixels.reshape(pixels.shape[0], pixels.shape[1], -1)).permute(2, 0, 1)
         if x.shape[1:] != (size, size):
@@ -153,6 +154,20 @@ class ImageFolderDataModule(SklearnDataModule):
     def class_names(self) -> list[str] | None:
         """The class folder names, in class index order."""
         return list(self.classes)
+
+    def preprocessing(self) -> dict:
+        """What a prediction needs (data/preprocess.py): size, channels, normalisation, classes."""
+        c = self.cfg
+        return {
+            "kind": "image",
+            "channels": c.channels,
+            "image_size": c.image_size,
+            "scale": 1.0,
+            "per": "channel",
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "classes": list(self.classes),
+        }
 
     def _files(self) -> dict[str, tuple[list[Path], np.ndarray]]:
         folders = split_folders(self.cfg)

@@ -14,10 +14,8 @@ semantics as every other data set.
 
 from __future__ import annotations
 
-import glob
 import json
 import math
-import os
 import sysconfig
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import torch
 
 from bigtrain.config import ConfigError
 from bigtrain.data.codec import BYTE_VOCAB, SEPARATOR, Codec, lm_spec  # noqa: F401 (re-exported)
+from bigtrain.data.corpus import expand_paths, split_bounds, window_problems  # noqa: F401 (re-exported)
 from bigtrain.data.tensors import TensorLoader, data_topology
 
 
@@ -36,19 +35,6 @@ def stdlib_files() -> list[Path]:
     return sorted(
         p for p in root.rglob("*.py") if not {"site-packages", "dist-packages"} & set(p.parts) and p.is_file()
     )
-
-
-def expand_paths(paths: list[str]) -> list[Path]:
-    """Files named directly, every file under a folder, and glob matches; sorted, no repeats."""
-    out: list[Path] = []
-    for p in paths:
-        if os.path.isdir(p):
-            out += sorted(q for q in Path(p).rglob("*") if q.is_file())
-        elif os.path.isfile(p):
-            out.append(Path(p))
-        else:
-            out += sorted(Path(q) for q in glob.glob(p, recursive=True) if os.path.isfile(q))
-    return list(dict.fromkeys(out))
 
 
 def read_text(files: list[Path], max_bytes: int | None) -> bytes:
@@ -66,13 +52,6 @@ def read_text(files: list[Path], max_bytes: int | None) -> bytes:
 
 def source_files(cfg) -> list[Path]:
     return stdlib_files() if cfg.name == "stdlib_text" else expand_paths(list(cfg.paths))
-
-
-def split_bounds(n: int, val: float, test: float) -> dict[str, tuple[int, int]]:
-    """Contiguous [train | val | test] token ranges."""
-    n_test, n_val = int(n * test), int(n * val)
-    n_train = n - n_val - n_test
-    return {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
 
 
 def windows(tokens: np.ndarray, seq_len: int) -> np.ndarray:
@@ -100,6 +79,14 @@ def token_dtype(vocab: int) -> torch.dtype:
 class TextDataModule(pl.LightningDataModule):
     class_names: list[str] | None = None  # next-token prediction: the classes are the vocabulary
 
+    def preprocessing(self) -> dict:
+        """What generation needs (data/preprocess.py): the tokenizer, copied into the run."""
+        return {
+            "kind": "text",
+            "tokenizer": None if self.codec.byte_level else "tokenizer.json",
+            "tokenizer_source": self.codec.tokenizer_path,
+        }
+
     def __init__(self, cfg, seed: int) -> None:
         super().__init__()
         self.cfg, self.seed = cfg, seed
@@ -115,17 +102,9 @@ class TextDataModule(pl.LightningDataModule):
         tokens = self.codec.encode(text)
         bounds = split_bounds(len(tokens), self.cfg.val_fraction, self.cfg.test_fraction)
         arrays = {k: windows(tokens[a:b], self.cfg.seq_len) for k, (a, b) in bounds.items()}
-        for k, w in arrays.items():
-            if len(w) == 0:
-                raise ConfigError(
-                    f"the {k} split of data={self.cfg.name} has no window of {self.cfg.seq_len + 1} tokens: "
-                    "add text (data.max_bytes, data.paths) or lower data.seq_len"
-                )
-        if len(arrays["train"]) < self.cfg.batch_size:
-            raise ConfigError(
-                f"data={self.cfg.name} has {len(arrays['train'])} training windows, fewer than one global batch "
-                f"(data.batch_size={self.cfg.batch_size}): add text or lower data.batch_size"
-            )
+        problems = list(window_problems(self.cfg, {k: len(w) for k, w in arrays.items()}))
+        if problems:  # validation refuses these before the run for byte tokens (data/checks.py)
+            raise ConfigError(problems[0])
         vocab, dtype = self.spec.vocab_size, token_dtype(self.spec.vocab_size)
         self.splits = {k: torch.from_numpy(np.ascontiguousarray(w)).to(dtype) for k, w in arrays.items()}
         unigram = unigram_loss(arrays["train"][:, 1:], arrays["val"][:, 1:], vocab)

@@ -30,6 +30,24 @@ def check_resume(cfg: RunConfig) -> Iterator[str]:
         )
 
 
+def check_run_paths(cfg: RunConfig) -> Iterator[str]:
+    """`name` is one folder name (run directories land in outputs/<name>/), and `resume`, when
+    set, is not empty: an empty one would start a new run where a resume was asked for."""
+    name = cfg.name
+    separator = next((c for c in ("/", "\\", os.sep) if c in name), None)
+    if separator is not None or name in (".", ".."):
+        why = f"it holds {separator}" if separator else f"{name} is not a folder of its own"
+        yield (
+            f"name={name} is not a folder name ({why}): runs land in outputs/<name>/, so choose a name "
+            "without / and .. (e.g. name=baseline)"
+        )
+    if cfg.resume is not None and not cfg.resume.strip():
+        yield (
+            "resume= is empty: give the run directory to continue (resume=outputs/<name>/<time>), "
+            "or drop resume= to start a new run"
+        )
+
+
 def check_ckpt_path(cfg: RunConfig) -> Iterator[str]:
     """ckpt_path must exist; a sharded one needs a strategy that loads shards."""
     path = cfg.ckpt_path
@@ -53,9 +71,27 @@ def check_checkpoint_contents(cfg: RunConfig) -> Iterator[str]:
     from bigtrain.runs.checkpointing import CheckpointError, inspect_checkpoint
 
     try:
-        inspect_checkpoint(cfg.ckpt_path, trust=cfg.trust_checkpoint)
+        info = inspect_checkpoint(cfg.ckpt_path, trust=cfg.trust_checkpoint)
     except CheckpointError as e:
         yield f"ckpt_path={cfg.ckpt_path}: {' '.join(str(e).splitlines())}"
+        return
+    yield from _beyond_limits(cfg, info["epoch"] + 1, info["global_step"])
+
+
+def _beyond_limits(cfg: RunConfig, epoch: int, step: int) -> Iterator[str]:
+    """A checkpoint saved in epoch `epoch` (1-based) at step `step` must be within the run's
+    limits, which count the epochs and steps already trained: beyond them, fit would do nothing."""
+    t, where = cfg.trainer, f"ckpt_path={cfg.ckpt_path}"
+    if t.max_epochs != -1 and epoch > t.max_epochs:
+        yield (
+            f"{where} was saved in epoch {epoch}, beyond trainer.max_epochs={t.max_epochs}: raise "
+            f"trainer.max_epochs above {epoch} to train on from it (it counts the epochs already trained)"
+        )
+    if t.max_steps != -1 and step > t.max_steps:
+        yield (
+            f"{where} was saved at step {step}, beyond trainer.max_steps={t.max_steps}: raise "
+            f"trainer.max_steps above {step} to train on from it (it counts the steps already trained)"
+        )
 
 
 def check_logger_packages(cfg: RunConfig) -> Iterator[str]:

@@ -13,6 +13,8 @@ No torch here: this runs before the command decides anything.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import shutil
@@ -57,14 +59,62 @@ def _quote(value: str) -> str:
 
 
 def find_resume(overrides: list[str]) -> str | None:
-    """The directory of a `resume=DIR` override, if there is one."""
-    values = [o.split("=", 1)[1] for o in overrides if override_key(o) == "resume" and "=" in o]
-    return values[-1].strip("'\"") if values and values[-1] not in ("", "null") else None
+    """The directory of a `resume=DIR` override, if there is one (an empty `resume=` is refused
+    by validation: runs/checks.check_run_paths)."""
+    values = [o.split("=", 1)[1].strip("'\"") for o in overrides if override_key(o) == "resume" and "=" in o]
+    return values[-1] if values and values[-1] not in ("", "null") else None
+
+
+def _read_yaml(run: Path, name: str, kind: type, what: str) -> Any:
+    """The plain contents of `run`/.hydra/`name`, which must be `kind` (dict or list);
+    RunDirError naming the file when it is not YAML, or not of that shape."""
+    from omegaconf import OmegaConf
+
+    path = run / ".hydra" / name
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as e:  # not UTF-8, not YAML, or YAML that OmegaConf cannot hold
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RunDirError(
+            f"resume={run}: .hydra/{name} is not readable YAML ({reason}): restore it from a copy of "
+            "the run, or start a new run"
+        ) from e
+    if not isinstance(data, kind) or (kind is list and not all(isinstance(o, str) for o in data)):
+        raise RunDirError(
+            f"resume={run}: .hydra/{name} should hold {what}: restore it from a copy of the run, "
+            "or start a new run"
+        )
+    return data
+
+
+def check_run_files(run: Path, what: str = "resume") -> None:
+    """The files a run appends to or writes into must be what they seem: `checkpoints` a folder,
+    and (when resuming) `metrics.csv` UTF-8 CSV text; RunDirError naming the file otherwise."""
+    ckpt_dir = run / "checkpoints"
+    if ckpt_dir.exists() and not ckpt_dir.is_dir():
+        raise RunDirError(
+            f"{what}={run}: checkpoints is a file, not a folder: move it away (the run keeps its "
+            "checkpoints in that folder)" + ("" if what == "resume" else f", or choose another {what}")
+        )
+    metrics = run / "metrics.csv"
+    if what != "resume" or not metrics.is_file():
+        return
+    try:
+        data = metrics.read_bytes().decode("utf-8")
+        if "\0" in data or (data.strip() and not next(csv.reader(io.StringIO(data)), None)):
+            raise ValueError("NUL bytes or no header line")
+    except (ValueError, csv.Error) as e:
+        reason = (
+            f"byte 0x{e.object[e.start]:02x} at offset {e.start}" if isinstance(e, UnicodeDecodeError) else e
+        )
+        raise RunDirError(
+            f"resume={run}: metrics.csv is not CSV text ({reason}), and the resumed run appends to it: "
+            "move it away (the run starts a new one) or restore it from a copy"
+        ) from e
 
 
 def resume_overrides(run_dir: str, new: list[str]) -> tuple[list[str], str | None]:
     """The overrides (and --config-dir) that continue `run_dir`; RunDirError when it cannot be."""
-    from omegaconf import OmegaConf
 
     run = Path(run_dir).absolute()
     if not run.is_dir():
@@ -76,7 +126,9 @@ def resume_overrides(run_dir: str, new: list[str]) -> tuple[list[str], str | Non
         raise RunDirError(
             f"resume={run_dir} is not a run directory: it has no .hydra/config.yaml and .hydra/overrides.yaml"
         )
-    saved = [str(o) for o in OmegaConf.load(saved_overrides)]
+    saved = _read_yaml(run, "overrides.yaml", list, "the list of the run's overrides")
+    _read_yaml(run, "config.yaml", dict, "the run's config, a mapping")
+    check_run_files(run)
     # Hydra's own overrides pass through (Lightning's DDP launcher adds some for each process);
     # an override the run was started with, repeated verbatim, changes nothing.
     hydra_own = [o for o in new if override_key(o).startswith("hydra.")]
@@ -93,14 +145,30 @@ def resume_overrides(run_dir: str, new: list[str]) -> tuple[list[str], str | Non
     return merged, _saved_config_dir(run)
 
 
+def run_overrides(run_dir: str | Path, new: list[str]) -> tuple[list[str], str | None]:
+    """The run's own overrides with `new` ones replacing theirs, and its --config-dir: the
+    config of a run to evaluate on other data (nothing is resumed, so anything may change)."""
+    run = Path(run_dir).absolute()
+    saved = _read_yaml(run, "overrides.yaml", list, "the list of the run's overrides")
+    changed = {override_key(o) for o in new}
+    return [o for o in saved if override_key(o) not in changed] + list(new), _saved_config_dir(run)
+
+
 def _saved_config_dir(run: Path) -> str | None:
     """The --config-dir the run was started with (Hydra records it as a command-line source)."""
-    from omegaconf import OmegaConf
 
-    hydra_yaml = run / ".hydra" / "hydra.yaml"
-    if not hydra_yaml.is_file():
+    if not (run / ".hydra" / "hydra.yaml").is_file():
         return None
-    sources = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.config_sources") or []
+    saved = _read_yaml(run, "hydra.yaml", dict, "Hydra's settings of the run, a mapping")
+    sources: Any = saved
+    for key in ("hydra", "runtime", "config_sources"):
+        sources = sources.get(key) if isinstance(sources, dict) else None
+    sources = sources or []
+    if not isinstance(sources, list) or not all(isinstance(src, dict) for src in sources):
+        raise RunDirError(
+            f"resume={run}: .hydra/hydra.yaml should list hydra.runtime.config_sources: restore it "
+            "from a copy of the run, or start a new run"
+        )
     for src in sources:
         if src.get("provider") == "command-line" and src.get("schema") == "file":
             return str(src.get("path"))
@@ -111,7 +179,7 @@ def check_same_config(run_dir: str, composed: Any, changed: set[str]) -> None:
     """The recomposed config must equal the saved one except where the resume changes it."""
     from omegaconf import OmegaConf
 
-    saved = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml"))
+    saved = _read_yaml(Path(run_dir).absolute(), "config.yaml", dict, "the run's config, a mapping")
     now = OmegaConf.to_container(composed)
     skip = set(changed) | set(RESUME_OWN)
     for key, (a, b) in _differences(saved, now).items():
@@ -142,6 +210,52 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def output_dir(cfg: Any, key: str) -> str | None:
+    """The folder Hydra will create for `key` (hydra.run.dir or hydra.sweep.dir) of a composed
+    config with its hydra node; None where only Hydra's runtime can resolve it (${hydra:...},
+    values Hydra fills in per job). RunDirError for an empty value or one that cannot resolve."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationKeyError, UnsupportedInterpolationType
+
+    section, name = key.rsplit(".", 1)
+    raw = (OmegaConf.to_container(OmegaConf.select(cfg, section), resolve=False) or {}).get(name)
+    if raw is None or not str(raw).strip():
+        default = "outputs/<name>/multirun/<time>" if key == "hydra.sweep.dir" else "outputs/<name>/<time>"
+        raise RunDirError(
+            f"{key} is empty: give a folder (e.g. {key}=outputs/run1), or drop {key}= for {default}"
+        )
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+    except (InterpolationKeyError, UnsupportedInterpolationType) as e:
+        reason = str(e).strip().splitlines()[0]
+        raise RunDirError(f"{key}={raw} cannot be resolved ({reason}): fix the interpolation") from e
+    except Exception as e:  # an interpolation only Hydra's runtime can resolve: checked at train time
+        env = re.search(r"Environment variable '([^']*)' not found", str(e))
+        if env is None:
+            return None
+        raise RunDirError(
+            f"{key}={raw}: the environment variable {env.group(1)} is not set: set it, or give a "
+            f"default, e.g. ${{oc.env:{env.group(1)},outputs/run}}"
+        ) from e
+    return str(value) if value else None
+
+
+def check_output_subdir(cfg: Any) -> None:
+    """hydra.output_subdir (where Hydra copies the config, .hydra by default) stays inside the
+    run directory: a relative path without `..`, or null for none."""
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, "hydra.output_subdir", default=None)
+    if value is None:
+        return
+    parts = Path(str(value)).parts
+    if not str(value).strip() or Path(str(value)).is_absolute() or ".." in parts:
+        raise RunDirError(
+            f"hydra.output_subdir={value} would put the run's config outside its run directory: give "
+            "a folder name inside it (the default is .hydra), or hydra.output_subdir=null for none"
+        )
 
 
 def check_writable(run_dir: str | Path, what: str = "hydra.run.dir", need: int = 0) -> None:
