@@ -7,9 +7,9 @@ validation needs no torch. Every value comes from a preset in conf/model/<family
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from bigtrain.config.convert import opt, variant
+from bigtrain.config.convert import opt, target_variant, variant
 
 # Families that take token data, and families that take images (C, H, W).
 LM_MODELS = {"transformer"}
@@ -64,17 +64,20 @@ class TransformerConfig:
     d_model: int = opt(gt=0)
     n_heads: int = opt(gt=0)
     n_kv_heads: int | None = opt("grouped-query attention; null = n_heads", gt=0)
-    d_ff: int | None = opt("MLP width; null = 4*d_model (gelu) or 2/3 of that rounded (swiglu)", gt=0)
+    d_ff: int | None = opt("MLP width; null = 4*d_model (GELU) or 2/3 of that rounded (swiglu)", gt=0)
     vocab_size: int | None = opt("null = the data's vocabulary (256 for bytes)", gt=0)
     max_seq_len: int = opt("longest context (size of the learned position table)", gt=0)
     norm: Literal["layernorm", "rmsnorm"]
-    mlp: Literal["gelu", "swiglu"]
+    mlp: Literal["gelu", "gelu_tanh", "swiglu"] = opt("gelu exact, gelu_tanh (GPT-2's approximation), swiglu")
     positions: Literal["learned", "rope"]
     tie_embeddings: bool
     bias: bool
     dropout: float = opt(ge=0.0, lt=1.0)
     norm_eps: float = opt(gt=0.0)
     rope_theta: float = opt("base of the rotary frequencies (positions=rope)", gt=0.0)
+    init_from: str | None = opt(
+        "a Hugging Face folder (config.json, *.safetensors) to start from; null = random"
+    )
 
     @property
     def kv_heads(self) -> int:
@@ -91,8 +94,30 @@ class TransformerConfig:
         """Width of the MLP inside each block."""
         if self.d_ff is not None:
             return self.d_ff
-        if self.mlp == "gelu":
+        if self.mlp != "swiglu":
             return 4 * self.d_model
         # SwiGLU has three matrices instead of two: 2/3 of 4d keeps the parameter count, rounded
         # up to a multiple of 256 as LLaMA does (for matmul tile sizes).
         return -(-(8 * self.d_model // 3) // 256) * 256
+
+
+def upgrade_saved_model(section: dict) -> dict:
+    """A model section as an older run saved it (a checkpoint's hyper-parameters), in today's
+    terms. `init_from` and `gelu_tanh` came together; before them the transformer's `mlp: gelu`
+    meant the tanh approximation. So a transformer section without `init_from` reads its `gelu`
+    as `gelu_tanh`, and gains `init_from: null`."""
+    if section.get("family") != "transformer" or "init_from" in section:
+        return dict(section)
+    mlp = "gelu_tanh" if section.get("mlp") == "gelu" else section.get("mlp")
+    return {**section, "mlp": mlp, "init_from": None}
+
+
+@target_variant("model")
+@dataclass(frozen=True)
+class CustomModelConfig:
+    """Your own torch.nn.Module, named by `_target_` (docs/extending.md): every other key of the
+    section is an argument of its constructor; `num_outputs` and `input_shape` come from the data."""
+
+    family: Literal["custom"]
+    target: str = opt("the dotted path of the class (or function) that builds the model")
+    arguments: Any = opt("the constructor's arguments: every key of the section but _target_")

@@ -3,8 +3,9 @@
     tokens -> tok_emb (+ pos_emb) -> dropout -> blocks x n_layers -> norm_f -> head -> logits
     Block: x + attn(norm1(x)), then x + mlp(norm2(x))        (pre-norm, as GPT-2 and LLaMA)
 
-Options (TransformerConfig): LayerNorm or RMSNorm, GELU or SwiGLU MLP, learned or rotary
-positions, tied or untied embeddings, biases on or off, dropout, grouped-query attention.
+Options (TransformerConfig): LayerNorm or RMSNorm, GELU (exact or GPT-2's tanh approximation) or
+SwiGLU MLP, learned or rotary positions, tied or untied embeddings, biases on or off, dropout,
+grouped-query attention. models/hf.py maps these names to and from Hugging Face's GPT-2 and LLaMA.
 
 Names are part of the contract with tensor-parallel plans: tok_emb, pos_emb, blocks[i].{norm1,
 attn.{wq,wk,wv,wo}, norm2, mlp.{w1,w2,w3}}, norm_f, head. Attention reshapes with -1 heads, so a
@@ -93,11 +94,13 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """GELU: w2(gelu(w1 x)). SwiGLU: w2(silu(w1 x) * w3 x), w3 being the gate's second branch."""
+    """GELU: w2(gelu(w1 x)), exact (`gelu`) or GPT-2's tanh approximation (`gelu_tanh`).
+    SwiGLU: w2(silu(w1 x) * w3 x), w3 being the gate's second branch."""
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.swiglu = cfg.mlp == "swiglu"
+        self.approximate = "tanh" if cfg.mlp == "gelu_tanh" else "none"
         self.w1 = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=cfg.bias)
         self.w2 = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=cfg.bias)
         if self.swiglu:
@@ -106,7 +109,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.swiglu:
             return self.w2(F.silu(self.w1(x)) * self.w3(x))
-        return self.w2(F.gelu(self.w1(x), approximate="tanh"))  # GPT-2's tanh approximation
+        return self.w2(F.gelu(self.w1(x), approximate=self.approximate))
 
 
 class Block(nn.Module):

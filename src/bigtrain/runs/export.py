@@ -1,10 +1,15 @@
-"""Export a checkpoint's model weights as one plain file: `python -m bigtrain.runs.export CKPT OUT.pt`.
+"""Export a checkpoint's model weights as one plain file or a Hugging Face folder:
+`bigtrain export SOURCE OUT [--format pt|hf]` (also `python -m bigtrain.runs.export ...`).
 
-CKPT is either a sharded checkpoint directory (what strategy=fsdp, tp and fsdp_tp save: one
-shard per rank plus meta.pt) or a single-file .ckpt. OUT holds {"state_dict": weights keyed as
-the model's own state_dict (no "model." prefix, no optimizer), "hyper_parameters": the run's
-config}, loadable with `torch.load(OUT, weights_only=True)` and `model.load_state_dict(...)` into
-the model built on one device. Runs in one process; no process group is needed.
+SOURCE is a run directory (its best checkpoint: results.json's `best_checkpoint`, else
+checkpoints/last.ckpt), a sharded checkpoint directory (what strategy=fsdp, tp and fsdp_tp save:
+one shard per rank plus meta.pt) or a single-file .ckpt. With `--format pt` (the default) OUT
+holds {"state_dict": weights keyed as the model's own state_dict (no "model." prefix, no
+optimizer), "hyper_parameters": the run's config}, loadable with `torch.load(OUT,
+weights_only=True)` and `model.load_state_dict(...)` into the model built on one device. With
+`--format hf` OUT is a folder, config.json and model.safetensors, in GPT-2's or LLaMA's layout
+(models/hf.py), that `transformers.AutoModelForCausalLM.from_pretrained(OUT)` loads. Runs in one
+process; no process group is needed.
 
 Sharded directories are read with torch's public `torch.distributed.checkpoint.load` into full
 tensors allocated from the checkpoint's own metadata, for the "state_dict" entries only.
@@ -21,12 +26,17 @@ state_dict (pickled objects) are not read, so nothing is unpickled.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import warnings
 from pathlib import Path
 
 import torch
 
+from bigtrain.models.hf import HFError
+
+FORMATS = ("pt", "hf")
 PREFIX = "model."  # the LightningModule holds the model as `self.model`
 STATE = "state_dict."  # the weights' keys in a sharded checkpoint: "state_dict.<module key>"
 
@@ -61,9 +71,48 @@ def load_weights(ckpt: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return weights, meta.get("hyper_parameters", {})
 
 
+def checkpoint_of(source: str | Path) -> Path:
+    """The checkpoint SOURCE names: a run directory's best (or last) one, else SOURCE itself."""
+    path = Path(source)
+    if not (path.is_dir() and ((path / ".hydra").is_dir() or (path / "checkpoints").is_dir())):
+        return path
+    try:
+        best = json.loads((path / "results.json").read_text()).get("best_checkpoint")
+    except (OSError, ValueError):
+        best = None
+    if best and (path / best).exists():
+        return path / best
+    if (path / "checkpoints" / "last.ckpt").exists():
+        return path / "checkpoints" / "last.ckpt"
+    raise ValueError(f"{source} has no checkpoint (results.json's best_checkpoint, checkpoints/last.ckpt)")
+
+
+def export_hf(source: str | Path, out: str | Path) -> tuple[Path, str, int]:
+    """Write the weights of SOURCE as a Hugging Face folder `out`; (out, gpt2 or llama, parameters)."""
+    from bigtrain.config import TransformerConfig
+    from bigtrain.config.schema_models import upgrade_saved_model
+    from bigtrain.models.hf import write_folder
+
+    ckpt = checkpoint_of(source)
+    weights, hparams = load_weights(ckpt)
+    section = upgrade_saved_model(dict(hparams.get("model") or {}))
+    if section.get("family") != "transformer":
+        raise HFError(
+            f"{ckpt} holds a {section.get('family', 'unknown')} model: --format hf writes transformers"
+        )
+    names = [f.name for f in dataclasses.fields(TransformerConfig)]
+    missing = [n for n in names if n not in section]
+    if missing:
+        raise HFError(f"{ckpt}: its saved model config lacks {', '.join(missing)}")
+    model = TransformerConfig(**{n: section[n] for n in names})
+    folder, kind = write_folder(weights, model, out)
+    n = sum(v.numel() for k, v in weights.items() if not (model.tie_embeddings and k == "head.weight"))
+    return folder, kind, n
+
+
 def export(ckpt: str | Path, out: str | Path) -> Path:
     """Write the consolidated weights of `ckpt` to `out`; returns `out`."""
-    weights, hparams = load_weights(ckpt)
+    weights, hparams = load_weights(checkpoint_of(ckpt))
     if not weights:
         raise ValueError(f"{ckpt} holds no model weights (keys starting with {PREFIX!r})")
     out = Path(out)
@@ -72,18 +121,27 @@ def export(ckpt: str | Path, out: str | Path) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The command line: export CKPT to OUT and say how many parameters it wrote."""
-    parser = argparse.ArgumentParser(
-        prog="python -m bigtrain.runs.export", description=__doc__.splitlines()[0]
+def main(argv: list[str] | None = None, prog: str = "python -m bigtrain.runs.export") -> None:
+    """The command line: export SOURCE to OUT and say how many parameters it wrote."""
+    parser = argparse.ArgumentParser(prog=prog, description=" ".join(__doc__.splitlines()[:2]))
+    parser.add_argument("ckpt", help="run directory, sharded checkpoint directory or .ckpt file")
+    parser.add_argument("out", help="the file to write (pt, e.g. weights.pt) or the folder (hf)")
+    parser.add_argument(
+        "--format", choices=FORMATS, default="pt", help="pt: one torch file; hf: a Hugging Face folder"
     )
-    parser.add_argument("ckpt", help="sharded checkpoint directory or .ckpt file")
-    parser.add_argument("out", help="the single file to write, e.g. weights.pt")
     args = parser.parse_args(argv)
     if not Path(args.ckpt).exists():
-        sys.stderr.write(f"bigtrain.runs.export: error: {args.ckpt} does not exist\n")
+        sys.stderr.write(f"{prog}: error: {args.ckpt} does not exist\n")
         sys.exit(2)
-    out = export(args.ckpt, args.out)
+    try:
+        if args.format == "hf":
+            folder, kind, n = export_hf(args.ckpt, args.out)
+            print(f"wrote {folder}: {n:,} parameters as {kind} (config.json, model.safetensors)")
+            return
+        out = export(args.ckpt, args.out)
+    except ValueError as e:  # HFError too: no checkpoint, not a transformer, no HF layout
+        sys.stderr.write(f"{prog}: error: {e}\n")
+        sys.exit(2)
     n = sum(v.numel() for v in torch.load(out, weights_only=True, mmap=True)["state_dict"].values())
     print(f"wrote {out}: {n:,} parameters")
 
