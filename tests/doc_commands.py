@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 # The programs whose lines are commands. `python -m bigtrain` covers its sub-modules too
 # (`python -m bigtrain.runs.export`).
@@ -165,3 +166,45 @@ def commands_in_help(text: str) -> list[DocCommand]:
             command, *description = re.split(r"\s{2,}", stripped, maxsplit=1)
             found.append(DocCommand("bigtrain --help", number, command, comment=" ".join(description)))
     return found
+
+
+def program(cmd: DocCommand) -> tuple[str, list[str]]:
+    """(program, its arguments): bigtrain, bigtrain-tokens, a python module or script, a launcher."""
+    argv = cmd.argv
+    if argv[0] in ("python", "python3") and argv[1] == "-m":
+        name = "bigtrain" if argv[2] == "bigtrain" else f"-m {argv[2]}"
+        return ("bigtrain-tokens" if argv[2] == "bigtrain.data.tokens" else name), argv[3:]
+    if argv[0] in ("python", "python3"):
+        return argv[1], argv[2:]
+    return argv[0], argv[1:]
+
+
+def launched_bigtrain(cmd: DocCommand, repo: Path) -> list[str]:
+    """The bigtrain arguments an sbatch, srun or torchrun line runs on every task."""
+    name, args = program(cmd)
+    if name == "srun":
+        start = next(i for i, a in enumerate(args) if a in ("bigtrain", "python"))
+        return args[start + 1 :] if args[start] == "bigtrain" else args[start + 3 :]
+    if name == "torchrun":
+        start = next(i for i, a in enumerate(args) if a == "-m")
+        assert args[start + 1] == "bigtrain", cmd.text
+        return args[start + 2 :]
+    # sbatch OPTIONS SCRIPT ARGS: the script's own srun line, with SLURM's values for the options
+    start = next(i for i, a in enumerate(args) if a.endswith(".sbatch"))
+    options, script, forwarded = args[:start], repo / args[start], args[start + 1 :]
+    text = script.read_text()
+    defaults = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", text, flags=re.M))
+    given = dict(re.findall(r"--([\w-]+)=(\S+)", " ".join(options)))
+    slurm = {**defaults, **given}
+    values = {"SLURM_NNODES": slurm["nodes"], "SLURM_NTASKS_PER_NODE": slurm["ntasks-per-node"]}
+    joined = re.sub(r"\\\n\s*", " ", text)
+    (line,) = [s for s in joined.splitlines() if s.startswith("srun ")]
+    words = shlex.split(split_comment(line)[0])
+    start = next(i for i, w in enumerate(words) if w == "${BIGTRAIN_CMD[@]}")
+    result = []
+    for word in words[start + 1 :]:
+        if word == "$@":
+            result += forwarded
+        else:
+            result.append(re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], word))
+    return result

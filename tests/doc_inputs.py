@@ -114,6 +114,17 @@ def _patients() -> dict[str, list]:
     return {name: column.tolist() for name, column in table.items()}
 
 
+def diabetes_table(path: Path, runs: Runs) -> None:
+    """scikit-learn's diabetes table in its raw units: ten features and `progression`, the
+    disease progression a year later (25 to 346), a numeric target to regress."""
+    from sklearn.datasets import load_diabetes
+
+    data = load_diabetes(scaled=False)
+    table = {name: data.data[:, i].tolist() for i, name in enumerate(data.feature_names)}
+    table["progression"] = data.target.tolist()
+    _write_table(path, table)
+
+
 def _write_table(path: Path, table: dict[str, list]) -> None:
     if path.suffix == ".parquet":
         import pyarrow
@@ -221,6 +232,27 @@ def config_dir(folder: Path, runs: Runs) -> None:
     )
 
 
+def example_files(document: Path) -> dict[str, str]:
+    """The files of a document's example: each code block whose first line is `# path/of/file`
+    (under my_pkg/ or my_configs/), by that path, as the document shows them."""
+    import re
+
+    blocks = re.findall(r"^```\w*\n# ((?:my_pkg|my_configs)/\S+)\n(.*?)^```", document.read_text(), re.M | re.S)
+    return {path: body for path, body in blocks}
+
+
+def extending_example(folder: Path, runs: Runs) -> None:
+    """docs/extending.md's project: my_pkg/ (model, data module, callback) next to the config
+    folder my_configs/, written from the document itself."""
+    document = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
+    files = example_files(document)
+    assert files, "docs/extending.md shows no example files"
+    for path, body in files.items():
+        target = folder.parent / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(body)
+
+
 def documented_run(*args: str) -> Callable:
     """The run directory of a documented training command (shortened by LIMITS as its own test
     runs it, and run once for both)."""
@@ -235,9 +267,81 @@ def documented_run(*args: str) -> Callable:
     return build
 
 
+def table_run(table: str, build_table: Callable, *args: str) -> Callable:
+    """The run directory of a documented training command on a table, trained where the table
+    was written (shortened by LIMITS, and run once for all the commands that use it)."""
+
+    def build(run_dir: Path, runs: Runs) -> None:
+        cwd = runs.base / f"table_run_{run_dir.name}"
+        if not cwd.exists():
+            cwd.mkdir()
+            build_table(cwd / table, runs)
+        full = runs.limits(list(args))
+        # The same command in a document may have run already, in its own folder.
+        out, ran_in = runs.once("bigtrain", full, cwd)
+        assert out.returncode == 0, f"`bigtrain {shlex.join(full)}` failed:\n{out.stderr[-3000:]}"
+        (made,) = {p.parent for p in ran_in.rglob("results.json")}
+        shutil.copytree(made, run_dir)
+
+    return build
+
+
+def new_rows(path: Path, runs: Runs) -> None:
+    """The last 100 rows of the diabetes table: rows a documented run's evaluation has not seen."""
+    full = path.with_name("diabetes_all.csv")
+    diabetes_table(full, runs)
+    lines = full.read_text().splitlines()
+    path.write_text("\n".join([lines[0], *lines[-100:]]) + "\n")
+
+
+def digit_png(path: Path, runs: Runs) -> None:
+    """A handwritten 3 from scikit-learn's digits as an 8x8 grey PNG (values 0-16 as 0-255)."""
+    images, labels = _digits()
+    from PIL import Image
+
+    Image.fromarray(images[list(labels).index(3)], mode="L").save(path)
+
+
+def hf_folder(*args: str) -> Callable:
+    """A Hugging Face folder exported from the run of a documented training command."""
+
+    def build(path: Path, runs: Runs) -> None:
+        import sys
+
+        trained = runs.base / f"hf_source_{path.name}"
+        if not trained.exists():
+            documented_run(*args)(trained, runs)
+        cmd = [sys.executable, "-m", "bigtrain.runs.export", str(trained), str(path), "--format", "hf"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+
+    return build
+
+
+def absent(path: Path, runs: Runs) -> None:
+    """Nothing: the document names a path that does not exist, to show the error it gives."""
+
+
 # name as the documents write it -> (where it is made, relative to the working directory, and how).
 INPUTS: dict[str, tuple[str, Callable]] = {
     "table.csv": ("table.csv", wine_table),
+    "diabetes.csv": ("diabetes.csv", diabetes_table),
+    "new_rows.csv": ("new_rows.csv", new_rows),
+    "digit.png": ("digit.png", digit_png),
+    # docs/using.md trains these runs, then evaluates and predicts with them
+    "runs/digits": ("runs/digits", documented_run("hydra.run.dir=runs/digits")),
+    "runs/diabetes": (
+        "runs/diabetes",
+        table_run(
+            "diabetes.csv",
+            diabetes_table,
+            "data=csv",
+            "data.path=diabetes.csv",
+            "data.target=progression",
+            "hydra.run.dir=runs/diabetes",
+        ),
+    ),
+    "runs/gpt": ("runs/gpt", documented_run("+experiment=gpt_stdlib", "hydra.run.dir=runs/gpt")),
     "patients.csv": ("patients.csv", patients),
     "patients_split.csv": ("patients_split.csv", patients),
     "patients.parquet": ("patients.parquet", patients),
@@ -249,8 +353,14 @@ INPUTS: dict[str, tuple[str, Callable]] = {
     "letters": ("letters", split_folders(28)),
     "cifar_like": ("cifar_like", class_folders({d: f"class_{d}" for d in range(10)}, 32)),
     "~/my_configs": ("home/my_configs", config_dir),
+    # docs/extending.md: its config folder, and its package my_pkg/ beside it
+    "my_configs": ("my_configs", extending_example),
     # docs/reliability.md's first command makes the run the next two resume
     "runs/long": ("runs/long", documented_run("+experiment=seed", "hydra.run.dir=runs/long")),
+    # docs/lm.md trains a small GPT, then exports it as a Hugging Face folder
+    "runs/gpt_tiny": ("runs/gpt_tiny", documented_run("model=gpt/tiny", "hydra.run.dir=runs/gpt_tiny")),
+    "no_such_folder": ("no_such_folder", absent),  # docs/lm.md: the error for a missing folder
+    "gpt_tiny_hf": ("gpt_tiny_hf", hf_folder("model=gpt/tiny", "hydra.run.dir=runs/gpt_tiny")),
     # outputs/NAME/RUN: the run directory of the README's `bigtrain`
     "outputs/NAME/RUN/checkpoints/last.ckpt": ("outputs/NAME/RUN", documented_run()),
     "my_texts/": ("my_texts", stdlib_texts),

@@ -82,8 +82,9 @@ def test_config_errors_do_not_import_torch(tmp_path):
 
 
 def test_extra_callbacks_must_name_their_class():
-    ok = make_cfg(["callbacks.extra=[{_target_: my_pkg.MyCallback, every: 2}]"])
-    assert ok.callbacks.extra == [{"_target_": "my_pkg.MyCallback", "every": 2}]
+    # The class must import, and its arguments fit its signature (tests/test_extending.py).
+    ok = make_cfg(["callbacks.extra=[{_target_: pytorch_lightning.callbacks.Timer, interval: epoch}]"])
+    assert ok.callbacks.extra == [{"_target_": "pytorch_lightning.callbacks.Timer", "interval": "epoch"}]
     with pytest.raises(ConfigError) as e:
         make_cfg(["callbacks.extra=[{every: 2},{_target_: my_pkg.A},{_target_: 3}]"])
     assert [line.split("=")[0] for line in e.value.lines] == ["callbacks.extra[0]", "callbacks.extra[2]"]

@@ -7,7 +7,7 @@ import pytest
 
 from doc_commands import DocCommand, commands_in_help, commands_in_markdown, split_comment
 from doc_inputs import INPUTS
-from test_docs import COMMANDS, expand, kind, launched_bigtrain, named_inputs
+from test_docs import COMMANDS, REPO, expand, kind, launched_bigtrain, named_inputs
 
 SNIPPET = """\
 Some text with `bigtrain inline` that is not a block.
@@ -108,9 +108,9 @@ def test_the_sbatch_scripts_forward_their_arguments(tmp_path):
     cmd = DocCommand(
         "doc.md", 1, "sbatch --nodes=3 --ntasks-per-node=2 scripts/slurm/train_nnodes.sbatch a=1 b=2"
     )
-    assert launched_bigtrain(cmd, tmp_path) == ["trainer.num_nodes=3", "trainer.devices=2", "a=1", "b=2"]
+    assert launched_bigtrain(cmd, REPO) == ["trainer.num_nodes=3", "trainer.devices=2", "a=1", "b=2"]
     cmd = DocCommand("doc.md", 1, "sbatch scripts/slurm/train_1node.sbatch a=1")
-    assert launched_bigtrain(cmd, tmp_path) == ["trainer.num_nodes=1", "trainer.devices=1", "a=1"]
+    assert launched_bigtrain(cmd, REPO) == ["trainer.num_nodes=1", "trainer.devices=1", "a=1"]
 
 
 def test_inputs_are_found_by_name_and_every_input_is_used():

@@ -28,12 +28,13 @@ from pathlib import Path
 import pytest
 
 from conftest import DIST_ENV, bigtrain_cmd
-from doc_commands import DocCommand, commands_in_help, commands_in_markdown, split_comment
+from doc_commands import DocCommand, commands_in_help, commands_in_markdown, launched_bigtrain, program
 from doc_inputs import INPUTS, Runs
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))]
 TIMEOUT = 600  # seconds per command
+TOOLS = ("eval", "predict", "export")  # bigtrain's subcommands that use a finished run
 
 # Everything a test appends to a documented command, all of it to make a long run short. Nothing
 # else is ever added: the defaults (progress bar, config tree, plots, loggers) run as documented.
@@ -63,9 +64,7 @@ ABSOLUTE_FOLDERS = ("/shared/",)
 
 # Documented commands that fail because of known product bugs being fixed now; strict, so the
 # mark has to go when the fix lands.
-KNOWN_PRODUCT_BUGS: dict[str, str] = {  # a fragment of the command -> why it fails (strict xfail)
-    "hydra/launcher=slurm": "submitit's launcher fails with a traceback where it cannot submit",
-}
+KNOWN_PRODUCT_BUGS: dict[str, str] = {}  # a fragment of the command -> why it fails (strict xfail)
 
 # `make` targets a test may run in the repository root; the others change the environment or the
 # checkout, or run this suite itself.
@@ -77,7 +76,7 @@ PLACEHOLDER_HOST = re.compile(r"https?://([\w.-]+\.)?example\.(org|com|net)\b")
 
 # Arguments whose values are inputs: bigtrain keys, and the options of the other programs.
 INPUT_KEYS = ("data.path", "data.train_path", "data.val_path", "data.test_path", "data.root", "data.paths")
-INPUT_KEYS += ("data.tokenizer", "resume", "ckpt_path")
+INPUT_KEYS += ("data.tokenizer", "resume", "ckpt_path", "model.init_from")
 INPUT_OPTIONS = ("--config-dir", "-cd", "--tokenizer")
 # options of bigtrain-tokens that take a value
 VALUE_OPTIONS = (*INPUT_OPTIONS, "--max-bytes")
@@ -117,17 +116,6 @@ def _value(args: list[str], key: str) -> str | None:
     return None
 
 
-def program(cmd: DocCommand) -> tuple[str, list[str]]:
-    """(program, its arguments): bigtrain, bigtrain-tokens, a python module or script, a launcher."""
-    argv = cmd.argv
-    if argv[0] in ("python", "python3") and argv[1] == "-m":
-        name = "bigtrain" if argv[2] == "bigtrain" else f"-m {argv[2]}"
-        return ("bigtrain-tokens" if argv[2] == "bigtrain.data.tokens" else name), argv[3:]
-    if argv[0] in ("python", "python3"):
-        return argv[1], argv[2:]
-    return argv[0], argv[1:]
-
-
 def needs_hardware(args: list[str]) -> bool:
     """bigtrain arguments that ask for GPUs or a cluster this machine may not have."""
     devices = _value(args, "trainer.devices")
@@ -143,6 +131,8 @@ def needs_hardware(args: list[str]) -> bool:
 
 
 def _bigtrain_kind(args: list[str], cmd: DocCommand) -> str:
+    if args and args[0] in TOOLS:
+        return "tool"
     if _flag(
         args, "--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "-sc", "--shell-completion"
     ):
@@ -186,7 +176,7 @@ def _multi_process(cmd: DocCommand) -> bool:
 def _marks(cmd: DocCommand) -> list[pytest.MarkDecorator]:
     """slow: it trains (or would, given the hardware), or starts more than one heavy process."""
     marks = []
-    if kind(cmd) in ("train", "hardware", "bench", "program", "make"):
+    if kind(cmd) in ("train", "hardware", "bench", "program", "make", "tool"):
         marks.append(pytest.mark.slow)
     if _multi_process(cmd):
         marks.append(pytest.mark.distributed)
@@ -261,6 +251,8 @@ def named_inputs(cmd: DocCommand) -> list[str]:
         found += positional[2:]
     if name == "-m bigtrain.runs.export":
         found.append(args[0])
+    if name == "bigtrain" and args and args[0] in TOOLS:  # eval/predict/export RUN_DIR [INPUT]
+        found += [args[1], *(a for a in args[2:3] if a in INPUTS and args[0] == "predict")]
     if name in ("sbatch", "srun", "torchrun"):
         found = [f for f in found if not f.startswith("$")]
     return list(dict.fromkeys(found))
@@ -348,37 +340,6 @@ def train_limits(args: list[str]) -> list[str]:
     return limited(args, "train")
 
 
-def launched_bigtrain(cmd: DocCommand, cwd: Path) -> list[str]:
-    """The bigtrain arguments an sbatch, srun or torchrun line runs on every task."""
-    name, args = program(cmd)
-    if name == "srun":
-        start = next(i for i, a in enumerate(args) if a in ("bigtrain", "python"))
-        return args[start + 1 :] if args[start] == "bigtrain" else args[start + 3 :]
-    if name == "torchrun":
-        start = next(i for i, a in enumerate(args) if a == "-m")
-        assert args[start + 1] == "bigtrain", cmd.text
-        return args[start + 2 :]
-    # sbatch OPTIONS SCRIPT ARGS: the script's own srun line, with SLURM's values for the options
-    start = next(i for i, a in enumerate(args) if a.endswith(".sbatch"))
-    options, script, forwarded = args[:start], REPO / args[start], args[start + 1 :]
-    text = script.read_text()
-    defaults = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", text, flags=re.M))
-    given = dict(re.findall(r"--([\w-]+)=(\S+)", " ".join(options)))
-    slurm = {**defaults, **given}
-    values = {"SLURM_NNODES": slurm["nodes"], "SLURM_NTASKS_PER_NODE": slurm["ntasks-per-node"]}
-    joined = re.sub(r"\\\n\s*", " ", text)
-    (line,) = [s for s in joined.splitlines() if s.startswith("srun ")]
-    words = shlex.split(split_comment(line)[0])
-    start = next(i for i, w in enumerate(words) if w == "${BIGTRAIN_CMD[@]}")
-    result = []
-    for word in words[start + 1 :]:
-        if word == "$@":
-            result += forwarded
-        else:
-            result.append(re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], word))
-    return result
-
-
 def completions(line: str, cwd: Path) -> list[str]:
     """What bash completion offers for `line`, through Hydra's completion query."""
     out = execute(
@@ -445,7 +406,7 @@ def test_documented_command(cmd: DocCommand, tmp_path, runs):
     name, args = program(expanded)
 
     if k == "launcher":
-        check_plan(cmd, [*launched_bigtrain(expanded, cwd), "dry_run=true"], cwd)
+        check_plan(cmd, [*launched_bigtrain(expanded, REPO), "dry_run=true"], cwd)
     elif k == "expected":
         check_expected(cmd, execute(name, args, cwd))
     elif k == "show":
@@ -454,6 +415,9 @@ def test_documented_command(cmd: DocCommand, tmp_path, runs):
         assert not results_under(cwd)
     elif k == "plan":
         check_plan(cmd, args, cwd)
+    elif k == "tool":  # bigtrain eval / predict on a run the inputs trained
+        out = execute(name, args, cwd)
+        assert out.returncode == 0 and out.stdout.strip(), _show(cmd, out)
     elif k == "train":
         full = train_limits(args)
         out, ran_in = runs.once(name, full, cwd)

@@ -8,14 +8,17 @@ from __future__ import annotations
 import csv
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 
+import bigtrain
 from bigtrain.config import ConfigError, as_dict
 from bigtrain.runs.secrets import strip_secrets
-from conftest import FAST, make_cfg
+from conftest import FAST, QUIET, make_cfg
 
 # The last word of a key that names a secret (max_new_tokens and tokenizer are not secrets).
 SECRET_KEYS = ("token", "password", "secret", "apikey", "credential", "credentials")
@@ -41,28 +44,61 @@ def test_strip_secrets_removes_secret_looking_keys_at_any_depth():
     assert clean["optim"] == logged["optim"]  # everything else is kept
 
 
-def test_mlflow_logs_metrics_and_params_to_a_file_store(run):
+def _docs_snippet(first_line: str) -> str:
+    """The Python block of docs/logging.md that starts with `first_line`, as written there."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "logging.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    (block,) = [b for b in blocks if b.startswith(first_line)]
+    return block
+
+
+def test_mlflow_runs_share_one_store_that_the_documented_snippet_reads(tmp_path, monkeypatch):
+    """Two runs log to outputs/mlflow.db under the directory they ran in, with tags, params,
+    metrics and artifacts; the docs' read-back snippet runs as written and lists them."""
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
-    results, run_dir = run(
-        [*FAST, "logger=mlflow", "trainer.log_every_n_steps=1", "name=mlf", "tags=[baseline,try2]"]
+    monkeypatch.chdir(tmp_path)
+    results = {}
+    for lr in ("1e-3", "3e-2"):
+        results[lr] = bigtrain.train(
+            [
+                *QUIET,
+                *FAST,
+                "callbacks.plots=true",
+                "logger=mlflow",
+                "trainer.log_every_n_steps=1",
+                f"optim.lr={lr}",
+                "tags=[baseline,try2]",
+            ],
+            run_dir=tmp_path / "outputs" / f"lr{lr}",
+        )
+    client = MlflowClient(tracking_uri="sqlite:///outputs/mlflow.db")
+    experiment = client.get_experiment_by_name("default")
+    logged = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(logged) == {"lr1e-3", "lr3e-2"}
+    for lr, run in logged.items():
+        tags = run.data.tags  # the run's tags reach the tracker as MLflow tags
+        assert tags["baseline"] == tags["try2"] == "true" and tags["bigtrain.tags"] == "baseline,try2"
+        metrics, params = run.data.metrics, run.data.params
+        assert metrics["test/acc"] == pytest.approx(results[lr[2:]]["test"]["acc"], abs=1e-6)
+        assert params["optim/lr"] == str(float(lr[2:]))
+        assert params["model/family"] == "mlp" and params["data/name"] == "digits"
+        assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 3  # 3 steps, every step
+        files = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"results.json", "plots"} <= files
+        _no_secret_keys(params)
+    out = subprocess.run(
+        [sys.executable, "-c", _docs_snippet("from mlflow.tracking import MlflowClient")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    store = run_dir / "mlruns"
-    client = MlflowClient(tracking_uri=store.resolve().as_uri())
-    experiment = client.get_experiment_by_name("mlf")
-    (logged,) = client.search_runs([experiment.experiment_id])
-    assert logged.info.run_name == run_dir.name
-    tags = logged.data.tags  # the run's tags reach the tracker as MLflow tags
-    assert tags["baseline"] == tags["try2"] == "true" and tags["bigtrain.tags"] == "baseline,try2"
-    metrics, params = logged.data.metrics, logged.data.params
-    assert metrics["test/acc"] == pytest.approx(results["test"]["acc"], abs=1e-6)
-    assert metrics["val/loss"] == pytest.approx(results["val"]["loss"], abs=1e-6)
-    history = client.get_metric_history(logged.info.run_id, "train/loss")
-    assert len(history) == 3  # +debug=fast: 3 training steps, logged every step
-    assert params["optim/lr"] == str(make_cfg().optim.lr)
-    assert params["model/family"] == "mlp" and params["data/name"] == "digits"
-    _no_secret_keys(params)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert {line.split()[0] for line in lines[:2]} == {"lr1e-3", "lr3e-2"}
+    assert "results.json" in lines[-1] and "plots" in lines[-1]
 
 
 class WandbRunProbe(pl.Callback):

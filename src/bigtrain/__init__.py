@@ -5,6 +5,8 @@ Python API (the command line does the same; bad overrides raise bigtrain.ConfigE
     results = bigtrain.train(["+experiment=seed"], run_dir="outputs/nb")
     results = bigtrain.train(cfg, run_dir="outputs/nb2", quiet=True)   # a composed config, no output
     results = bigtrain.resume("outputs/nb", ["trainer.max_epochs=60"])   # continue that run
+    model = bigtrain.load("outputs/nb")            # the best checkpoint with its preprocessing
+    rows = model.predict("new_rows.csv")           # or an image file/folder, or a text prompt
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from bigtrain.config.errors import ConfigError
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "compose", "resume", "train"]
+__all__ = ["ConfigError", "compose", "load", "resume", "train"]
 
 # What quiet=True turns off: the progress bar and the model summary (the rest is printed, and
 # swallowed).
@@ -82,6 +84,14 @@ def _quiet_logs(quiet: bool):
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+
+
+def load(run_dir: str | Path, checkpoint: str | Path | None = None):
+    """A finished run's model (its best checkpoint, or `checkpoint`) with its preprocessing:
+    `.predict(path or prompt)`, `.module` (the LightningModule), `.preprocessing`."""
+    from bigtrain.runs.inference import load as _load
+
+    return _load(run_dir, checkpoint)
 
 
 def resume(run_dir: str | Path, overrides: Sequence[str] = (), config_dir: str | None = None) -> dict:

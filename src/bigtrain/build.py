@@ -25,6 +25,19 @@ from bigtrain.training.module import BigtrainModule
 def build_module(cfg: RunConfig, spec, bytes_per_token: float = 1.0) -> BigtrainModule:
     """The one LightningModule around the configured model."""
     model = build_model(cfg.model, spec.input_shape, spec.num_outputs)
+    if cfg.model.family == "custom":  # your own nn.Module: its blocks and FSDP units
+        from bigtrain.distributed.custom import register
+
+        register()
+    if getattr(cfg.model, "init_from", None) is not None:  # Hugging Face weights (models/hf.py)
+        from pytorch_lightning.utilities import rank_zero_only
+
+        from bigtrain.models.hf import continues_checkpoint, load_into
+
+        if not continues_checkpoint(cfg):  # a checkpoint's weights would replace them
+            line = load_into(model, cfg.model.init_from)
+            if rank_zero_only.rank == 0:
+                print(line, flush=True)
     return BigtrainModule(
         model,
         task=spec.task,
@@ -40,6 +53,7 @@ def build_module(cfg: RunConfig, spec, bytes_per_token: float = 1.0) -> Bigtrain
         parallel=cfg.strategy,
         num_nodes=cfg.trainer.num_nodes,
         bytes_per_token=bytes_per_token,
+        target_stats=spec.target_stats,
     )
 
 

@@ -22,6 +22,7 @@ from bigtrain.data import checks as data
 from bigtrain.distributed import checks as distributed
 from bigtrain.models import checks as models
 from bigtrain.runs import checks as runs
+from bigtrain.targets import checks as targets
 from bigtrain.training import checks as training
 
 CheckFn = Callable[[RunConfig], Iterable[str]]
@@ -42,6 +43,7 @@ CHECKS: tuple[Check, ...] = (
     Check(distributed.check_batch_split, needs=(distributed.check_parallel,)),
     Check(models.check_shapes),  # heads, RoPE head size, ViT width
     Check(data.check_families),  # token data with the transformer, images with CNN/ViT
+    Check(data.check_fractions),  # val + test fractions leave a training split
     Check(data.check_seq_len, needs=(data.check_families,)),
     Check(data.check_image_shapes),  # CNN depth and ViT patch against the image side
     Check(training.check_stopping),
@@ -53,11 +55,14 @@ CHECKS: tuple[Check, ...] = (
     Check(training.check_nonfinite),
     Check(training.check_finders),
     Check(training.check_extra_callbacks),
+    Check(targets.check_custom_data_uses),  # the finders need bigtrain's own data
     Check(runs.check_resume),
+    Check(runs.check_run_paths),  # name is a folder name; resume= is not empty
     # Files and installed packages (looked up, not imported).
     Check(data.check_lm_files),
+    Check(data.check_corpus_size, needs=(data.check_lm_files, data.check_fractions)),
     Check(data.check_image_folder),
-    Check(data.check_table),  # reads and encodes the user's table with numpy
+    Check(data.check_table, needs=(data.check_fractions,)),  # reads and encodes the user's table
     Check(
         data.check_train_batches,  # at least one global batch of training samples
         needs=(
@@ -65,10 +70,16 @@ CHECKS: tuple[Check, ...] = (
             distributed.check_batch_split,
             data.check_image_folder,
             data.check_table,
+            data.check_fractions,
         ),
     ),
     Check(runs.check_logger_packages),
     Check(runs.check_ckpt_path),
+    # Your own pieces (_target_): their modules are imported, and torch with them.
+    Check(targets.check_model_target),
+    Check(targets.check_data_target),
+    Check(targets.check_data_contract, needs=(targets.check_data_target,)),  # builds the data module
+    Check(targets.check_callback_targets, needs=(training.check_extra_callbacks,)),
     Check(distributed.check_parallel_packages),  # DeepSpeed: imports torch to find a GPU
     # torch, only where the config asks for it.
     Check(distributed.check_hardware),  # GPU, MPS, fp16

@@ -225,12 +225,24 @@ def _pyplot():
     return plt
 
 
+def loss_limits(losses: list[float], smoothed: list[float]) -> tuple[float, float]:
+    """The plot's loss axis: from the lowest loss to the highest smoothed loss before the
+    smoothed minimum, plus margins, so the divergence at the end does not squash the curve."""
+    end = min(range(len(smoothed)), key=smoothed.__getitem__)
+    low, high = min(losses), max(smoothed[: end + 1])
+    span = (high - low) or abs(high) or 1.0
+    return low - 0.05 * span, high + 0.25 * span
+
+
 def _plot_lr(res: dict, path: Path) -> str:
     plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(res["lrs"], res["losses"], alpha=0.3, label="loss")
     ax.plot(res["lrs"], res["smoothed"], label="smoothed")
+    if res["losses"]:
+        res["plot_ylim"] = list(loss_limits(res["losses"], res["smoothed"]))
+        ax.set_ylim(*res["plot_ylim"])
     if res["suggestion"]:
         ax.axvline(res["suggestion"], color="red", ls="--", label=f"suggestion {res['suggestion']:.2e}")
     ax.set(xscale="log", xlabel="learning rate", ylabel="training loss", title="Learning-rate range test")

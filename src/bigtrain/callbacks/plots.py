@@ -1,11 +1,14 @@
-"""PNG plots in <run_dir>/plots/: loss and metric curves per epoch, ROC curve(s), confusion matrix.
+"""PNG plots in <run_dir>/plots/: loss and metric curves, ROC, confusion matrix, predicted vs true.
 
 Drawn on rank zero with matplotlib's Agg backend (no display needed). The epoch values come
 from the module's `history`, which holds what was logged, synced over processes. The ROC and
 confusion-matrix figures are scikit-learn's `RocCurveDisplay` and `ConfusionMatrixDisplay`,
 labelled with the data module's `class_names` (class indices where it has none); the ROC legend
-gives each curve's AUC (one-vs-rest per class for multiclass). The loss and metric curves have
-no library equivalent over an epoch history and stay plain matplotlib.
+gives each curve's AUC (one-vs-rest per class for multiclass). A regression run's test
+predictions are drawn by scikit-learn's `PredictionErrorDisplay` (actual vs predicted). A
+language model, which often trains one long epoch, also gets loss_by_step.png (the training
+loss of every logging step and the validation loss of every validation). The loss and metric
+curves have no library equivalent over an epoch history and stay plain matplotlib.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ class Plots(pl.Callback):
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         plot_curves(history, self.out_dir)
+        if getattr(pl_module, "task", None) == "lm":
+            steps = [(step, float(v)) for step, v in getattr(pl_module, "step_losses", [])]
+            plot_loss_by_step(steps, history, self.out_dir / "loss_by_step.png")
 
     @rank_zero_only
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -46,6 +52,9 @@ class Plots(pl.Callback):
         if not artifacts:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if "predicted" in artifacts:
+            plot_predictions(artifacts["predicted"], artifacts["true"], self.out_dir / "predicted_vs_true.png")
+            return
         names = getattr(trainer.datamodule, "class_names", None)
         plot_roc(artifacts["roc"], self.out_dir / "roc.png", names)
         plot_confusion(artifacts["confusion_matrix"], self.out_dir / "confusion_matrix.png", names)
@@ -145,6 +154,40 @@ def plot_confusion(matrix: Any, path: Path, class_names: list[str] | None = None
         xticks_rotation=45 if max(len(x) for x in labels) > 3 else "horizontal",
     )
     ax.set_title("Confusion matrix (test)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return display
+
+
+def plot_loss_by_step(steps: list[tuple[int, float]], history: list[dict], path: Path) -> None:
+    """loss_by_step.png: training loss at each logging step, validation loss at each validation."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if steps:
+        ax.plot([s for s, _ in steps], [v for _, v in steps], lw=1, label="train")
+    val = [(h["step"], h["val/loss"]) for h in history if "val/loss" in h]
+    if val:
+        ax.plot([s for s, _ in val], [v for _, v in val], marker="o", ms=3, label="val")
+    ax.set(xlabel="optimizer step", ylabel="loss (nats per token)", title="Loss by step")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_predictions(predicted: Any, true: Any, path: Path):
+    """predicted_vs_true.png: each test row's prediction against its target, in the target's
+    units, with the diagonal of perfect predictions. Returns scikit-learn's PredictionErrorDisplay."""
+    from sklearn.metrics import PredictionErrorDisplay
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    display = PredictionErrorDisplay.from_predictions(
+        y_true=true.numpy(), y_pred=predicted.numpy(), kind="actual_vs_predicted", ax=ax,
+        scatter_kwargs={"alpha": 0.6, "s": 12},
+    )
+    ax.set_title("Predicted vs true (test)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

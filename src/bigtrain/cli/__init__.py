@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -35,6 +36,7 @@ from bigtrain.cli.compose import (
 from bigtrain.cli.help import complete_group_option, print_config_tree, print_help
 
 EXIT_CONFIG_ERROR = 2
+TOOLS = ("eval", "predict")  # subcommands (cli/tools.py); anything else is Hydra's command line
 EXIT_TRAINING_STOPPED = 3  # the non-finite loss policy ended training
 
 __all__ = ["UsageError", "compose", "main", "precheck"]
@@ -72,13 +74,17 @@ def expand_resume(argv: Sequence[str]) -> list[str]:
 
 
 def _output_dir(cfg: DictConfig, multirun: bool) -> tuple[str, str] | None:
-    """(key, path) of the folder Hydra will create, or None where it cannot be resolved yet."""
+    """(key, path) of the folder Hydra will create, or None where it cannot be resolved yet;
+    UsageError for an empty or unresolvable folder, or a config copy outside it."""
+    from bigtrain.runs.rundir import RunDirError, check_output_subdir, output_dir
+
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
-        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
-    except Exception:  # an interpolation only Hydra's runtime can resolve: checked at train time
-        return None
-    return (key, str(value)) if value else None
+        check_output_subdir(cfg)
+        value = output_dir(cfg, key)
+    except RunDirError as e:
+        raise UsageError(str(e)) from e
+    return None if value is None else (key, value)
 
 
 @dataclass
@@ -98,8 +104,9 @@ def precheck(argv: Sequence[str]) -> Checked | None:
     """Compose and validate what `bigtrain argv` would run; raise UsageError or ConfigError.
     Returns what it found for a single run, None for a multirun or an informational flag."""
     from bigtrain.checks import validate
+    from bigtrain.cluster.submit import launcher_problem
     from bigtrain.runs.lock import check_free
-    from bigtrain.runs.rundir import RunDirError, check_writable
+    from bigtrain.runs.rundir import RunDirError, check_run_files, check_writable
 
     args = parse_args(argv)
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or args.resolve:
@@ -117,13 +124,17 @@ def precheck(argv: Sequence[str]) -> Checked | None:
         cfg, added = compose_job(job, args.config_dir, args.config_name or CONFIG_NAME, with_hydra=True)
         out = _output_dir(cfg, args.multirun)
         choices = dict(OmegaConf.to_container(cfg.hydra.runtime.choices))
+        launcher = OmegaConf.select(cfg, "hydra.launcher._target_", default=None)
         with open_dict(cfg):
             del cfg["hydra"]
         run = validate(cfg)
+        if args.multirun and (line := launcher_problem(launcher, run.dry_run)):
+            raise UsageError(line)  # before Hydra makes the sweep folder
         if out is not None:
             try:
                 check_writable(out[1], what=out[0])
                 check_free(out[1])  # a live run owns it: refused before Hydra writes into it
+                check_run_files(Path(out[1]), what=out[0])
             except RunDirError as e:
                 raise UsageError(str(e)) from e
     return None if args.multirun else Checked(cfg, run, None if out is None else out[1], choices, added)
@@ -212,6 +223,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     from bigtrain.config import ConfigError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOLS:  # bigtrain eval / predict: a finished run's checkpoint
+        from bigtrain.cli.tools import main as tool_main
+
+        tool_main(argv)
+        return
+    if argv[:1] == ["export"]:  # bigtrain export: a checkpoint as one file or a Hugging Face folder
+        from bigtrain.runs.export import main as export_main
+
+        export_main(argv[1:], prog="bigtrain export")
+        return
     try:
         argv = expand_resume(argv)
         args = parse_args(argv)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import difflib
 import itertools
 import os
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -193,6 +195,23 @@ def fit_window(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
     return [] if fits or "data.seq_len" in _given(overrides) else [f"data.seq_len={context}"]
 
 
+def weights_tokenizer(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
+    """`data.tokenizer=<init_from>/tokenizer.json` where the weights a run starts from have their
+    tokenizer beside them, the data is text and the user chose no tokenizer: the vocabulary the
+    weights were trained with."""
+    model, data = cfg.get("model", {}), cfg.get("data", {})
+    folder = model.get("init_from") if model.get("family") == "transformer" else None
+    if not folder or data.get("name") not in ("text", "stdlib_text") or data.get("tokenizer") is not None:
+        return []
+    path = Path(str(folder)) / "tokenizer.json"
+    if not path.is_file() or "data.tokenizer" in _given(overrides):
+        return []
+    value = str(path)
+    if not re.fullmatch(r"[\w./-]+", value):  # spaces and the like: a quoted Hydra string
+        value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return [f"data.tokenizer={value}"]
+
+
 def compose_run(
     overrides: Sequence[str],
     config_dir: str | None = None,
@@ -204,7 +223,7 @@ def compose_run(
     added = implied_overrides(cfg, overrides)
     if added:
         cfg = compose([*overrides, *added], config_dir, config_name, with_hydra=with_hydra)
-    window = fit_window(cfg, [*overrides, *added])
+    window = fit_window(cfg, [*overrides, *added]) + weights_tokenizer(cfg, [*overrides, *added])
     if window:
         added += window
         cfg = compose([*overrides, *added], config_dir, config_name, with_hydra=with_hydra)

@@ -10,6 +10,7 @@ section with `variant`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import field
@@ -26,6 +27,21 @@ VARIANTS: dict[str, tuple[str, dict[str, type]]] = {
     "sched": ("name", {}),
     "strategy": ("name", {}),
 }
+
+
+# Sections that may instead be given by `_target_` (docs/extending.md): section -> the dataclass
+# that holds the target and its arguments. Filled by @target_variant.
+TARGETS: dict[str, type] = {}
+
+
+def target_variant(section: str):
+    """Register a dataclass as the schema of `section` when it has a `_target_` key."""
+
+    def register(cls: type) -> type:
+        TARGETS[section] = cls
+        return cls
+
+    return register
 
 
 def variant(section: str, *names: str):
@@ -147,6 +163,8 @@ def _convert_scalar(value: Any, tp: Any, path: str, meta: dict) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}={fmt(value)} must be a number")
         value = float(value)
+        if not math.isfinite(value):  # inf and nan pass no range rule meaningfully
+            raise ConfigError(f"{path}={fmt(value)} is not a finite number: set {path} to a finite value")
     elif tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}={fmt(value)} must be a string")
@@ -213,8 +231,11 @@ def build(cls: type, data: dict, path: str = "") -> Any:
 
 
 def build_variant(section: str, data: Any) -> Any:
-    """`data` as the dataclass registered for its option (its `name` or `family` key)."""
+    """`data` as the dataclass registered for its option (its `name` or `family` key), or, when
+    it has a `_target_`, as the section's TARGETS dataclass."""
     key, options = VARIANTS[section]
+    if isinstance(data, dict) and "_target_" in data and section in TARGETS:
+        return build_target(section, data)
     if not isinstance(data, dict) or key not in data:
         raise ConfigError(f"{section}.{key} is missing: choose {section}=<option> (see bigtrain --help)")
     choice = data[key]
@@ -225,3 +246,15 @@ def build_variant(section: str, data: Any) -> Any:
             f"{section}.{key}={fmt(choice)} is not supported{hint}: known {key}s are {', '.join(options)}"
         )
     return build(options[choice], data, section)
+
+
+def build_target(section: str, data: dict) -> Any:
+    """A section given by `_target_`: its key says "custom" and every other key, `name` and
+    `family` included, is an argument of the target (as for Hydra's instantiate)."""
+    target = data["_target_"]
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError(
+            f"{section}._target_={fmt(target)} must name a class: give its dotted path, e.g. my_pkg.module.Name"
+        )
+    arguments = {k: v for k, v in data.items() if k != "_target_"}
+    return TARGETS[section](**{VARIANTS[section][0]: "custom", "target": target, "arguments": arguments})

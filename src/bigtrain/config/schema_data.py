@@ -6,9 +6,9 @@ Fields carry types and range rules only; every value, defaults included, comes f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from bigtrain.config.convert import opt, variant
+from bigtrain.config.convert import opt, target_variant, variant
 
 # Split names a `data.split_column` may hold, and the subfolders an image root may have.
 SPLITS = ("train", "val", "test")
@@ -81,6 +81,9 @@ class TabularDataConfig:
     val_path: str | None
     test_path: str | None
     target: str | None = opt("the label column (required)")
+    task: Literal["auto", "classification", "regression"] = opt(
+        "auto: regression for a numeric target with more than 20 distinct values"
+    )
     features: list[str] | None = opt("feature columns; null = every other column")
     categorical: list[str] = opt("feature columns encoded one-hot (categories of the train split)")
     split_column: str | None = opt("column of train/val/test; null = stratified split by fractions")
@@ -121,3 +124,15 @@ class ImageFolderDataConfig:
     drop_last: bool = opt("drop the epoch's last, smaller global batch; false = train it as a smaller step")
     val_fraction: float = opt(gt=0.0, lt=1.0)
     test_fraction: float = opt(gt=0.0, lt=1.0)
+
+
+@target_variant("data")
+@dataclass(frozen=True)
+class CustomDataConfig:
+    """Your own pytorch_lightning.LightningDataModule, named by `_target_` (docs/extending.md):
+    every other key of the section is an argument of its constructor. It batches its own data
+    (its loaders' batch is per process) and tells its classes by `num_classes`."""
+
+    name: Literal["custom"]
+    target: str = opt("the dotted path of the class (or function) that builds the data module")
+    arguments: Any = opt("the constructor's arguments: every key of the section but _target_")

@@ -12,19 +12,23 @@ class DataSpec:
     """What a model and its loss need to know about the data.
 
     Language models (task "lm"): input_shape is (seq_len,) token ids, num_classes the vocabulary;
-    `byte_level` says that one token is one byte (so bits per byte is loss / ln 2)."""
+    `byte_level` says that one token is one byte (so bits per byte is loss / ln 2).
+    Regression (task "regression"): one output; `target_stats` is the train split's (mean, std)
+    of the target, which the module standardises by."""
 
     input_shape: tuple[int, ...]
     num_classes: int
-    task: Literal["binary", "multiclass", "lm"]
+    task: Literal["binary", "multiclass", "lm", "regression"]
     vocab_size: int | None = None
     seq_len: int | None = None
     byte_level: bool = False
+    target_stats: tuple[float, float] | None = None
 
     @property
     def num_outputs(self) -> int:
-        """Binary tasks use one logit (sigmoid in the loss); multiclass one logit per class."""
-        return 1 if self.task == "binary" else self.num_classes
+        """Binary tasks use one logit (sigmoid in the loss), regression one value; multiclass one
+        logit per class."""
+        return 1 if self.task in ("binary", "regression") else self.num_classes
 
 
 LM_DATA = {"text", "stdlib_text", "tokens"}
@@ -52,12 +56,20 @@ def data_spec(cfg) -> DataSpec:
         from bigtrain.data.images import image_spec
 
         return image_spec(cfg.data)
+    if cfg.data.name == "custom":  # your own data module, by _target_: it may read one batch
+        from bigtrain.data.custom import custom_spec
+
+        return custom_spec(cfg.data)
     return SKLEARN_SPECS[cfg.data.name]
 
 
 def build_datamodule(cfg):
     """The LightningDataModule for a validated RunConfig."""
     name = cfg.data.name
+    if name == "custom":  # your own, by _target_: the instance validation built and checked
+        from bigtrain.data.custom import take
+
+        return take(cfg.data)
     if name == "tokens":
         from bigtrain.data.tokens import TokensDataModule
 

@@ -2,14 +2,18 @@
 the user's files (tables, image folders, text, token files, tokenizers).
 
 Each check takes the RunConfig and yields one line per problem, naming the fix (bigtrain/checks.py
-runs them in order). Image folders are listed, never opened; a user's table is read and encoded
-with numpy (data/tables.py), since its errors need its values; it is read once per process.
+runs them in order). Image folders are listed and every image's header is probed with Pillow
+(an unreadable file or a decompression bomb is named before the run, nothing is decoded); a
+user's table is read and encoded with numpy (data/tables.py), since its errors need its values;
+it is read once per process. A text corpus of byte tokens is sized from its files' sizes.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from bigtrain.config import (
     IMAGE_DATA,
@@ -17,6 +21,7 @@ from bigtrain.config import (
     LM_DATA,
     LM_MODELS,
     SPLITS,
+    ConfigError,
     ImageFolderDataConfig,
     RunConfig,
     TabularDataConfig,
@@ -35,6 +40,17 @@ def check_families(cfg: RunConfig) -> Iterator[str]:
         yield (
             f"model={family}/* needs image data but data={cfg.data.name} gives flat features; "
             f"use data=digits or a model=mlp/* preset"
+        )
+
+
+def check_fractions(cfg: RunConfig) -> Iterator[str]:
+    """The held-out fractions must leave a training split."""
+    d = cfg.data
+    val, test = getattr(d, "val_fraction", None), getattr(d, "test_fraction", None)
+    if val is not None and test is not None and val + test >= 1.0:
+        yield (
+            f"data.val_fraction={val} + data.test_fraction={test} = {val + test:g} leaves no training "
+            "data: lower them so that they sum below 1 (0.1 each is usual)"
         )
 
 
@@ -88,12 +104,36 @@ def check_lm_files(cfg: RunConfig) -> Iterator[str]:
             yield f"data.tokenizer={d.tokenizer} does not exist: give a tokenizers JSON file"
 
 
+def check_corpus_size(cfg: RunConfig) -> Iterator[str]:
+    """A text corpus holds a window in every split and one global batch of training windows:
+    counted from the files' sizes for byte tokens (with a tokenizer only an empty corpus is
+    known now; the data module counts the tokens). A dry run reads no data: its plan is made for
+    any corpus. Needs the files (check_lm_files) and fractions that leave a training split
+    (check_fractions)."""
+    from bigtrain.data.corpus import byte_windows, expand_paths, window_problems
+
+    d = cfg.data
+    if d.name not in ("text", "stdlib_text") or cfg.dry_run:
+        return
+    if d.name == "stdlib_text":
+        # The standard library's source is tens of MB: only a data.max_bytes can make it small.
+        if d.tokenizer is None and d.max_bytes is not None:
+            yield from window_problems(d, byte_windows(d, [], total=d.max_bytes))
+        return
+    files = expand_paths(list(d.paths))
+    if d.tokenizer is None:
+        yield from window_problems(d, byte_windows(d, files))
+    elif not any(f.stat().st_size for f in files):
+        yield f"the files of data.paths={list(d.paths)} are empty: add text"
+
+
 def check_image_folder(cfg: RunConfig) -> Iterator[str]:
     """The root folder and its class folders; per-channel mean and std."""
     d = cfg.data
     if not isinstance(d, ImageFolderDataConfig):
         return
-    yield from _image_root(d)
+    problems = list(_image_root(d))
+    yield from problems or _image_files(d)
     for key, values in (("mean", d.mean), ("std", d.std)):
         if values is not None and len(values) != d.channels:
             yield f"data.{key} needs {d.channels} values (one per channel); got {len(values)}"
@@ -122,6 +162,55 @@ def _image_root(d: ImageFolderDataConfig) -> Iterator[str]:
             yield f"{folder} holds {len(classes)} class folder(s): image_folder needs at least 2 (root/<class>/*.png)"
 
 
+def _image_files(d: ImageFolderDataConfig) -> Iterator[str]:
+    """Every class folder of the training images holds images, every split some; each image's
+    header is read (the first unreadable one is named). Needs a valid layout (_image_root)."""
+    from bigtrain.data.batches import IMAGE_EXTENSIONS
+
+    root = Path(d.root)
+    split = (root / "train").is_dir()
+    for folder in [root / s for s in SPLITS] if split else [root]:
+        classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+        count = 0
+        for name in classes:
+            files = sorted(p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files and (folder.name == "train" or not split):
+                yield (
+                    f"class folder {folder / name} holds no .png/.jpg images: add images, or remove the "
+                    "folder (it would be a class without samples)"
+                )
+                return
+            count += len(files)
+            for path in files:
+                if (line := probe_image(path)) is not None:
+                    yield line
+                    return
+        if not count:
+            yield f"{folder} holds no .png/.jpg images: the {folder.name} split needs some"
+            return
+
+
+def probe_image(path: Path) -> str | None:
+    """What is wrong with an image file, from its header and Pillow's integrity check (no pixel
+    is decoded): None when it is readable and within Pillow's decompression-bomb limit."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            size = str(e).split(", could")[0]
+            return f"image {path} is too large to decode safely ({size}): shrink it or remove it"
+        except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... for broken files
+            reason = (str(e).splitlines() or [type(e).__name__])[0]
+            return f"cannot read image {path}: {reason}; remove or replace the file"
+    return None
+
+
 def check_table(cfg: RunConfig) -> Iterator[str]:
     """A user's table: which files, which columns; then reads and encodes it (numpy only), so
     errors in the data come before a run directory exists. The data module reuses the result."""
@@ -138,7 +227,55 @@ def check_table(cfg: RunConfig) -> Iterator[str]:
         return
     from bigtrain.data.tables import load_table
 
-    load_table(d, cfg.seed)  # raises ConfigError naming the file, row and column
+    try:
+        table = load_table(d, cfg.seed)  # raises ConfigError naming the file, row and column
+    except (UnicodeDecodeError, csv.Error) as e:
+        yield _not_csv_files(d, e)
+        return
+    if table.target_stats is not None and cfg.tricks.label_smoothing > 0:
+        yield (
+            f"tricks.label_smoothing={cfg.tricks.label_smoothing} smooths class labels, but target "
+            f"'{d.target}' is regressed: drop it (or data.task=classification)"
+        )
+    if table.target_stats is None:
+        bad = [n for n in cfg.metrics.names if n in ("mae", "rmse", "r2")]
+        if bad:
+            yield (
+                f"metrics.names has {bad[0]}, a regression metric, but target '{d.target}' holds "
+                f"{len(table.classes)} classes: use metrics=default (or data.task=regression)"
+            )
+
+
+def _not_csv_files(d: TabularDataConfig, e: Exception) -> str:
+    """The error line for the table file that `e` (raised while reading the table) comes from."""
+    for split_name, path in d.files().items():
+        key = "data.path" if split_name == "all" else f"data.{split_name}_path"
+        if (line := _not_csv(key, path, e)) is not None:
+            return line
+    raise e
+
+
+def _not_csv(key: str, path: str, e: Exception) -> str | None:
+    """The error line for a table file that is not UTF-8 CSV text (`e` was raised reading one);
+    None when `path` is not the file at fault."""
+    if Path(path).suffix.lower() != ".csv":
+        return None
+    if isinstance(e, csv.Error):
+        return f"{key}={path} is not a CSV table ({e}): fix the file"
+    try:
+        Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as bad:
+        where = f"byte 0x{bad.object[bad.start]:02x} at offset {bad.start}"
+        return f"{key}={path} is not UTF-8 text ({where}): save the table as UTF-8 CSV (or as Parquet)"
+    return None
+
+
+def _not_parquet(key: str, path: str, e: Exception) -> str:
+    """The error line for a table file whose header cannot be read for another reason than
+    its text (`e`): a damaged Parquet file, most likely."""
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    what = "a Parquet file" if Path(path).suffix.lower() != ".csv" else "a readable table"
+    return f"{key}={path} is not {what} ({reason}): fix or rewrite the file"
 
 
 def _table_options(d: TabularDataConfig) -> Iterator[str]:
@@ -159,9 +296,17 @@ def _table_options(d: TabularDataConfig) -> Iterator[str]:
 def _table_columns(d: TabularDataConfig) -> Iterator[str]:
     from bigtrain.data.tables import read_header
 
+    first: tuple[str, list[str]] | None = None  # the file the features come from (all or train)
     for split_name, path in d.files().items():
         key = "data.path" if split_name == "all" else f"data.{split_name}_path"
-        columns = read_header(path, key)
+        try:
+            columns = read_header(path, key)
+        except ConfigError:
+            raise
+        except (ValueError, OSError, csv.Error) as e:  # not text, not CSV, not Parquet
+            yield _not_csv(key, path, e) or _not_parquet(key, path, e)
+            return
+        first = first or (f"{key}={path}", columns)
         wanted = [("data.target", d.target)]
         wanted += [("data.split_column", d.split_column)] if d.split_column else []
         wanted += [("data.features", c) for c in d.features or []]
@@ -176,6 +321,13 @@ def _table_columns(d: TabularDataConfig) -> Iterator[str]:
             return
     if d.features is not None and d.target in d.features:
         yield f"data.features lists the target '{d.target}': remove it from data.features"
+    if d.features == []:
+        yield "data.features is empty: list the feature columns, or set data.features=null for every other column"
+    elif d.features is None and first is not None and not set(first[1]) - {d.target, d.split_column}:
+        yield (
+            f"{first[0]} has no feature columns, only {', '.join(first[1])}: add the feature columns "
+            "to the table (every column but data.target and data.split_column is one)"
+        )
     stray = [c for c in d.categorical if d.features is not None and c not in d.features]
     if stray:
         yield f"data.categorical column '{stray[0]}' is not in data.features: add it there too"

@@ -45,6 +45,14 @@ def target_names(name: str) -> list[str]:
     return [str(n) for n in loaders[name]().target_names]
 
 
+@functools.cache
+def feature_names(name: str) -> list[str]:
+    """scikit-learn's names of the feature columns of data set `name`."""
+    from sklearn import datasets
+
+    return [str(n) for n in getattr(datasets, f"load_{name}")().feature_names]
+
+
 def split(x: np.ndarray, y: np.ndarray, val: float, test: float, seed: int) -> dict[str, tuple]:
     """Stratified train/val/test split, the same for the same seed on every machine and rank."""
     from sklearn.model_selection import train_test_split
@@ -74,10 +82,13 @@ class SklearnDataModule(pl.LightningDataModule):
             return
         x, y = load_arrays(self.cfg.name)
         parts = split(x, y, self.cfg.val_fraction, self.cfg.test_fraction, self.seed)
+        width = parts["train"][0].shape[1]
+        self.feature_mean, self.feature_std = np.zeros(width, np.float32), np.ones(width, np.float32)
         if self.cfg.standardize:
             mean = parts["train"][0].mean(axis=0)
             std = parts["train"][0].std(axis=0)
             std[std == 0] = 1.0  # digits has pixels that are 0 in every training image
+            self.feature_mean, self.feature_std = mean, std
             parts = {k: ((xs - mean) / std, ys) for k, (xs, ys) in parts.items()}
         shape = self.spec.input_shape
         self.splits = {
@@ -89,6 +100,35 @@ class SklearnDataModule(pl.LightningDataModule):
     def class_names(self) -> list[str] | None:
         """Names of the classes in index order, for plots ("0".."9"; "malignant", "benign")."""
         return target_names(self.cfg.name)
+
+    def preprocessing(self) -> dict:
+        """What a prediction needs (data/preprocess.py): digits are 8x8 images with values 0-16
+        standardised per pixel; breast cancer is a table of its 30 named measurements."""
+        mean, std = self.feature_mean.tolist(), self.feature_std.tolist()
+        classes = self.class_names
+        if self.cfg.name == "digits":
+            return {
+                "kind": "image",
+                "channels": 1,
+                "image_size": 8,
+                "scale": 16.0,
+                "per": "pixel",
+                "mean": mean,
+                "std": std,
+                "classes": classes,
+            }
+        columns = [
+            {"name": n, "mean": m, "std": s}
+            for n, m, s in zip(feature_names(self.cfg.name), mean, std, strict=True)
+        ]
+        return {
+            "kind": "table",
+            "target": "target",
+            "task": "classification",
+            "classes": classes,
+            "target_stats": None,
+            "columns": columns,
+        }
 
     def sizes(self) -> dict[str, int]:
         return {k: len(v[1]) for k, v in self.splits.items()}

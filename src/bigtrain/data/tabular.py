@@ -24,8 +24,20 @@ class TabularDataModule(SklearnDataModule):
 
     @property
     def class_names(self) -> list[str] | None:
-        """The target's values in class index order (Table.classes)."""
-        return [str(c) for c in self.table.classes]
+        """The target's values in class index order (Table.classes); None for regression."""
+        return [str(c) for c in self.table.classes] or None
+
+    def preprocessing(self) -> dict:
+        """The encoding learned from the training split (data/preprocess.py)."""
+        return dict(self.table.encoding)
+
+    def describe(self) -> str | None:
+        """The console line about a regression target (None: classes, described as any)."""
+        if self.table.target_stats is None:
+            return None
+        sizes = ", ".join(f"{k} {n}" for k, n in self.sizes().items())
+        mean, std = self.table.target_stats
+        return f"data: csv: {sizes}; regression on '{self.cfg.target}' (train mean {mean:.4g}, std {std:.4g})"
 
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:

@@ -132,6 +132,14 @@ class EvalWindowLoader:
 class TokensDataModule(pl.LightningDataModule):
     class_names: list[str] | None = None  # next-token prediction: the classes are the vocabulary
 
+    def preprocessing(self) -> dict:
+        """What generation needs (data/preprocess.py): the tokenizer, copied into the run."""
+        return {
+            "kind": "text",
+            "tokenizer": None if self.codec.byte_level else "tokenizer.json",
+            "tokenizer_source": self.codec.tokenizer_path,
+        }
+
     def __init__(self, cfg, seed: int) -> None:
         super().__init__()
         self.cfg, self.seed = cfg, seed

@@ -45,6 +45,9 @@ def check_parallel(cfg: RunConfig) -> Iterator[str]:
 def _tensor_parallel_model(cfg: RunConfig, tp: int) -> Iterator[str]:
     """The model must have a tensor-parallel plan, and its heads must split over the group."""
     s, m = cfg.strategy, cfg.model
+    if m.family == "custom":
+        yield f"strategy={s.name} needs a tensor-parallel plan, which a model given by _target_ has not: use strategy=fsdp or strategy=ddp"
+        return
     if m.family not in TP_FAMILIES:
         yield (
             f"strategy={s.name} has no tensor-parallel plan for model family '{m.family}': "
@@ -80,6 +83,8 @@ def check_batch_split(cfg: RunConfig) -> Iterator[str]:
     """The global batch must split evenly over data-parallel processes and accumulation steps.
     Needs a valid tensor-parallel size (check_parallel)."""
     t = cfg.trainer
+    if cfg.data.name == "custom":  # a data module of your own batches per process itself
+        return
     per_step = cfg.data_parallel_size * t.accumulate_grad_batches
     if cfg.data.batch_size % per_step:
         tp = tensor_parallel_size(cfg.strategy)

@@ -24,6 +24,10 @@ def build_model(cfg: Any, input_shape: tuple[int, ...], num_outputs: int):
         from bigtrain.models.transformer import Transformer
 
         return Transformer(cfg, model_vocab(cfg, num_outputs))
+    if cfg.family == "custom":  # your own nn.Module, by _target_ (docs/extending.md)
+        from bigtrain.models.custom import build_custom
+
+        return build_custom(cfg, input_shape, num_outputs)
     raise ValueError(f"unknown model family {cfg.family!r}")
 
 

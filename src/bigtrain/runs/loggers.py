@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -42,21 +41,27 @@ def build_loggers(cfg: RunConfig, run_dir: Path, resuming: bool = False) -> list
     return out
 
 
+# logger=mlflow without a tracking_uri: outputs/mlflow.db (runs, parameters, metrics, tags) and
+# outputs/mlartifacts/ (their files), relative to the directory bigtrain runs in.
+MLFLOW_ROOT, MLFLOW_DB, MLFLOW_ARTIFACTS = "outputs", "mlflow.db", "mlartifacts"
+
+
 def _mlflow_logger(cfg: RunConfig, run_dir: Path):
     from pytorch_lightning.loggers import MLFlowLogger
 
     m = cfg.logger.mlflow
-    uri = m.tracking_uri
+    uri, artifacts = m.tracking_uri, None
     if uri is None:
-        # A file store inside the run directory: no server or database needed. MLflow 3 keeps the
-        # file store working but refuses it unless this variable opts in (a database store would
-        # need SQLAlchemy, which the light mlflow-skinny client does not bring).
-        uri = (run_dir / "mlruns").resolve().as_uri()
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        # One store for every run started from this directory (multirun jobs included): a SQLite
+        # database, MLflow's supported local backend, with the artifacts beside it.
+        root = Path(MLFLOW_ROOT).absolute()
+        root.mkdir(parents=True, exist_ok=True)
+        uri, artifacts = f"sqlite:///{root / MLFLOW_DB}", (root / MLFLOW_ARTIFACTS).as_uri()
     return MLFlowLogger(
         experiment_name=m.experiment_name or cfg.name,
         run_name=m.run_name or run_dir.name,
         tracking_uri=uri,
+        artifact_location=artifacts,
         # MLflow tags are key-value pairs: each of the run's tags is a key, all of them one value.
         tags={**dict.fromkeys(cfg.tags, "true"), "bigtrain.tags": ",".join(cfg.tags)} if cfg.tags else None,
     )
@@ -96,6 +101,19 @@ def log_final_hparams(loggers: list, hparams: dict, results: dict) -> None:
             # Lightning closed its writer when fit and test ended; these events went to a new
             # one, which nothing else flushes before the process ends.
             logger.experiment.flush()
+
+
+def log_run_files(loggers: list, run_dir: Path) -> None:
+    """MLflow gets results.json and the plots as artifacts of the run, once they exist."""
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    for logger in loggers:
+        if isinstance(logger, MLFlowLogger) and logger.run_id is not None:
+            client = logger.experiment
+            if (run_dir / "results.json").is_file():
+                client.log_artifact(logger.run_id, str(run_dir / "results.json"))
+            if (run_dir / "plots").is_dir():
+                client.log_artifacts(logger.run_id, str(run_dir / "plots"), "plots")
 
 
 def close_loggers(loggers: list) -> None:

@@ -5,6 +5,10 @@ torch's FlopCounterMode over one meta forward pass (training = forward + backwar
 since the backward computes gradients for both inputs and weights). Activation memory is the
 sum of the tensors autograd saves for the backward in that same meta forward pass, scaled to the
 micro-batch. Nothing here touches real memory, so it works for any size on any laptop.
+A model of your own (`_target_`, docs/extending.md) is planned the same way; one that cannot be
+built on the meta device is built on the CPU to be counted, and where its forward pass cannot
+run on meta tensors its FLOPs are null ("unknown"). A data module of your own batches per
+process: the micro-batch is its loaders' batch.
 
 The transformer is costed analytically instead, from its config alone and without importing
 torch (models/shapes.py, docs/lm.md): its parameters, FLOPs per token 6N + 12 L d T, activations
@@ -112,21 +116,17 @@ def _model_costs(cfg: Any, spec: Any, micro: int, precision: str) -> dict:
             "fwd_flops": lm["flops_per_sample"] * micro // 3,
             "saved_fp32": 0,
         }
-    import torch
-
     from bigtrain.config import tensor_parallel_size
     from bigtrain.training.optim import group_audit, optimizer_groups
 
-    model = build_meta_model(cfg.model, spec.input_shape, spec.num_outputs)
+    model = _planned_model(cfg, spec)
     tp_split = 0
     if tensor_parallel_size(cfg.strategy) > 1:
         from bigtrain.distributed.parallel import tp_sharded_params
 
         tp_split = tp_sharded_params(model)
     groups = group_audit(optimizer_groups(cfg.optim, model))
-    model.train()
-    example = torch.zeros((micro, *spec.input_shape), device="meta", requires_grad=False)
-    fwd_flops, saved_fp32 = _meta_forward(model, example)
+    fwd_flops, saved_fp32 = _forward_costs(cfg, model, spec, micro)
     return {
         "lm": None,
         "total": sum(p.numel() for p in model.parameters()),
@@ -136,6 +136,44 @@ def _model_costs(cfg: Any, spec: Any, micro: int, precision: str) -> dict:
         "fwd_flops": fwd_flops,
         "saved_fp32": saved_fp32,
     }
+
+
+def _planned_model(cfg: Any, spec: Any) -> torch.nn.Module:
+    """The model on the meta device. A model of your own (`_target_`) that cannot be built there
+    (it computes with tensors in its __init__) is built on the CPU instead, to count it."""
+    try:
+        return build_meta_model(cfg.model, spec.input_shape, spec.num_outputs)
+    except Exception:
+        if cfg.model.family != "custom":
+            raise
+    from bigtrain.models import build_model
+
+    return build_model(cfg.model, spec.input_shape, spec.num_outputs)
+
+
+def _forward_costs(cfg: Any, model: torch.nn.Module, spec: Any, micro: int) -> tuple[int | None, int]:
+    """(forward FLOPs, bytes saved for backward) of one micro-batch of zeros; for a model of
+    your own whose forward does not run on such an input, (None, 0): the plan says unknown."""
+    import torch
+
+    model.train()
+    device = next(model.parameters(), torch.empty(0, device="meta")).device
+    example = torch.zeros((micro, *spec.input_shape), device=device, requires_grad=False)
+    try:
+        return _meta_forward(model, example)
+    except Exception:
+        if cfg.model.family != "custom":
+            raise
+        return None, 0
+
+
+def _micro_batch(cfg: Any) -> int:
+    """Samples per device per forward pass: a data module of your own batches per process."""
+    if cfg.data.name == "custom":
+        from bigtrain.data.custom import micro_batch
+
+        return micro_batch(cfg.data)
+    return cfg.micro_batch_size
 
 
 def _memory(cfg: Any, costs: dict, precision: str) -> dict[str, int]:
@@ -169,7 +207,9 @@ def _batch(cfg: Any, micro: int) -> dict:
         "devices": cfg.trainer.devices,
         "num_nodes": cfg.trainer.num_nodes,
         "accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
-        "global_batch_size": cfg.data.batch_size,
+        "global_batch_size": micro * cfg.data_parallel_size * cfg.trainer.accumulate_grad_batches
+        if cfg.data.name == "custom"
+        else cfg.data.batch_size,
         "steps_per_call": 1,  # kept for readers of older plans: Lightning runs one step per batch
         "data_parallel_size": cfg.data_parallel_size,
         "tensor_parallel_size": cfg.trainer.devices * cfg.trainer.num_nodes // cfg.data_parallel_size,
@@ -180,7 +220,7 @@ def _batch(cfg: Any, micro: int) -> dict:
 def make_plan(cfg: Any, spec: Any) -> dict:
     """The plan for a validated RunConfig and DataSpec. A transformer's needs no torch; other
     families are built on the meta device and run through one meta forward pass."""
-    micro = cfg.micro_batch_size
+    micro = _micro_batch(cfg)
     precision = cfg.trainer.precision
     costs = _model_costs(cfg, spec, micro, precision)
     memory = _memory(cfg, costs, precision)
@@ -189,7 +229,7 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         "strategy": cfg.strategy.name,
         "precision": precision,
         "params": {"total": costs["total"], "trainable": costs["trainable"]},
-        "flops_per_sample": 3 * costs["fwd_flops"] // max(micro, 1),
+        "flops_per_sample": None if costs["fwd_flops"] is None else 3 * costs["fwd_flops"] // max(micro, 1),
         "flops_per_token": None,
         "batch": _batch(cfg, micro),
         "optimizer_groups": costs["groups"],
@@ -259,7 +299,8 @@ def print_plan(plan: dict) -> None:
         "model / strategy / precision", f"{plan['model']} / {plan['strategy']} / {plan['precision']}"
     )
     table.add_row("parameters (trainable)", f"{p['total']:,} ({p['trainable']:,})")
-    table.add_row("training FLOPs per sample", _human(plan["flops_per_sample"]))
+    flops = plan["flops_per_sample"]
+    table.add_row("training FLOPs per sample", "unknown" if flops is None else _human(flops))
     if plan.get("flops_per_token"):
         table.add_row("training FLOPs per token", _human(plan["flops_per_token"]))
     table.add_row(

@@ -36,7 +36,7 @@ from bigtrain.config import ConfigError, RunConfig
 from bigtrain.data import build_datamodule
 from bigtrain.data.batches import check_loaded
 from bigtrain.runs.lock import hold
-from bigtrain.runs.loggers import build_loggers, close_loggers, log_final_hparams
+from bigtrain.runs.loggers import build_loggers, close_loggers, log_final_hparams, log_run_files
 from bigtrain.runs.plan import run_plan
 from bigtrain.runs.results import (
     RESULTS_FILE,
@@ -88,14 +88,36 @@ class Parts:
 @rank_zero_only
 def _print_data(dm) -> None:
     """The data's sizes on the console and in bigtrain.log."""
-    if hasattr(dm, "describe"):
-        echo(dm.describe())
+    line = dm.describe() if hasattr(dm, "describe") else None
+    if line is not None:
+        echo(line)
         return
     sizes, balance = dm.sizes(), dm.class_balance()
     classes = len(next(iter(balance.values()), []))
     echo(f"data: {dm.cfg.name}: " + ", ".join(f"{k} {n}" for k, n in sizes.items()) + f"; {classes} classes")
     # Samples per class in each split: the log keeps them, the console one line.
     logging.getLogger("bigtrain").info("samples per class: %s", balance)
+
+
+def _save_preprocessing(dm, run_dir: Path) -> dict | None:
+    """preprocessing.json (and the tokenizer file) in the run directory, written by rank zero:
+    what `bigtrain predict`, `eval` and `bigtrain.load` need besides the weights."""
+    if not hasattr(dm, "preprocessing"):  # a user's data module
+        return None
+    import json
+    import shutil
+
+    from bigtrain.data.preprocess import FILE, with_spec
+    from bigtrain.runs.rundir import write_text_atomic
+
+    prep = with_spec(dm)
+    if rank_zero_only.rank == 0:
+        source = prep.pop("tokenizer_source", None)
+        if prep.get("tokenizer"):
+            shutil.copyfile(source, run_dir / prep["tokenizer"])
+        write_text_atomic(run_dir / FILE, json.dumps(prep, indent=1))
+    prep.pop("tokenizer_source", None)
+    return prep
 
 
 def _best_val(module: BigtrainModule, ckpt_cb, monitor: str) -> dict:
@@ -167,7 +189,7 @@ def _fit_and_test(cfg: RunConfig, run_dir: Path, parts: Parts, results: dict) ->
         best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
         tested = trainer.test(module, datamodule=dm, ckpt_path=None if swa else best, verbose=False)
         results["test"] = strip_stage(tested[0] if tested else {}, "test")
-        if module.test_artifacts:
+        if "confusion_matrix" in module.test_artifacts:
             results["confusion_matrix"] = module.test_artifacts["confusion_matrix"].tolist()
     results["status"] = "interrupted" if trainer.interrupted else "completed"
 
@@ -257,6 +279,7 @@ def _build(
     if stats:
         results["data"] = stats
     module = parts.module = build_module(cfg, spec, stats.get("bytes_per_token", 1.0))
+    module.preprocessing = _save_preprocessing(dm, run_dir)
     shapes = {k: tuple(v.shape) for k, v in module.state_dict().items() if hasattr(v, "shape")}
     parts.ckpt_path = start_checkpoint(cfg, run_dir, shapes)
     if cfg.tricks.finders.lr.enabled or cfg.tricks.finders.batch_size.enabled:
@@ -329,6 +352,7 @@ def _finish(
                 (run_dir / RESUME_ERROR_FILE).unlink(missing_ok=True)  # an earlier failed attempt's
             if parts.loggers and parts.module is not None:
                 log_final_hparams(parts.loggers, parts.module.hparams, results)
+                log_run_files(parts.loggers, run_dir)
         except OSError as e:
             note = f"{target.name} could not be written either ({e.strerror or e})"
     with contextlib.suppress(OSError):

@@ -13,6 +13,7 @@ from typing import Any
 from bigtrain.config import LM_DATA, RunConfig, did_you_mean
 
 LM_METRICS = ("ppl", "bpb")
+REGRESSION_METRICS = ("mae", "rmse", "r2")
 
 
 def check_stopping(cfg: RunConfig) -> Iterator[str]:
@@ -32,6 +33,10 @@ def check_metrics(cfg: RunConfig) -> Iterator[str]:
         bad = [n for n in names if n in LM_METRICS]
         if bad:
             yield f"metrics.names has {bad[0]}, a language-model metric: use metrics=default"
+    if cfg.data.name not in ("csv", *LM_DATA):  # a table's target decides (data/checks.py)
+        bad = [n for n in names if n in REGRESSION_METRICS]
+        if bad:
+            yield f"metrics.names has {bad[0]}, a regression metric, but data={cfg.data.name} has classes: use metrics=default"
 
 
 def _never_logged(key: str, value: str, valid: set[str]) -> str:

@@ -1,6 +1,9 @@
 """Task -> torchmetrics MetricCollection, with the keys used in logs and results.json.
 
-Keys: acc, precision, recall, f1, auroc; for language models (task "lm") acc, ppl, bpb. Accuracy is the plain fraction correct (micro), as
+Keys: acc, precision, recall, f1, auroc; for language models (task "lm") acc, ppl, bpb; for
+regression mae, rmse, r2 (in the target's units, as scikit-learn's mean_absolute_error,
+root_mean_squared_error and r2_score; a regression run whose metrics.names lists only
+classification metrics, the default, gets all three). Accuracy is the plain fraction correct (micro), as
 scikit-learn's accuracy_score; for multiclass tasks precision, recall, F1 and AUROC are macro
 averages (one-vs-rest for AUROC), as scikit-learn's `average="macro"`. Binary tasks threshold the
 sigmoid at 0.5 and score the positive class.
@@ -18,6 +21,10 @@ from collections.abc import Sequence
 
 import torchmetrics
 from torchmetrics import classification as C
+from torchmetrics import regression as R
+from torchmetrics.aggregation import CatMetric
+
+REGRESSION_METRICS = ("mae", "rmse", "r2")
 
 
 def build_metrics(task: str, num_classes: int, names: Sequence[str]) -> torchmetrics.MetricCollection:
@@ -44,6 +51,13 @@ def build_metrics(task: str, num_classes: int, names: Sequence[str]) -> torchmet
             "f1": lambda: C.MulticlassF1Score(num_classes=k, average="macro", **v),
             "auroc": lambda: C.MulticlassAUROC(num_classes=k, average="macro", **v),
         }
+    elif task == "regression":
+        table = {
+            "mae": lambda: R.MeanAbsoluteError(),
+            "rmse": lambda: R.MeanSquaredError(squared=False),
+            "r2": lambda: R.R2Score(),
+        }
+        names = [n for n in names if n in table] or list(REGRESSION_METRICS)
     elif task == "lm":
         table = {"acc": lambda: C.MulticlassAccuracy(num_classes=num_classes, average="micro", **v)}
         names = [n for n in names if n in table]
@@ -55,9 +69,14 @@ def build_metrics(task: str, num_classes: int, names: Sequence[str]) -> torchmet
 
 
 def build_curves(task: str, num_classes: int) -> torchmetrics.MetricCollection:
-    """Test-time artefacts: the confusion matrix and the ROC curve(s)."""
+    """Test-time artefacts: the confusion matrix and the ROC curve(s); for regression every
+    prediction and target (for the predicted-vs-true plot)."""
     if task == "lm":
         return torchmetrics.MetricCollection({}, compute_groups=False)
+    if task == "regression":
+        return torchmetrics.MetricCollection(
+            {"predicted": CatMetric(), "true": CatMetric()}, compute_groups=False
+        )
     if task == "binary":
         return torchmetrics.MetricCollection(
             {"confusion_matrix": C.BinaryConfusionMatrix(), "roc": C.BinaryROC()}, compute_groups=False

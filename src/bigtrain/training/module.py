@@ -25,6 +25,8 @@ from bigtrain.training.optim import build_optimizer, build_scheduler
 PROGRESS_KEYS = {"val/loss", "val/acc", "val/ppl"}
 # The checkpoint key of what a resumed run needs besides weights, optimizer and loops.
 RUN_STATE_KEY = "bigtrain_run"
+# The checkpoint key of the data's preprocessing (data/preprocess.py), for predictions.
+PREPROCESSING_KEY = "bigtrain_preprocessing"
 
 
 class BigtrainModule(pl.LightningModule):
@@ -44,9 +46,16 @@ class BigtrainModule(pl.LightningModule):
         parallel: Any = None,
         num_nodes: int = 1,
         bytes_per_token: float = 1.0,
+        target_stats: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
+        if task == "regression":
+            # The model regresses (y - mean) / std of the train split; saved with the weights so
+            # that a checkpoint predicts in the target's units.
+            mean, std = target_stats or (0.0, 1.0)
+            self.register_buffer("target_mean", torch.tensor(float(mean)))
+            self.register_buffer("target_std", torch.tensor(float(std)))
         # The strategy config; configure_model hands it to parallel.py (None: nothing to apply).
         self.parallel_cfg, self.num_nodes = parallel, num_nodes
         self.task, self.num_classes = task, num_classes
@@ -67,11 +76,14 @@ class BigtrainModule(pl.LightningModule):
         self.test_artifacts: dict[str, Any] = {}
         # One dict per epoch of the epoch-level values logged (for plots and results.json).
         self.history: list[dict[str, float]] = []
+        # (optimizer step, synced training loss) of each logging step, as tensors (no sync).
+        self.step_losses: list[tuple[int, torch.Tensor]] = []
         self.label_smoothing, self.log_grad_norm = label_smoothing, log_grad_norm
         # Set by build.py to the non-finite loss policy: gate(module, loss) -> False skips the batch.
         self.loss_gate: Any = None
         self.batch_in_epoch = 0  # the training batch's index in its epoch, for the policy's report
         self.resumed = 0  # how many times this run was resumed (results.json)
+        self.preprocessing: dict | None = None  # set by runs/train.py, saved in checkpoints
         # Token-level losses are summed per micro-batch and divided by the step's token count.
         self.token_mean = StepTokenMean()
         # Optimizer steps the schedule spans (set in configure_optimizers).
@@ -85,6 +97,11 @@ class BigtrainModule(pl.LightningModule):
     def loss_and_probs(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Label smoothing regularises the training loss only; evaluation losses stay comparable.
         eps = self.label_smoothing if self.training else 0.0
+        if self.task == "regression":
+            # MSE of the standardised target; the "probabilities" are predictions in its units.
+            out = logits.squeeze(-1).float()
+            loss = F.mse_loss(out, (y.float() - self.target_mean) / self.target_std)
+            return loss, out.detach() * self.target_std + self.target_mean
         if self.task == "binary":
             logits = logits.squeeze(-1)
             target = y.to(logits.dtype) * (1.0 - eps) + 0.5 * eps  # two classes: e/2 each
@@ -118,7 +135,10 @@ class BigtrainModule(pl.LightningModule):
         self.stage_loss[stage].update(loss.detach(), weight=y.numel())
         if stage in self.stage_metrics:
             self.stage_metrics[stage].update(probs, y)
-        if stage == "test":
+        if stage == "test" and self.task == "regression":
+            self.curves["predicted"].update(probs)
+            self.curves["true"].update(y.float())
+        elif stage == "test":
             self.curves.update(probs, y)
         return loss
 
@@ -134,7 +154,11 @@ class BigtrainModule(pl.LightningModule):
         if self.logs_this_step():
             # Synced: the mean of the ranks' micro-batch losses is the loss of the global batch,
             # the same number on 1 or N processes (what the parallel equivalence tests compare).
-            self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
+            value = loss.detach()
+            if self.trainer.world_size > 1:
+                value = self.trainer.strategy.reduce(value, reduce_op="mean")
+            self.log("train/loss", value, on_step=True, on_epoch=False, prog_bar=True)
+            self.step_losses.append((self.global_step + 1, value))  # for the loss-by-step plot
         return loss
 
     def logs_this_step(self) -> bool:
@@ -188,6 +212,9 @@ class BigtrainModule(pl.LightningModule):
             return
         curves = self.curves.compute()
         self.curves.reset()
+        if self.task == "regression":
+            self.test_artifacts = {"predicted": _to_cpu(curves["predicted"]), "true": _to_cpu(curves["true"])}
+            return
         fpr, tpr, _ = curves["roc"]
         self.test_artifacts = {
             "confusion_matrix": curves["confusion_matrix"].cpu(),
@@ -246,6 +273,8 @@ class BigtrainModule(pl.LightningModule):
         if torch.cuda.is_available():
             checkpoint["bigtrain_rng"]["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint[RUN_STATE_KEY] = {"resumed": self.resumed, "history": list(self.history)}
+        if self.preprocessing is not None:
+            checkpoint[PREPROCESSING_KEY] = self.preprocessing
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Testing the best checkpoint loads it too: only a fit that starts from a checkpoint is

@@ -1,0 +1,118 @@
+"""A run's preprocessing as plain JSON, and raw inputs (rows, images, text) turned into model inputs
+by it, exactly as training turned its data.
+
+Every data module's `preprocessing()` says what training learned from its data; train() saves it
+in the run directory (preprocessing.json) and in every checkpoint, next to `spec`, the DataSpec
+the model was built for. Kinds:
+
+- table: the target, the task, the classes (or the regression target's mean and std) and per
+  feature column its categories (one-hot) or its mean and std (tables.encode_features applies it,
+  the same function that encoded the training split).
+- image: channels, image size, the value a white pixel has in the data's units (`scale`: 1 for
+  image folders, 16 for scikit-learn's digits), the mean and std `per` channel (or per pixel),
+  and the class names. Files are decoded and resized by images.decode, as in training.
+- text: the tokenizer (null for bytes, else a tokenizers JSON file kept in the run directory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from bigtrain.config.errors import ConfigError
+from bigtrain.data import DataSpec
+
+FILE = "preprocessing.json"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def with_spec(dm: Any) -> dict:
+    """The data module's preprocessing with its spec: what a saved model needs to predict."""
+    spec = dataclasses.asdict(dm.spec)
+    return {"spec": spec, **dm.preprocessing()}
+
+
+def spec_of(prep: dict) -> DataSpec:
+    """The DataSpec saved in a preprocessing dict."""
+    s = dict(prep["spec"])
+    s["input_shape"] = tuple(s["input_shape"])
+    if s.get("target_stats") is not None:
+        s["target_stats"] = tuple(s["target_stats"])
+    return DataSpec(**s)
+
+
+def class_names(prep: dict) -> list[str] | None:
+    return prep.get("classes") or None
+
+
+# ------------------------------------------------------------------ tables
+
+
+def read_rows(prep: dict, path: str | Path) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(inputs, targets or None when the file has no target column, rows) of a table file."""
+    from bigtrain.data.tables import encode_features, encode_targets, read_columns, read_header
+
+    where = f"{path}"
+    header = read_header(str(path), "input")
+    columns = [c["name"] for c in prep["columns"]]
+    target = prep["target"] if prep["target"] in header else None
+    raw = read_columns(str(path), "input", [*columns, *([target] if target else [])])
+    rows = len(next(iter(raw.values()))) if raw else 0
+    if rows == 0:
+        raise ConfigError(f"{path} has no rows: give it at least one")
+    x = encode_features(prep, raw, "given", where)
+    y = encode_targets(prep, raw[target], where) if target else None
+    return x, y, rows
+
+
+# ------------------------------------------------------------------ images
+
+
+def image_files(path: str | Path) -> list[Path]:
+    """An image file, or the images below a folder (sorted)."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        if files:
+            return files
+        raise ConfigError(f"{path} holds no .png/.jpg images: give an image file or a folder of them")
+    raise ConfigError(f"{path} does not exist: give an image file or a folder of images")
+
+
+def read_images(prep: dict, files: list[Path]):
+    """Model inputs (N, C, S, S) float32 of image files, normalised as training normalised."""
+    import torch
+
+    from bigtrain.data.images import decode
+
+    size = SimpleNamespace(image_size=prep["image_size"], channels=prep["channels"])
+    x = decode(files, size).float() / 255.0 * prep["scale"]
+    mean = torch.tensor(prep["mean"], dtype=torch.float32)
+    std = torch.tensor(prep["std"], dtype=torch.float32)
+    if prep["per"] == "channel":
+        mean, std = mean[None, :, None, None], std[None, :, None, None]
+    else:  # one value per pixel (scikit-learn's digits)
+        mean, std = mean.reshape(1, *x.shape[1:]), std.reshape(1, *x.shape[1:])
+    return (x - mean) / std
+
+
+# ------------------------------------------------------------------ text
+
+
+def codec(prep: dict, run_dir: Path | None):
+    """The text codec of a language-model run (its tokenizer file from the run directory)."""
+    from bigtrain.data.codec import Codec
+
+    tokenizer = prep.get("tokenizer")
+    if tokenizer is None:
+        return Codec(None)
+    path = Path(run_dir or ".") / tokenizer
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing: the run's tokenizer must stay in its run directory")
+    return Codec(str(path))

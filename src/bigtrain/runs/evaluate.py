@@ -1,0 +1,120 @@
+"""`bigtrain eval RUN_DIR [overrides]`: a run's checkpoint tested again, on its own test split or on
+other data, with the metric keys of results.json's `test` block, saved under RUN_DIR/evals/.
+
+Without overrides that change where the data comes from, the data module is rebuilt from the
+run's config (same seed, same split, same statistics learned from the same training split) and
+its test split is evaluated: the numbers equal the run's own test metrics for the same
+checkpoint. Overrides that point the data elsewhere (`data.path=new.csv`, `data.test_path=...`,
+`data.root=photos/`) evaluate every row or image there, encoded with the run's saved
+preprocessing (never statistics of the new data); a language model's new text is evaluated on
+its test split. One process, one device (the accelerator the run used, CPU when it is missing).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from bigtrain.config.errors import ConfigError
+from bigtrain.data import preprocess
+
+# Where each kind of data comes from: an override of one of these points the data elsewhere.
+SOURCE_KEYS = ("path", "train_path", "val_path", "test_path", "root", "paths")
+
+
+def run_config(run_dir: Path, overrides: Sequence[str]):
+    """The run's config with `overrides`, composed and validated as the command does."""
+    from bigtrain.checks import validate
+    from bigtrain.cli.compose import compose_run
+    from bigtrain.runs.rundir import RunDirError, run_overrides
+
+    try:
+        merged, config_dir = run_overrides(run_dir, list(overrides))
+    except RunDirError as e:
+        raise ConfigError(str(e).replace("resume=", "eval ", 1)) from e
+    return validate(compose_run(merged, config_dir)[0])
+
+
+def _new_source(old, new) -> str | None:
+    """The value of the data source key that the overrides changed, if any."""
+    for key in SOURCE_KEYS:
+        if getattr(new, key, None) != getattr(old, key, None) and getattr(new, key, None):
+            value = getattr(new, key)
+            return value if key != "paths" else list(value)
+    return None
+
+
+def _loader(trained, cfg, source):
+    """(a test loader over the new source, its description), or (None, None) for the data module."""
+    from bigtrain.data.tensors import TensorLoader
+
+    kind, batch = trained.kind, cfg.data.eval_batch_size
+    if source is None or kind == "text":
+        return None, None
+    if kind == "table":
+        x, y, rows = preprocess.read_rows(trained.preprocessing, source)
+        if y is None:
+            raise ConfigError(f"{source} has no column '{trained.preprocessing['target']}': eval needs the target")
+        tensors = (torch.from_numpy(x), torch.from_numpy(y))
+        return TensorLoader(tensors, batch, shuffle=False), f"{source}: {rows} rows"
+    from bigtrain.data.images import list_images
+
+    files, labels = list_images(Path(source), trained.class_names)
+    if not files:
+        raise ConfigError(f"{source} has no images in class folders named {trained.class_names}")
+    x = preprocess.read_images(trained.preprocessing, files)
+    return TensorLoader((x, torch.from_numpy(labels)), batch, shuffle=False), f"{source}: {len(files)} images"
+
+
+def evaluate(run_dir: str | Path, overrides: Sequence[str] = (), checkpoint: str | Path | None = None) -> dict:
+    """Test the checkpoint; returns {"checkpoint", "data", "overrides", "test": {metric: value}}
+    and writes it to RUN_DIR/evals/<time>.json (never over an earlier one)."""
+    import pytorch_lightning as pl
+
+    from bigtrain.data import build_datamodule
+    from bigtrain.runs.inference import load
+
+    run_dir = Path(run_dir)
+    trained = load(run_dir, checkpoint)
+    cfg = run_config(run_dir, overrides)
+    loader, described = _loader(trained, cfg, _new_source(trained.cfg.data, cfg.data))
+    accelerator = cfg.trainer.accelerator
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        accelerator = "cpu"
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(run_dir),
+        precision="32-true" if cfg.trainer.precision == "32" else cfg.trainer.precision,
+    )
+    if loader is None:
+        dm = build_datamodule(cfg)
+        (metrics,) = trainer.test(trained.module, datamodule=dm, verbose=False)
+        described = f"the run's test split ({cfg.data.name})"
+    else:
+        (metrics,) = trainer.test(trained.module, dataloaders=loader, verbose=False)
+    out = {
+        "checkpoint": str(trained.checkpoint.relative_to(run_dir) if trained.checkpoint.is_relative_to(run_dir) else trained.checkpoint),
+        "data": described,
+        "overrides": list(overrides),
+        "test": {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("test/")},
+    }
+    out["file"] = str(_write(run_dir, out))
+    return out
+
+
+def _write(run_dir: Path, result: dict) -> Path:
+    from bigtrain.runs.rundir import write_text_atomic
+
+    folder = run_dir / "evals"
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    path, n = folder / f"{stamp}.json", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{stamp}-{n}.json"
+    folder.mkdir(exist_ok=True)
+    write_text_atomic(path, json.dumps(result, indent=1))
+    return path
