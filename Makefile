@@ -10,7 +10,7 @@ train:  ## train the default (MLP on digits)
 	bigtrain
 
 test:  ## the whole CPU suite, as CI runs it
-	ruff check src tests scripts && pytest -m "not gpu"
+	ruff check src tests scripts && pytest -m "not gpu" -n 2 --dist loadfile
 
 test-fast:  ## the fast suite (plain pytest)
 	pytest

@@ -133,3 +133,11 @@ def test_the_shell_expansions(tmp_path):
     )
     with pytest.raises(AssertionError, match="SHELL_VARIABLES"):
         expand("bigtrain name=$UNKNOWN", tmp_path)
+
+
+def test_ci_runs_the_readmes_test_command_word_for_word():
+    """.ci/run installs from scratch and then runs exactly the README's set-up command 2."""
+    readme = (REPO / "README.md").read_text()
+    (command,) = [line for line in readme.splitlines() if line.startswith("pip install") and "pytest" in line]
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert command in ci, f"{command!r} is not a line of .ci/run"
