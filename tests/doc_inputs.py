@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 class Runs:
-    """Commands already run in this session, each in its own folder: the same command in several
+    """Commands already run in this pytest session, each in its own folder: the same command in several
     documents runs once (each location still gets its test), and inputs made by a documented
     command (a run to resume, a checkpoint to export) reuse that run."""
 
