@@ -206,6 +206,11 @@ def epochs_for_steps(cfg: RunConfig, dm: Any) -> int | None:
     return -(-t.max_steps // steps) if steps > 0 else None
 
 
+def lightning_precision(setting: str) -> str:
+    """Lightning's name for a trainer.precision setting ("32" is "32-true")."""
+    return "32-true" if setting == "32" else setting
+
+
 def build_trainer(
     cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list, max_epochs: int | None = None
 ) -> pl.Trainer:
@@ -214,7 +219,7 @@ def build_trainer(
 
     t = cfg.trainer
     progress = t.enable_progress_bar and cfg.callbacks.progress_bar != "none"
-    precision = "32-true" if t.precision == "32" else t.precision
+    precision = lightning_precision(t.precision)
     return pl.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,

@@ -61,6 +61,7 @@ from bigtrain.config.schema_optim import (
     WSDSchedConfig,
 )
 from bigtrain.config.schema_run import (
+    REGRESSION_METRICS,
     AutoStrategyConfig,
     CallbacksConfig,
     CheckpointConfig,
@@ -128,6 +129,7 @@ def as_dict(cfg: RunConfig) -> dict:
 
 
 __all__ = [
+    "REGRESSION_METRICS",
     "IMAGE_DATA",
     "IMAGE_MODELS",
     "LM_DATA",

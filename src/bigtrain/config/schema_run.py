@@ -166,6 +166,7 @@ def tensor_parallel_size(strategy: Any) -> int:
 
 # ppl and bpb are language-model metrics (perplexity, bits per byte); acc is token accuracy there.
 MetricName = Literal["acc", "precision", "recall", "f1", "auroc", "ppl", "bpb", "mae", "rmse", "r2"]
+REGRESSION_METRICS = ("mae", "rmse", "r2")  # the metric names of a regressed target
 
 
 @dataclass(frozen=True)

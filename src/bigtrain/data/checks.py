@@ -20,6 +20,7 @@ from bigtrain.config import (
     IMAGE_MODELS,
     LM_DATA,
     LM_MODELS,
+    REGRESSION_METRICS,
     SPLITS,
     ConfigError,
     ImageFolderDataConfig,
@@ -238,7 +239,7 @@ def check_table(cfg: RunConfig) -> Iterator[str]:
             f"'{d.target}' is regressed: drop it (or data.task=classification)"
         )
     if table.target_stats is None:
-        bad = [n for n in cfg.metrics.names if n in ("mae", "rmse", "r2")]
+        bad = [n for n in cfg.metrics.names if n in REGRESSION_METRICS]
         if bad:
             yield (
                 f"metrics.names has {bad[0]}, a regression metric, but target '{d.target}' holds "

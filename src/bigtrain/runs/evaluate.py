@@ -58,7 +58,9 @@ def _loader(trained, cfg, source):
     if kind == "table":
         x, y, rows = preprocess.read_rows(trained.preprocessing, source)
         if y is None:
-            raise ConfigError(f"{source} has no column '{trained.preprocessing['target']}': eval needs the target")
+            raise ConfigError(
+                f"{source} has no column '{trained.preprocessing['target']}': eval needs the target"
+            )
         tensors = (torch.from_numpy(x), torch.from_numpy(y))
         return TensorLoader(tensors, batch, shuffle=False), f"{source}: {rows} rows"
     from bigtrain.data.images import list_images
@@ -70,11 +72,14 @@ def _loader(trained, cfg, source):
     return TensorLoader((x, torch.from_numpy(labels)), batch, shuffle=False), f"{source}: {len(files)} images"
 
 
-def evaluate(run_dir: str | Path, overrides: Sequence[str] = (), checkpoint: str | Path | None = None) -> dict:
+def evaluate(
+    run_dir: str | Path, overrides: Sequence[str] = (), checkpoint: str | Path | None = None
+) -> dict:
     """Test the checkpoint; returns {"checkpoint", "data", "overrides", "test": {metric: value}}
     and writes it to RUN_DIR/evals/<time>.json (never over an earlier one)."""
     import pytorch_lightning as pl
 
+    from bigtrain.build import lightning_precision
     from bigtrain.data import build_datamodule
     from bigtrain.runs.inference import load
 
@@ -86,9 +91,14 @@ def evaluate(run_dir: str | Path, overrides: Sequence[str] = (), checkpoint: str
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         accelerator = "cpu"
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(run_dir),
-        precision="32-true" if cfg.trainer.precision == "32" else cfg.trainer.precision,
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(run_dir),
+        precision=lightning_precision(cfg.trainer.precision),
     )
     if loader is None:
         dm = build_datamodule(cfg)
@@ -97,7 +107,11 @@ def evaluate(run_dir: str | Path, overrides: Sequence[str] = (), checkpoint: str
     else:
         (metrics,) = trainer.test(trained.module, dataloaders=loader, verbose=False)
     out = {
-        "checkpoint": str(trained.checkpoint.relative_to(run_dir) if trained.checkpoint.is_relative_to(run_dir) else trained.checkpoint),
+        "checkpoint": str(
+            trained.checkpoint.relative_to(run_dir)
+            if trained.checkpoint.is_relative_to(run_dir)
+            else trained.checkpoint
+        ),
         "data": described,
         "overrides": list(overrides),
         "test": {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("test/")},

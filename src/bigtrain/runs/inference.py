@@ -23,18 +23,12 @@ from bigtrain.data import preprocess
 
 def best_checkpoint(run_dir: Path) -> Path:
     """The checkpoint a run's test used: results.json's best_checkpoint, else last.ckpt."""
-    results = run_dir / "results.json"
-    if results.is_file():
-        try:
-            best = json.loads(results.read_text()).get("best_checkpoint")
-        except (ValueError, UnicodeDecodeError):
-            best = None
-        if best and (run_dir / best).exists():
-            return run_dir / best
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.exists():
-        return last
-    raise ConfigError(f"{run_dir} has no checkpoint (checkpoints/last.ckpt): train the run first")
+    from bigtrain.runs.export import checkpoint_of
+
+    try:
+        return checkpoint_of(run_dir)
+    except ValueError as e:
+        raise ConfigError(f"{run_dir} has no checkpoint (checkpoints/last.ckpt): train the run first") from e
 
 
 def saved_config(run_dir: Path):
@@ -47,7 +41,9 @@ def saved_config(run_dir: Path):
 
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a bigtrain run directory (no .hydra/config.yaml): give a run's folder")
+        raise ConfigError(
+            f"{run_dir} is not a bigtrain run directory (no .hydra/config.yaml): give a run's folder"
+        )
     try:
         saved = OmegaConf.to_container(OmegaConf.load(path))
         model = upgrade_saved_model(dict(saved["model"]))
@@ -68,7 +64,9 @@ def _read_checkpoint(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     if not ckpt.exists():
         raise ConfigError(f"checkpoint {ckpt} does not exist: give a .ckpt file or a run's checkpoint folder")
     if ckpt.is_file() and not check_digest(ckpt):
-        raise ConfigError(f"checkpoint {ckpt} does not match its recorded digest (damaged): choose another one")
+        raise ConfigError(
+            f"checkpoint {ckpt} does not match its recorded digest (damaged): choose another one"
+        )
     weights, _ = load_weights(ckpt)
     meta_path = ckpt / "meta.pt" if ckpt.is_dir() else ckpt
     meta = torch.load(meta_path, map_location="cpu", weights_only=True, mmap=True)
@@ -100,13 +98,8 @@ class Trained:
     @torch.no_grad()
     def outputs(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """Probabilities (classification: (N,) for binary, (N, C) for multiclass) or values."""
-        parts = []
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size]
-            dummy = torch.zeros(len(xb), dtype=torch.float32 if self.module.task == "regression" else torch.long)
-            _, out = self.module.loss_and_probs(self.module(xb), dummy)
-            parts.append(out)
-        return torch.cat(parts)
+        m = self.module
+        return torch.cat([m.predictions(m(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
 
     def predict(self, source: str | Path, **generation: Any) -> Any:
         """Rows of a table file or images (a file or folder): a list of dicts, one per input

@@ -111,12 +111,11 @@ def _save_preprocessing(dm, run_dir: Path) -> dict | None:
     from bigtrain.runs.rundir import write_text_atomic
 
     prep = with_spec(dm)
+    source = prep.pop("tokenizer_source", None)  # where the tokenizer came from: not saved
     if rank_zero_only.rank == 0:
-        source = prep.pop("tokenizer_source", None)
         if prep.get("tokenizer"):
             shutil.copyfile(source, run_dir / prep["tokenizer"])
         write_text_atomic(run_dir / FILE, json.dumps(prep, indent=1))
-    prep.pop("tokenizer_source", None)
     return prep
 
 

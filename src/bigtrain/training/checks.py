@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from bigtrain.config import LM_DATA, RunConfig, did_you_mean
+from bigtrain.config import LM_DATA, REGRESSION_METRICS, RunConfig, did_you_mean
 
 LM_METRICS = ("ppl", "bpb")
-REGRESSION_METRICS = ("mae", "rmse", "r2")
 
 
 def check_stopping(cfg: RunConfig) -> Iterator[str]:

@@ -24,7 +24,7 @@ from torchmetrics import classification as C
 from torchmetrics import regression as R
 from torchmetrics.aggregation import CatMetric
 
-REGRESSION_METRICS = ("mae", "rmse", "r2")
+from bigtrain.config import REGRESSION_METRICS
 
 
 def build_metrics(task: str, num_classes: int, names: Sequence[str]) -> torchmetrics.MetricCollection:

@@ -94,21 +94,29 @@ class BigtrainModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ loss and probabilities
 
+    def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the model predicts, from its raw outputs: P(class 1) of shape (N,) for binary,
+        class probabilities (N, C) for multiclass, values in the target's units for regression."""
+        logits = logits.detach().float()
+        if self.task == "regression":
+            return logits.squeeze(-1) * self.target_std + self.target_mean
+        if self.task == "binary":
+            return torch.sigmoid(logits.squeeze(-1))
+        return torch.softmax(logits, dim=-1)
+
     def loss_and_probs(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Label smoothing regularises the training loss only; evaluation losses stay comparable.
         eps = self.label_smoothing if self.training else 0.0
         if self.task == "regression":
-            # MSE of the standardised target; the "probabilities" are predictions in its units.
-            out = logits.squeeze(-1).float()
-            loss = F.mse_loss(out, (y.float() - self.target_mean) / self.target_std)
-            return loss, out.detach() * self.target_std + self.target_mean
-        if self.task == "binary":
-            logits = logits.squeeze(-1)
-            target = y.to(logits.dtype) * (1.0 - eps) + 0.5 * eps  # two classes: e/2 each
-            loss = F.binary_cross_entropy_with_logits(logits, target)
-            return loss, torch.sigmoid(logits.detach().float())
-        loss = F.cross_entropy(logits, y, label_smoothing=eps)
-        return loss, torch.softmax(logits.detach().float(), dim=-1)
+            # MSE of the standardised target.
+            loss = F.mse_loss(logits.squeeze(-1).float(), (y.float() - self.target_mean) / self.target_std)
+        elif self.task == "binary":
+            squeezed = logits.squeeze(-1)
+            target = y.to(squeezed.dtype) * (1.0 - eps) + 0.5 * eps  # two classes: e/2 each
+            loss = F.binary_cross_entropy_with_logits(squeezed, target)
+        else:
+            loss = F.cross_entropy(logits, y, label_smoothing=eps)
+        return loss, self.predictions(logits)
 
     def _lm_step(self, batch: tuple[torch.Tensor], stage: str) -> torch.Tensor | None:
         """Next-token cross-entropy averaged over every token of the micro-batch. Micro-batches
@@ -158,7 +166,8 @@ class BigtrainModule(pl.LightningModule):
             if self.trainer.world_size > 1:
                 value = self.trainer.strategy.reduce(value, reduce_op="mean")
             self.log("train/loss", value, on_step=True, on_epoch=False, prog_bar=True)
-            self.step_losses.append((self.global_step + 1, value))  # for the loss-by-step plot
+            if self.task == "lm":  # for the loss-by-step plot
+                self.step_losses.append((self.global_step + 1, value))
         return loss
 
     def logs_this_step(self) -> bool:
