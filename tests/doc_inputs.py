@@ -237,7 +237,9 @@ def example_files(document: Path) -> dict[str, str]:
     (under my_pkg/ or my_configs/), by that path, as the document shows them."""
     import re
 
-    blocks = re.findall(r"^```\w*\n# ((?:my_pkg|my_configs)/\S+)\n(.*?)^```", document.read_text(), re.M | re.S)
+    blocks = re.findall(
+        r"^```\w*\n# ((?:my_pkg|my_configs)/\S+)\n(.*?)^```", document.read_text(), re.M | re.S
+    )
     return {path: body for path, body in blocks}
 
 

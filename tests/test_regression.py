@@ -104,7 +104,10 @@ def test_regression_metrics_on_class_labels_are_refused(tmp_path):
     rows = [[i % 7, i % 3, "ab"[i % 2]] for i in range(60)]
     path.write_text("a,b,label\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
     with pytest.raises(bigtrain.ConfigError, match="metrics=default"):
-        bigtrain.train(["data=csv", f"data.path={path}", "data.target=label", "metrics=regression"], run_dir=tmp_path / "r")
+        bigtrain.train(
+            ["data=csv", f"data.path={path}", "data.target=label", "metrics=regression"],
+            run_dir=tmp_path / "r",
+        )
 
 
 def test_lr_finder_axis_is_not_squashed_by_the_divergence():
@@ -149,7 +152,9 @@ def test_weights_with_a_tokenizer_beside_them_bring_it_to_text_data(tmp_path):
     cfg, added = compose_run(["model=gpt/tiny", f"model.init_from='{folder}'"])
     assert added[-1] == f"data.tokenizer='{folder / 'tokenizer.json'}'"
     assert cfg.data.name == "stdlib_text" and cfg.data.tokenizer == str(folder / "tokenizer.json")
-    _, chosen = compose_run(["model=gpt/tiny", "data=stdlib_text", f"model.init_from='{folder}'", "data.tokenizer=null"])
+    _, chosen = compose_run(
+        ["model=gpt/tiny", "data=stdlib_text", f"model.init_from='{folder}'", "data.tokenizer=null"]
+    )
     assert not any(a.startswith("data.tokenizer=") for a in chosen)
     (folder / "tokenizer.json").unlink()
     _, none = compose_run(["model=gpt/tiny", f"model.init_from='{folder}'"])

@@ -29,7 +29,11 @@ def test_eval_equals_the_runs_own_test_metrics(run):
     assert out["test"].keys() == results["test"].keys()
     for key, value in results["test"].items():
         assert out["test"][key] == pytest.approx(value, abs=1e-6), key
-    saved = json.loads((run_dir / "evals").joinpath(next(iter(sorted(p.name for p in (run_dir / "evals").iterdir())))).read_text())
+    saved = json.loads(
+        (run_dir / "evals")
+        .joinpath(next(iter(sorted(p.name for p in (run_dir / "evals").iterdir()))))
+        .read_text()
+    )
     assert saved["test"] == out["test"]
     again = evaluate(run_dir)  # a second evaluation is a second file, the first one stays
     assert again["file"] != out["file"] and len(list((run_dir / "evals").iterdir())) == 2
@@ -55,8 +59,12 @@ def split_table(tmp_path):
 
 def test_predict_on_the_training_rows_equals_what_training_saw(run, split_table, tmp_path):
     overrides = [
-        "data=csv", f"data.path={split_table}", "data.target=cultivar", "data.split_column=split",
-        "data.categorical=[band]", "trainer.max_epochs=2",
+        "data=csv",
+        f"data.path={split_table}",
+        "data.target=cultivar",
+        "data.split_column=split",
+        "data.categorical=[band]",
+        "trainer.max_epochs=2",
     ]
     results, run_dir = run(overrides)
     model = bigtrain.load(run_dir)
@@ -85,7 +93,11 @@ def test_predict_on_the_training_rows_equals_what_training_saw(run, split_table,
     written = list(csv.DictReader((tmp_path / "p.csv").open()))
     assert [r["predicted"] for r in written] == [r["predicted"] for r in predicted]
     again = bigtrain_cmd("predict", str(run_dir), str(train_csv), "--out", "p.csv", cwd=tmp_path)
-    assert again.returncode == 2 and again.stderr.strip() == "bigtrain: error: p.csv already exists: give another --out or move it away"
+    assert (
+        again.returncode == 2
+        and again.stderr.strip()
+        == "bigtrain: error: p.csv already exists: give another --out or move it away"
+    )
     # eval on another table: every row, encoded with the training statistics.
     other = evaluate(run_dir, [f"data.path={train_csv}", "data.split_column=null"])
     assert other["data"].endswith(f"{(y.numel())} rows")
@@ -99,7 +111,9 @@ def test_a_digits_model_predicts_png_files_as_it_sees_its_own_images(run, tmp_pa
     folder = tmp_path / "pngs"
     folder.mkdir()
     for i in range(12):  # 8x8 PNGs of the digits (values 0-16 scaled to 0-255, exact in uint8 for 16ths)
-        Image.fromarray((digits.images[i] * 255 / 16).round().astype("uint8"), mode="L").save(folder / f"{i:02d}.png")
+        Image.fromarray((digits.images[i] * 255 / 16).round().astype("uint8"), mode="L").save(
+            folder / f"{i:02d}.png"
+        )
     predicted = model.predict(folder)
     assert [r["input"] for r in predicted] == [str(folder / f"{i:02d}.png") for i in range(12)]
     # The same images through the training preprocessing (standardised per pixel).
@@ -115,8 +129,14 @@ def test_a_digits_model_predicts_png_files_as_it_sees_its_own_images(run, tmp_pa
 
 def test_a_language_model_generates_from_a_prompt(run, tmp_path):
     results, run_dir = run(
-        ["model=gpt/tiny", "trainer.max_steps=3", "trainer.max_epochs=-1", "trainer.limit_val_batches=1",
-         "trainer.limit_test_batches=1", "callbacks.samples.enabled=false"]
+        [
+            "model=gpt/tiny",
+            "trainer.max_steps=3",
+            "trainer.max_epochs=-1",
+            "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1",
+            "callbacks.samples.enabled=false",
+        ]
     )
     model = bigtrain.load(run_dir)
     greedy = model.predict("import os\n", max_new_tokens=12)
@@ -131,8 +151,14 @@ def test_a_language_model_generates_from_a_prompt(run, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["eval", "no/such/run"], "bigtrain: error: no/such/run does not exist: give the run directory of a finished run"),
-        (["predict", ".", "x.csv"], "bigtrain: error: . is not a bigtrain run directory (no .hydra/config.yaml): give a run's folder"),
+        (
+            ["eval", "no/such/run"],
+            "bigtrain: error: no/such/run does not exist: give the run directory of a finished run",
+        ),
+        (
+            ["predict", ".", "x.csv"],
+            "bigtrain: error: . is not a bigtrain run directory (no .hydra/config.yaml): give a run's folder",
+        ),
     ],
 )
 def test_bad_run_directories_are_one_line(tmp_path, args, message):

@@ -53,7 +53,9 @@ class Plots(pl.Callback):
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if "predicted" in artifacts:
-            plot_predictions(artifacts["predicted"], artifacts["true"], self.out_dir / "predicted_vs_true.png")
+            plot_predictions(
+                artifacts["predicted"], artifacts["true"], self.out_dir / "predicted_vs_true.png"
+            )
             return
         names = getattr(trainer.datamodule, "class_names", None)
         plot_roc(artifacts["roc"], self.out_dir / "roc.png", names)
@@ -184,7 +186,10 @@ def plot_predictions(predicted: Any, true: Any, path: Path):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     display = PredictionErrorDisplay.from_predictions(
-        y_true=true.numpy(), y_pred=predicted.numpy(), kind="actual_vs_predicted", ax=ax,
+        y_true=true.numpy(),
+        y_pred=predicted.numpy(),
+        kind="actual_vs_predicted",
+        ax=ax,
         scatter_kwargs={"alpha": 0.6, "s": 12},
     )
     ax.set_title("Predicted vs true (test)")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 COMMANDS = ("eval", "predict")
 
+
 def _parser(command: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"bigtrain {command}", epilog="See docs/using.md for examples.")
     p.add_argument("run_dir", help="the run directory of a finished run")
@@ -54,7 +55,11 @@ def _predict(args: argparse.Namespace) -> None:
         if args.max_new_tokens < 1 or args.temperature < 0 or (args.top_k is not None and args.top_k < 1):
             raise ConfigError("--max-new-tokens and --top-k must be at least 1, --temperature at least 0")
         text = trained.predict(
-            args.input, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, seed=args.seed
+            args.input,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            seed=args.seed,
         )
         print(args.input + text)
         return

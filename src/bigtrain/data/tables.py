@@ -181,7 +181,9 @@ def _raw_splits(cfg: TabularDataConfig, seed: int) -> tuple[dict[str, dict[str, 
             parts = _split(targets, cfg.val_fraction, cfg.test_fraction, seed, task == "classification")
         except ValueError as e:  # e.g. a class with a single row cannot be stratified
             hint = "; a number to regress: data.task=regression" if task == "classification" else ""
-            raise ConfigError(f"{where}: cannot split it by data.val_fraction/test_fraction: {e}{hint}") from e
+            raise ConfigError(
+                f"{where}: cannot split it by data.val_fraction/test_fraction: {e}{hint}"
+            ) from e
     out = {s: {c: [v[i] for i in idx] for c, v in table.items()} for s, idx in parts.items()}
     for s in SPLITS:
         _check_rows(out[s], s, where)
@@ -293,7 +295,9 @@ def _encode(cfg: TabularDataConfig, raw: dict[str, dict[str, list]], task: str) 
     return Table({s: (xs[s], ys[s]) for s in SPLITS}, classes, feature_names(encoding), stats, encoding)
 
 
-def learn_columns(cfg: TabularDataConfig, train: dict[str, list], features: list[str], where: str) -> list[dict]:
+def learn_columns(
+    cfg: TabularDataConfig, train: dict[str, list], features: list[str], where: str
+) -> list[dict]:
     """What encoding learns from the training split, per feature column (plain JSON values):
     the categories of a categorical column, the mean and std of a numeric one."""
     columns = []
@@ -341,5 +345,7 @@ def encode_targets(encoding: dict, values: list, where: str) -> np.ndarray:
     labels = [str(v).strip() for v in values]
     unseen = sorted(set(labels) - set(index))
     if unseen:
-        raise ConfigError(f"{where}: class '{unseen[0]}' of target '{encoding['target']}' was not seen in training")
+        raise ConfigError(
+            f"{where}: class '{unseen[0]}' of target '{encoding['target']}' was not seen in training"
+        )
     return np.array([index[t] for t in labels], dtype=np.int64)

@@ -29,7 +29,13 @@ def _rows(trained, out: torch.Tensor, names: list[str]) -> list[dict[str, Any]]:
     rows = []
     for name, p in zip(names, out.tolist(), strict=True):
         best = max(range(len(p)), key=p.__getitem__)
-        rows.append({"input": name, "predicted": classes[best], **{f"p_{c}": v for c, v in zip(classes, p, strict=True)}})
+        rows.append(
+            {
+                "input": name,
+                "predicted": classes[best],
+                **{f"p_{c}": v for c, v in zip(classes, p, strict=True)},
+            }
+        )
     return rows
 
 
@@ -56,7 +62,12 @@ def predict_images(trained, path: str | Path) -> list[dict[str, Any]]:
 
 
 def generate_text(
-    trained, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None, seed: int = 0
+    trained,
+    prompt: str,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    seed: int = 0,
 ) -> str:
     """The prompt's continuation by the language model (greedy at temperature 0)."""
     from bigtrain.callbacks.samples import generate
@@ -69,7 +80,13 @@ def generate_text(
     gen = torch.Generator().manual_seed(seed)
     context = trained.module.model.config.max_seq_len
     out = generate(
-        trained.module.model, tokens, max_new_tokens, context=context, temperature=temperature, top_k=top_k, generator=gen
+        trained.module.model,
+        tokens,
+        max_new_tokens,
+        context=context,
+        temperature=temperature,
+        top_k=top_k,
+        generator=gen,
     )
     return codec.decode(out[0, len(ids) :].tolist())
 
