@@ -177,6 +177,18 @@ def test_foreach_and_fused_implementations_give_the_same_step(name):
     )
 
 
+def test_auto_takes_the_fused_kernel_only_where_torch_has_one():
+    model = _norm_model()
+    cfg = make_cfg(["optim=adamw"]).optim
+    assert build_optimizer(cfg, model).defaults["fused"] is True  # plain float32 CPU tensors
+    assert not build_optimizer(cfg, model, scaled=True).defaults.get("fused")  # 16-mixed: scaler
+    model.double()
+    assert build_optimizer(cfg, model).defaults["fused"] is True
+    assert not build_optimizer(cfg, torch.nn.Linear(2, 2).to(torch.float16).to("meta")).defaults.get("fused")
+    muon = build_optimizer(make_cfg(["optim=muon"]).optim, model)
+    assert muon.optimizers[-1].defaults["fused"] is True  # the fallback's Adam on non-matrices
+
+
 def test_label_smoothing_changes_the_loss_by_the_formula():
     cfg = make_cfg(["tricks.label_smoothing=0.1"])
     module = build_module(cfg, data_spec(cfg))

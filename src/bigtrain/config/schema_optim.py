@@ -25,7 +25,7 @@ class OptimCommon:
     weight_decay: float = opt(ge=0.0)
     no_decay: list[NoDecay] = opt("parameter kinds kept out of weight decay")
     implementation: Implementation = opt(
-        "auto: torch's default; foreach/fused: multi-tensor or fused kernels where supported"
+        "auto: the fused kernel where torch has one for the parameters, else torch's default"
     )
 
 

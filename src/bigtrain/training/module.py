@@ -324,8 +324,9 @@ class BigtrainModule(pl.LightningModule):
         self._parallelized = True
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.optim_cfg, self.model)
         trainer = self.trainer
+        scaled = str(trainer.precision) == "16-mixed"  # a gradient scaler unscales before each step
+        optimizer = build_optimizer(self.optim_cfg, self.model, scaled)
         steps = max(1, int(trainer.estimated_stepping_batches))
         self.total_steps = steps
         total = max(1, int(trainer.max_epochs)) if self.sched_cfg.interval == "epoch" else steps
