@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sysconfig
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +32,29 @@ from bigtrain.data.tensors import TensorLoader, data_topology
 
 
 def stdlib_files() -> list[Path]:
-    """The .py files of the running interpreter's standard library (no installed packages)."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    return sorted(
-        p for p in root.rglob("*.py") if not {"site-packages", "dist-packages"} & set(p.parts) and p.is_file()
-    )
+    """The .py files of the running interpreter's standard library (no installed packages), in
+    sorted order."""
+    return list(iter_stdlib_files())
 
 
-def read_text(files: list[Path], max_bytes: int | None) -> bytes:
+def iter_stdlib_files(folder: Path | None = None) -> Iterator[Path]:
+    """stdlib_files one by one, in the same order (each folder's entries sorted by name, files
+    and folders alike, is the order of sorted paths), so that a reader that needs only the first
+    megabytes stops early instead of listing the whole library first."""
+    folder = Path(sysconfig.get_paths()["stdlib"]) if folder is None else folder
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            if entry.name not in ("site-packages", "dist-packages"):
+                yield from iter_stdlib_files(Path(entry.path))
+        elif entry.name.endswith(".py") and entry.is_file():
+            yield Path(entry.path)
+
+
+def read_text(files: Iterable[Path], max_bytes: int | None) -> bytes:
     """The files joined by a blank line, stopping at `max_bytes`."""
     parts, total = [], 0
     for f in files:
@@ -50,8 +67,8 @@ def read_text(files: list[Path], max_bytes: int | None) -> bytes:
     return data if max_bytes is None else data[:max_bytes]
 
 
-def source_files(cfg) -> list[Path]:
-    return stdlib_files() if cfg.name == "stdlib_text" else expand_paths(list(cfg.paths))
+def source_files(cfg) -> Iterable[Path]:
+    return iter_stdlib_files() if cfg.name == "stdlib_text" else expand_paths(list(cfg.paths))
 
 
 def windows(tokens: np.ndarray, seq_len: int) -> np.ndarray:

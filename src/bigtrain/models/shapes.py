@@ -7,8 +7,10 @@ torch takes 2 s or more on a small machine, so the plan of a Transformer is comp
 tests/test_lm.py checks that these rows equal the meta-built model's parameters (names, shapes,
 weight-decay kinds, tensor-parallel splits) for every preset and option.
 
-The cost formulas (FLOPs per token, activation bytes) live here too; transformer.py applies them
-to a built model.
+The cost formulas (FLOPs per token, activation bytes, the transient memory of the step's peak)
+live here too; transformer.py applies them to a built model. tests/test_lm.py checks the
+activations against what autograd saves and the plan's total against the peak of live tensors
+in real training steps.
 """
 
 from __future__ import annotations
@@ -100,40 +102,115 @@ ACT_DTYPES = {
 }
 
 
+def norm_saved_bytes(cfg: Any, precision: str) -> int:
+    """Bytes per token that one norm saves for the backward. LayerNorm: its input (residual
+    dtype) and mean and 1/std (float32). RMSNorm (models/transformer.py) computes in float32 and
+    autograd keeps x, x / rms(x) (both float32) and 1/rms."""
+    r, _ = ACT_DTYPES[precision]
+    if cfg.norm == "rmsnorm":
+        return 8 * cfg.d_model + 4
+    return r * cfg.d_model + 8
+
+
 def layer_activation_bytes(cfg: Any, precision: str) -> int:
     """Bytes that one block saves for the backward, per token (the tensors autograd keeps):
-    residual-stream inputs of norm1 and norm2 (2 d, residual dtype); norm statistics (8 bytes);
-    the normed inputs of wq/wk/wv and of the MLP, q, the attention output, its reshaped copy fed
-    to wo (5 d); k and v (2 d_kv); the attention's logsumexp (4 bytes per head); the MLP's
-    hidden tensors: GELU keeps w1's output and the GELU output (2 f), SwiGLU keeps w1 and w3
-    outputs, silu(w1 x) and the product (4 f); one byte per element for each dropout mask."""
-    r, a = ACT_DTYPES[precision]
+    what norm1 and norm2 keep (norm_saved_bytes); the normed inputs of wq/wk/wv and of the MLP,
+    q and the attention output, which is also wo's input (4 d: the fused attention kernels
+    return it in (B, T, H, D) layout, so the reshape before wo copies nothing); k and v
+    (2 d_kv); the attention's logsumexp (4 bytes per head); the MLP's hidden tensors: GELU keeps
+    w1's output and the GELU output (2 f), SwiGLU keeps w1 and w3 outputs, silu(w1 x) and the
+    product (4 f); one byte per element for each dropout mask."""
+    _, a = ACT_DTYPES[precision]
     d, f = cfg.d_model, cfg.ffn_dim
     d_kv = cfg.kv_heads * cfg.head_dim
     mlp_units = 4 if cfg.mlp == "swiglu" else 2
-    total = 2 * r * d + 8 + a * (5 * d + 2 * d_kv + mlp_units * f) + 4 * cfg.n_heads
+    total = 2 * norm_saved_bytes(cfg, precision) + a * (4 * d + 2 * d_kv + mlp_units * f) + 4 * cfg.n_heads
     if cfg.dropout > 0:
         total += 2 * d  # bool masks after attention and after the MLP
     return total
+
+
+def ends_activation_bytes(cfg: Any, vocab: int, precision: str) -> int:
+    """Bytes per token saved outside the blocks: the token ids that the embedding and the loss
+    keep (8 each), what norm_f keeps, the head's input (a d) and the float32 log-softmax of the
+    logits that cross-entropy keeps (4 V)."""
+    _, a = ACT_DTYPES[precision]
+    return 16 + norm_saved_bytes(cfg, precision) + a * cfg.d_model + 4 * vocab
 
 
 def activation_bytes(
     cfg: Any, vocab: int, micro_batch: int, seq_len: int, precision: str, checkpointed: bool
 ) -> int:
     """Activation memory of one micro-batch: layers x per-layer bytes, plus the ends of the
-    network per token: token ids (8), norm_f's input and the head's input (d each), and the
-    float32 log-softmax of the logits that cross-entropy keeps (4 V).
+    network per token (ends_activation_bytes).
 
     With activation checkpointing every block keeps only its input (d in the residual dtype)
     and one block's activations exist at a time while it is recomputed in the backward."""
-    r, a = ACT_DTYPES[precision]
+    r, _ = ACT_DTYPES[precision]
     per_layer = layer_activation_bytes(cfg, precision)
-    ends = 8 + (r + a) * cfg.d_model + 4 * vocab
+    ends = ends_activation_bytes(cfg, vocab, precision)
     if checkpointed:
         per_token = cfg.n_layers * r * cfg.d_model + per_layer + ends
     else:
         per_token = cfg.n_layers * per_layer + ends
     return micro_batch * seq_len * per_token
+
+
+def loss_transient_bytes(vocab: int, precision: str) -> tuple[int, int]:
+    """(forward, backward) bytes per token live around the loss beyond the saved log-softmax.
+    Forward: the logits (a V), and under mixed precision also the float32 copy cross-entropy
+    makes of them (4 V). Backward: nll_loss's gradient of the log-probabilities (dense, float32,
+    4 V) and log-softmax's gradient of the logits (4 V) exist together."""
+    _, a = ACT_DTYPES[precision]
+    forward = a * vocab + (4 * vocab if a < 4 else 0)
+    return forward, 8 * vocab
+
+
+def block_backward_bytes(cfg: Any, precision: str) -> int:
+    """Bytes per token by which one block's backward grows memory over its saved activations,
+    at its MLP (the widest part). Each node frees what it saved once it has run, so at SwiGLU's
+    product the gradient of the product and those of its two factors (3 f) exist while w2's
+    saved input (f) is gone: 2 f; at GELU, the gradients of its output and input (2 f) less w2's
+    input: f. Plus the residual stream's gradient and the one flowing into the norm (2 d,
+    residual dtype)."""
+    r, a = ACT_DTYPES[precision]
+    units = 2 if cfg.mlp == "swiglu" else 1
+    return a * units * cfg.ffn_dim + 2 * r * cfg.d_model
+
+
+def transient_bytes(cfg: Any, vocab: int, micro_batch: int, seq_len: int, precision: str,
+                    checkpointed: bool, grad_bytes: int, grads_in_backward: bool) -> int:  # fmt: skip
+    """Bytes beyond weights + gradients + optimizer state + activations at the step's peak.
+
+    Memory above weights and optimizer state, at each moment that can be the peak, per
+    micro-batch of N tokens (K = the activations kept through the forward, E = their part at
+    the ends of the network, H = the head weight's gradient):
+      loss, forward:   G + K + N Lf    Lightning zeroes gradients after the forward, so the last
+                                       step's (G bytes) are still alive
+      loss, backward:  G' + K + N Lb   G' = G with gradient accumulation, else 0
+      top block:       G' + H + K - N E + N (P + B)   P: its activations, recomputed under
+                                       checkpointing (already in K without)
+      bottom block:    G + N (P + B)   all weight gradients exist, the other blocks' are freed
+    (Lf, Lb: loss_transient_bytes, B: block_backward_bytes, P: layer_activation_bytes). The
+    result is the largest minus G + activations: at least N Lf without checkpointing; with it,
+    negative where the last step's gradients and the recomputed block are never alive together."""
+    n = micro_batch * seq_len
+    counted = activation_bytes(cfg, vocab, micro_batch, seq_len, precision, checkpointed)
+    per_layer = n * layer_activation_bytes(cfg, precision)
+    kept = counted - per_layer if checkpointed else counted  # the recomputed block: backward only
+    lf, lb = loss_transient_bytes(vocab, precision)
+    g_b = grad_bytes if grads_in_backward else 0
+    block = n * block_backward_bytes(cfg, precision)
+    params = transformer_params(cfg, vocab)
+    head = 0 if grads_in_backward else grad_bytes * vocab * cfg.d_model // sum(p.numel for p in params)
+    ends = n * ends_activation_bytes(cfg, vocab, precision)
+    moments = (
+        grad_bytes + kept + n * lf,
+        g_b + kept + n * lb,
+        g_b + head + kept - ends + block + (per_layer if checkpointed else 0),
+        grad_bytes + per_layer + block,
+    )
+    return max(moments) - grad_bytes - counted
 
 
 # --------------------------------------------------------------------------- optimizer groups

@@ -12,12 +12,15 @@ process: the micro-batch is its loaders' batch.
 
 The transformer is costed analytically instead, from its config alone and without importing
 torch (models/shapes.py, docs/lm.md): its parameters, FLOPs per token 6N + 12 L d T, activations
-from the tensors each block keeps for the backward, with and without activation checkpointing.
+from the tensors each block keeps for the backward, with and without activation checkpointing,
+and the transient memory of the step's peak moment (the logits and their gradients around the
+loss, gradients of activations in a block's backward, the last step's gradients that Lightning
+frees only after the forward).
 
 plan.json keys are stable (add, never rename): params.total, params.trainable, flops_per_sample,
 flops_per_token, memory_per_device_bytes.{weights,gradients,optimizer,activations,total}, batch.*;
 for the transformer also params.embedding, batch.{seq_len,tokens_per_step} and
-memory_per_device_bytes.{activations_checkpointed,total_checkpointed}.
+memory_per_device_bytes.{transient,activations_checkpointed,transient_checkpointed,total_checkpointed}.
 """
 
 from __future__ import annotations
@@ -84,7 +87,19 @@ def _transformer_costs(cfg: Any, spec: Any, micro: int, precision: str) -> dict:
         ),
         # autocast keeps a 16-bit copy of each matmul weight for the backward
         "autocast_weight_copies": casts,
+        "vocab": vocab,
+        "seq_len": seq_len,
+        "micro": micro,
     }
+
+
+def _lm_transient(cfg: Any, lm: dict, precision: str, grad_bytes: int, checkpointed: bool) -> int:
+    """Bytes live only around the loss and in the backward, beyond the counted parts
+    (shapes.transient_bytes), with this device's share of the gradients."""
+    return tf.transient_bytes(
+        cfg.model, lm["vocab"], lm["micro"], lm["seq_len"], precision, checkpointed, grad_bytes,
+        grads_in_backward=cfg.trainer.accumulate_grad_batches > 1,
+    )  # fmt: skip
 
 
 def run_plan(cfg: Any, run_dir: str | Path, rank: int = 0) -> tuple[Any, dict]:
@@ -194,7 +209,11 @@ def _memory(cfg: Any, costs: dict, precision: str) -> dict[str, int]:
         "optimizer": optimizer,
         "activations": activations,
     }
-    return shard_memory(parts, cfg, costs["tp_split"] / max(total, 1))
+    out = shard_memory(parts, cfg, costs["tp_split"] / max(total, 1))
+    if lm is not None:
+        ckpt = cfg.strategy.activation_checkpointing
+        out["transient"] = _lm_transient(cfg, lm, precision, out["gradients"], ckpt)
+    return out
 
 
 def _batch(cfg: Any, micro: int) -> dict:
@@ -242,7 +261,11 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         plan["batch"]["tokens_per_step"] = cfg.data.batch_size * spec.seq_len
         mem = plan["memory_per_device_bytes"]
         mem["activations_checkpointed"] = lm["activations_checkpointed"] + lm["autocast_weight_copies"]
-        mem["total_checkpointed"] = mem["total"] - mem["activations"] + mem["activations_checkpointed"]
+        mem["transient_checkpointed"] = _lm_transient(cfg, lm, precision, mem["gradients"], True)
+        mem["total_checkpointed"] = (
+            mem["total"] - mem["activations"] - mem["transient"]
+            + mem["activations_checkpointed"] + mem["transient_checkpointed"]
+        )  # fmt: skip
     return plan
 
 
@@ -314,8 +337,9 @@ def print_plan(plan: dict) -> None:
             "tensor parallel: devices per group",
             f"{b['tensor_parallel_size']} ({b['data_parallel_size']} groups)",
         )
-    for key in ("weights", "gradients", "optimizer", "activations"):
-        table.add_row(f"memory per device: {key}", _bytes(m[key]))
+    for key in ("weights", "gradients", "optimizer", "activations", "transient"):
+        if key in m:
+            table.add_row(f"memory per device: {key}", _bytes(m[key]))
     table.add_row("memory per device: total", _bytes(m["total"]))
     if "total_checkpointed" in m:
         table.add_row("  with activation checkpointing", _bytes(m["total_checkpointed"]))
