@@ -1,6 +1,7 @@
 """Benchmarks bigtrain against a bare Lightning module and a hand-written PyTorch loop, side by side.
 
     python scripts/bench.py --cases mlp transformer --reps 5      # the training cases
+    python scripts/bench.py --cases transformer-peer startup tail memory --reps 5
     python scripts/bench.py --cases cli loader --json bench.json
 
 Training cases (each repeat is a fresh process in which the competitors take turns epoch by
@@ -13,6 +14,17 @@ epoch, see bench_cases.py; a ratio is taken per round, between epochs a few seco
   transformer  gpt/tiny on the standard library's source as bytes (16 windows of 128 tokens a
                step, AdamW, cosine), with the same logging: bigtrain and a hand-written loop.
                Target: bigtrain / hand-written <= 1.03.
+  transformer-peer
+               gpt_stdlib's shape (4 layers x 128, 4 heads, 16 x 128 tokens a step, AdamW, clipping
+               1.0): bigtrain against a plain PyTorch GPT and loop written the way nanoGPT writes
+               them, from the same initial weights and windows (bench_peer.py).
+               Target: bigtrain / peer <= 1.00 in seconds per step (as many tokens/s or more).
+Whole runs (bench_runs.py), `--reps` fresh processes each:
+  startup      launch to the first optimizer step of `bigtrain +experiment=gpt_stdlib`, in
+               seconds (target <= 3.5) and as a ratio to `python -c "import torch"`.
+  tail         the same runs' last optimizer step to exit, in seconds (target <= 2.0).
+  memory       the plan's memory against the measured peak for gpt/125m (both vocabularies) and
+               a 25M-parameter LLaMA shape (lm_memory.py). Target: within 10%.
 Other cases:
   loader       tokens/s of the token-file loader (data=tokens) and of a plain numpy gather.
   cli          wall time of `bigtrain --help`, of an invalid override and of two dry runs.
@@ -35,14 +47,20 @@ import time
 import warnings
 from pathlib import Path
 
-TITLES = {"mlp": "digits MLP (default run)", "transformer": "tiny Transformer (gpt/tiny, bytes)"}
+TITLES = {
+    "mlp": "digits MLP (default run)",
+    "transformer": "tiny Transformer (gpt/tiny, bytes)",
+    "transformer-peer": "gpt_stdlib shape vs nanoGPT's way",
+}
 # case: {ratio: target or None (reported)}
 RATIOS: dict[str, dict[str, float | None]] = {
     "mlp": {"bigtrain/bare": 1.05, "bigtrain/hand": None, "bare/hand": None},
     "transformer": {"bigtrain/hand": 1.03},
+    # Seconds per step: <= 1.00 is bigtrain at least as many tokens/s as the peer.
+    "transformer-peer": {"bigtrain/peer": 1.00},
 }
 # case: (rounds, warm-up rounds) unless --rounds / --warmup say otherwise
-ROUNDS = {"mlp": (40, 2), "transformer": (12, 1)}
+ROUNDS = {"mlp": (40, 2), "transformer": (12, 1), "transformer-peer": (12, 1)}
 # name: (arguments, the exit status they must end with)
 CLI_CASES = {
     "--help": (["--help"], 0),
@@ -116,7 +134,7 @@ def summarize(case: str, reps: list[dict[str, list[float]]], warmup: int) -> dic
         }
     # Per-pair differences, in seconds per step: what one side costs on top of another.
     diffs = {}
-    for a, b in (("bigtrain", "bare"), ("bare", "hand"), ("bigtrain", "hand")):
+    for a, b in (("bigtrain", "bare"), ("bare", "hand"), ("bigtrain", "hand"), ("bigtrain", "peer")):
         if a in names and b in names:
             diffs[f"{a}-{b}"] = statistics.median(
                 x - y for rep in timed for x, y in zip(rep[a], rep[b], strict=True)
@@ -142,11 +160,14 @@ def training_row(case: str, args: argparse.Namespace, workdir: Path) -> dict:
     if rounds <= warmup:
         raise SystemExit(f"bench: --rounds ({rounds}) must be larger than --warmup ({warmup})")
     extra = [f"trainer.limit_train_batches={args.steps}"] if args.steps else []
-    if case == "transformer":
+    if case.startswith("transformer"):
         extra.append(f"data.max_bytes={args.max_bytes}")
     run = rep_in_process if args.same_process else rep_in_child
     reps = [run(case, rounds, extra, workdir, args.threads) for _ in range(args.reps)]
-    return summarize(case, reps, warmup)
+    row = summarize(case, reps, warmup)
+    if case == "transformer-peer":
+        row["tokens_per_step"] = 16 * 128  # gpt_stdlib: data.batch_size x data.seq_len
+    return row
 
 
 # --------------------------------------------------------------------------- loader and CLI cases
@@ -217,31 +238,53 @@ def cli_rows(reps: int, workdir: Path) -> list[dict]:
 # --------------------------------------------------------------------------- report
 
 
-def markdown(rows: list[dict]) -> str:
-    """The rows as Markdown tables: ratios, times per step, then the other cases."""
-    train = [r for r in rows if r["unit"] == "s/step"]
-    other = [r for r in rows if r["unit"] != "s/step"]
-    out: list[str] = []
-    if train:
-        out += ["| case | ratio | target | median of repeats | repeats min-max | epoch pairs: median (IQR) |"]
-        out += ["|---|---|---|---|---|---|"]
-        for r in train:
-            for key, s in r["ratios"].items():
-                target = "reported" if s["target"] is None else f"<= {s['target']:.2f}"
-                if s["target"] is not None:
-                    target += ": met" if s["median"] <= s["target"] else ": MISSED"
-                p = s["pairs"]
-                out.append(
-                    f"| {r['title']} | {key.replace('/', ' / ')} | {target} | **{s['median']:.3f}** ({r['reps']}) "
-                    f"| {s['min']:.3f}-{s['max']:.3f} | {p['median']:.3f} ({p['iqr'][0]:.3f}-{p['iqr'][1]:.3f}), {p['n']} pairs |"
-                )
-        out += ["", "| case | ms/step | difference per step (median of pairs) |", "|---|---|---|"]
-        for r in train:
-            times = ", ".join(f"{n} {s * 1e3:.2f}" for n, s in r["seconds"].items())
-            diffs = ", ".join(
-                f"{k.replace('-', ' - ')} {d * 1e3:+.3f} ms" for k, d in r["differences"].items()
+def training_markdown(train: list[dict]) -> list[str]:
+    """The training cases' ratios, then their times per step (and tokens/s where known)."""
+    out = ["| case | ratio | target | median of repeats | repeats min-max | epoch pairs: median (IQR) |"]
+    out += ["|---|---|---|---|---|---|"]
+    for r in train:
+        for key, s in r["ratios"].items():
+            target = "reported" if s["target"] is None else f"<= {s['target']:.2f}"
+            if s["target"] is not None:
+                target += ": met" if s["median"] <= s["target"] else ": MISSED"
+            p = s["pairs"]
+            out.append(
+                f"| {r['title']} | {key.replace('/', ' / ')} | {target} | **{s['median']:.3f}** ({r['reps']}) "
+                f"| {s['min']:.3f}-{s['max']:.3f} | {p['median']:.3f} ({p['iqr'][0]:.3f}-{p['iqr'][1]:.3f}), {p['n']} pairs |"
             )
-            out.append(f"| {r['title']} | {times} | {diffs} |")
+    out += ["", "| case | ms/step | difference per step (median of pairs) |", "|---|---|---|"]
+    for r in train:
+        tokens = r.get("tokens_per_step")
+        times = ", ".join(
+            f"{n} {s * 1e3:.2f}" + (f" ({tokens / s:,.0f} tokens/s)" if tokens else "")
+            for n, s in r["seconds"].items()
+        )
+        diffs = ", ".join(f"{k.replace('-', ' - ')} {d * 1e3:+.3f} ms" for k, d in r["differences"].items())
+        out.append(f"| {r['title']} | {times} | {diffs} |")
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    """The rows as Markdown tables: training ratios and times, whole runs, memory, the rest."""
+    train = [r for r in rows if r["unit"] == "s/step"]
+    runs = [r for r in rows if r["case"] in ("startup", "tail")]
+    memory = [r for r in rows if r["unit"] == "MiB"]
+    other = [r for r in rows if r not in train and r not in runs and r not in memory]
+    out: list[str] = training_markdown(train) if train else []
+    if runs:
+        from bench_runs import markdown as run_markdown
+
+        out += ["", *run_markdown(runs)]
+    if memory:
+        out += ["", "| case | parameters | plan | measured: median (min-max) | measured / plan | target |"]
+        out += ["|---|---|---|---|---|---|"]
+        for r in memory:
+            verdict = "met" if abs(r["ratio"] - 1) <= r["target"] else "MISSED"
+            out.append(
+                f"| {r['case']} | {r['params'] / 1e6:.1f}M | {r['plan_mib']:.0f} MiB | {r['measured_mib']:.0f} MiB "
+                f"({r['measured_min_mib']:.0f}-{r['measured_max_mib']:.0f}) | **{r['ratio']:.3f}** "
+                f"| within {r['target']:.0%}: {verdict} |"
+            )
     if other:
         out += ["", "| case | bigtrain | plain |", "|---|---|---|"]
         for r in other:
@@ -259,7 +302,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    choices = ["mlp", "transformer", "loader", "cli"]
+    choices = ["mlp", "transformer", "transformer-peer", "startup", "tail", "memory", "loader", "cli"]
     parser.add_argument("--cases", nargs="+", default=choices, choices=choices)
     parser.add_argument("--reps", type=int, default=5, help="repeats (fresh processes) per training case")
     parser.add_argument(
@@ -274,6 +317,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--same-process", action="store_true", help="run the repeats in this process (smoke tests)"
     )
+    parser.add_argument("--run-steps", type=int, default=87, help="optimizer steps of the startup/tail run")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     # Internal: one repeat of a training case (see rep_in_child), written as JSON to a file.
     parser.add_argument("--one-rep", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
@@ -295,10 +339,22 @@ def main() -> None:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for case in ("mlp", "transformer"):
+        for case in ("mlp", "transformer", "transformer-peer"):
             if case in args.cases:
                 rows.append(training_row(case, args, work))
                 print(markdown(rows[-1:]) + "\n", flush=True)
+        whole = [c for c in ("startup", "tail") if c in args.cases]
+        if whole:
+            from bench_runs import markdown as run_markdown
+            from bench_runs import measure
+            from bench_runs import rows as run_rows
+
+            rows += run_rows(measure(args.reps, work, args.run_steps), whole)
+            print("\n".join(run_markdown(rows[-len(whole) :])) + "\n", flush=True)
+        if "memory" in args.cases:
+            from lm_memory import memory_rows
+
+            rows += memory_rows(args.reps)
         if "loader" in args.cases:
             rows += loader_rows(args.reps, work)
         if "cli" in args.cases:

@@ -6,7 +6,8 @@ Competitors of a case:
   bare      the same work as a plain LightningModule and Trainer: the same model class, optimizer,
             schedule, metric collection and data module, Lightning's CSV logger, learning-rate
             monitor and checkpoint callbacks, and no bigtrain callback;
-  hand      a hand-written PyTorch loop (bench_loops.py).
+  hand      a hand-written PyTorch loop (bench_loops.py);
+  peer      a GPT and its loop written the way nanoGPT writes them (bench_peer.py).
 
 Each Lightning competitor fits in a thread of its own; at every training epoch start a callback
 hands control back to the bench and waits, so exactly one competitor runs at any time. A round
@@ -50,10 +51,19 @@ TRANSFORMER = [
     "trainer.limit_val_batches=2",
     "callbacks.samples.enabled=false",
 ]
+# gpt_stdlib's model, optimizer, schedule and clipping, validated at each epoch's end.
+PEER = [
+    "+experiment=gpt_stdlib",
+    "trainer.max_steps=-1",
+    "trainer.val_check_interval=1.0",
+    "trainer.limit_val_batches=2",
+    "callbacks.samples.enabled=false",
+]
 # case: (overrides, competitors)
 CASES: dict[str, tuple[list[str], list[str]]] = {
     "mlp": ([], ["bigtrain", "bare", "hand"]),
     "transformer": (TRANSFORMER, ["bigtrain", "hand"]),
+    "transformer-peer": (PEER, ["bigtrain", "peer"]),
 }
 
 
@@ -283,7 +293,20 @@ def hand_side(overrides: list[str], run_dir: Path) -> HandSide:
     return HandSide(loop(cfg, model, splits, spec.task, spec.num_classes, run_dir, cfg.trainer.max_epochs))
 
 
-BUILDERS = {"bigtrain": bigtrain_side, "bare": bare_side, "hand": hand_side}
+def peer_side(overrides: list[str], run_dir: Path) -> HandSide:
+    """nanoGPT's way of writing the model and loop, from bigtrain's initial weights and windows."""
+    from bench_peer import PeerLoop
+    from bigtrain.data import data_spec
+    from bigtrain.models import build_model
+
+    cfg = load_config(overrides)
+    spec, dm = data_spec(cfg), setup_data(cfg)
+    model = build_model(cfg.model, spec.input_shape, spec.num_outputs)
+    splits = {k: v if isinstance(v, tuple) else (v,) for k, v in dm.splits.items()}
+    return HandSide(PeerLoop(cfg, model, splits, run_dir))
+
+
+BUILDERS = {"bigtrain": bigtrain_side, "bare": bare_side, "hand": hand_side, "peer": peer_side}
 
 
 def take_turns(sides: dict[str, Competitor], rounds: int) -> dict[str, list[float]]:

@@ -35,7 +35,11 @@ def positive(value: object) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-EXPECTED = {"mlp": {"bigtrain/bare", "bigtrain/hand", "bare/hand"}, "transformer": {"bigtrain/hand"}}
+EXPECTED = {
+    "mlp": {"bigtrain/bare", "bigtrain/hand", "bare/hand"},
+    "transformer": {"bigtrain/hand"},
+    "transformer-peer": {"bigtrain/peer"},
+}
 TINY = ["--reps", "1", "--rounds", "3", "--warmup", "1", "--steps", "4", "--max-bytes", "30000"]
 
 
@@ -55,14 +59,49 @@ def check_training_row(row: dict) -> None:
 
 
 def test_bench_training_cases_report_side_by_side_ratios(tmp_path):
-    rows = run_bench(tmp_path, "--cases", "mlp", "transformer", *TINY, "--same-process")
+    cases = ["mlp", "transformer", "transformer-peer"]
+    rows = run_bench(tmp_path, "--cases", *cases, *TINY, "--same-process")
     by_case = {r["case"]: r for r in rows}
-    assert set(by_case) == {"mlp", "transformer"}
+    assert set(by_case) == set(cases)
     for row in rows:
         check_training_row(row)
     assert by_case["mlp"]["ratios"]["bigtrain/bare"]["target"] == 1.05
     assert by_case["transformer"]["ratios"]["bigtrain/hand"]["target"] == 1.03
     assert by_case["mlp"]["ratios"]["bigtrain/hand"]["target"] is None
+    assert by_case["transformer-peer"]["ratios"]["bigtrain/peer"]["target"] == 1.00
+
+
+def test_the_peer_gpt_is_bigtrains_model_written_another_way():
+    """Same weights, same batch: nanoGPT's way of writing the model gives bigtrain's loss and
+    gradients, so the transformer-peer case compares two ways of doing the same work."""
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(SCRIPTS))
+    import bigtrain
+    from bench_peer import PeerGPT
+    from bigtrain.checks import validate
+    from bigtrain.data import data_spec
+    from bigtrain.models import build_model
+
+    cfg = validate(bigtrain.compose(["+experiment=gpt_stdlib"]))
+    spec = data_spec(cfg)
+    torch.manual_seed(0)
+    ours = build_model(cfg.model, spec.input_shape, spec.num_outputs)
+    m = cfg.model
+    peer = PeerGPT(spec.vocab_size, cfg.data.seq_len, m.n_layers, m.d_model, m.n_heads, 0.0)
+    peer.load_from(ours)
+    w = torch.randint(0, spec.vocab_size, (4, cfg.data.seq_len + 1))
+    x, y = w[:, :-1].contiguous(), w[:, 1:].contiguous()
+    loss = F.cross_entropy(ours(x).flatten(0, 1), y.flatten())
+    peer_loss = peer(x, y)
+    assert torch.allclose(loss, peer_loss, atol=1e-5) and 5.0 < float(loss) < 6.0  # ~ln 256
+    loss.backward()
+    peer_loss.backward()
+    b = ours.blocks[0].attn
+    qkv = torch.cat([b.wq.weight.grad, b.wk.weight.grad, b.wv.weight.grad])
+    assert torch.allclose(qkv, peer.h[0].attn.c_attn.weight.grad, atol=1e-6)
+    assert torch.allclose(ours.tok_emb.weight.grad, peer.wte.weight.grad, atol=1e-6)
 
 
 def test_bench_runs_each_repeat_in_a_fresh_process(tmp_path):

@@ -1,6 +1,6 @@
 """`python -m bigtrain`: the same command as `bigtrain`."""
 
-from bigtrain.cli import main
+from bigtrain.cli import command
 
 if __name__ == "__main__":
-    main()
+    command()

@@ -23,6 +23,10 @@ value once warm (the first sample at or after 10% of the run's steps: allocator 
 lazily built kernels are in place by then), the largest sample after that and the last; the peak
 is the OS's own high-water mark of the process (ru_maxrss), which sees the peak inside a step.
 
+Timing: seconds since the process was launched (the OS's start time of the process, so the
+interpreter's start and every import count) at the end of the first and of the last optimizer
+step: start-up, and with the wall time at the end of the run, the tail after training.
+
 Precision: `trainer.precision=bf16-mixed` keeps float32 weights and runs matmuls in bfloat16
 under autocast; `bf16-true` casts the weights themselves. The first training forward's output
 dtype shows which one happened.
@@ -30,6 +34,7 @@ dtype shows which one happened.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -64,6 +69,18 @@ def gpu_peak_flops(device_name: str, precision: str) -> float | None:
     return None
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process was launched (Linux's /proc/self/stat start time), or None
+    where the OS does not say."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after "pid (name)": field 3 onwards
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start time since boot
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 class Meter(pl.Callback):
     def __init__(
         self,
@@ -89,6 +106,9 @@ class Meter(pl.Callback):
         self.param_dtype: str | None = None
         self.forward_dtype: str | None = None
         self.probe: Any = None
+        # Process age at the first optimizer step's end; perf_counter at the last one's end.
+        self.first_step_age: float | None = None
+        self.last_step_time: float | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.world_size = trainer.world_size
@@ -124,8 +144,10 @@ class Meter(pl.Callback):
             self.seconds += now - self.last_time
             self.samples += len(batch[0]) * self.world_size
         self.seen += 1
-        self.last_time = now
+        self.last_time = self.last_step_time = now
         step = trainer.global_step
+        if self.first_step_age is None and step >= 1:
+            self.first_step_age = process_age_s()
         if step // self.memory_every != self.memory_period:
             self.memory_period = step // self.memory_every
             self.sample_memory(step, trainer.estimated_stepping_batches)
@@ -176,6 +198,23 @@ class Meter(pl.Callback):
             out["cuda_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         return out
 
+    def timing_summary(self) -> dict:
+        """results.json's `timing` block: seconds since launch at the first and the last
+        optimizer step's end, and now (the results being collected)."""
+        age = process_age_s()
+        last = None
+        if age is not None and self.last_step_time is not None:
+            last = age - (time.perf_counter() - self.last_step_time)
+
+        def s(v):
+            return None if v is None else round(v, 3)
+
+        return {"first_step_s": s(self.first_step_age), "last_step_s": s(last), "results_s": s(age)}
+
     def precision_summary(self) -> dict:
         """results.json's `precision` block."""
-        return {"setting": self.precision, "param_dtype": self.param_dtype, "forward_dtype": self.forward_dtype}
+        return {
+            "setting": self.precision,
+            "param_dtype": self.param_dtype,
+            "forward_dtype": self.forward_dtype,
+        }

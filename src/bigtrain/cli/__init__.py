@@ -11,6 +11,7 @@ that run in its own directory (see runs/rundir.py).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -218,8 +219,22 @@ def _task(cfg: DictConfig) -> Any:
     return results.get(monitor[0], {}).get(monitor[1]) if len(monitor) == 2 else None
 
 
+def command() -> None:
+    """The `bigtrain` executable (and `python -m bigtrain`): main, then a quick exit.
+
+    Once the run is over, the process is about to end: `gc.freeze()` keeps the interpreter's
+    shutdown from walking every object that torch and Lightning created for cycles (measured:
+    1.1 to 1.3 s at exit, 0.2 s frozen). Objects are still freed by reference counting, files
+    were closed by the run, and atexit handlers still run. Only here: `main` called in a
+    long-lived process (tests, notebooks) keeps its garbage collector as it was."""
+    try:
+        main()
+    finally:
+        gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the `bigtrain` command (and `python -m bigtrain`)."""
+    """`bigtrain ARGS` (the command line's arguments when `argv` is None)."""
     from bigtrain.config import ConfigError
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -210,6 +210,7 @@ def _collect(
     if callbacks.samples is not None:
         results["samples"] = callbacks.samples.last
     results["wall_seconds"] = round(time.perf_counter() - start, 3)
+    results["timing"] = callbacks.meter.timing_summary()
 
 
 def train(cfg: RunConfig, run_dir: str | Path) -> dict:
