@@ -303,7 +303,8 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     choices = ["mlp", "transformer", "transformer-peer", "startup", "tail", "memory", "loader", "cli"]
-    parser.add_argument("--cases", nargs="+", default=choices, choices=choices)
+    # memory builds models of 25M-125M parameters (about 3 GiB): run when named
+    parser.add_argument("--cases", nargs="+", default=[c for c in choices if c != "memory"], choices=choices)
     parser.add_argument("--reps", type=int, default=5, help="repeats (fresh processes) per training case")
     parser.add_argument(
         "--rounds", type=int, help="epochs per competitor and repeat (mlp 40, transformer 12)"

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bigtrain.models.transformer import split_qkv
+
 
 class SelfAttention(nn.Module):
     def __init__(self, d: int, heads: int, dropout: float) -> None:
@@ -88,9 +90,9 @@ class PeerGPT(nn.Module):
         self.wte.weight.copy_(theirs.tok_emb.weight)
         self.wpe.weight.copy_(theirs.pos_emb.weight[: self.wpe.num_embeddings])
         for mine, block in zip(self.h, theirs.blocks, strict=True):
-            a = block.attn
-            mine.attn.c_attn.weight.copy_(torch.cat([a.wq.weight, a.wk.weight, a.wv.weight]))
-            mine.attn.c_attn.bias.copy_(torch.cat([a.wq.bias, a.wk.bias, a.wv.bias]))
+            a = block.attn  # wqkv's rows grouped by head, c_attn's q | k | v
+            mine.attn.c_attn.weight.copy_(torch.cat(split_qkv(a.wqkv.weight, a.n_heads, a.kv_heads)))
+            mine.attn.c_attn.bias.copy_(torch.cat(split_qkv(a.wqkv.bias, a.n_heads, a.kv_heads)))
             pairs = [(mine.attn.c_proj, a.wo), (mine.mlp.c_fc, block.mlp.w1), (mine.mlp.c_proj, block.mlp.w2)]
             pairs += [(mine.ln_1, block.norm1), (mine.ln_2, block.norm2)]
             for dst, src in pairs:

@@ -83,6 +83,7 @@ def test_the_peer_gpt_is_bigtrains_model_written_another_way():
     from bigtrain.checks import validate
     from bigtrain.data import data_spec
     from bigtrain.models import build_model
+    from bigtrain.models.transformer import split_qkv
 
     cfg = validate(bigtrain.compose(["+experiment=gpt_stdlib"]))
     spec = data_spec(cfg)
@@ -99,7 +100,7 @@ def test_the_peer_gpt_is_bigtrains_model_written_another_way():
     loss.backward()
     peer_loss.backward()
     b = ours.blocks[0].attn
-    qkv = torch.cat([b.wq.weight.grad, b.wk.weight.grad, b.wv.weight.grad])
+    qkv = torch.cat(split_qkv(b.wqkv.weight.grad, b.n_heads, b.kv_heads))  # grouped -> q | k | v
     assert torch.allclose(qkv, peer.h[0].attn.c_attn.weight.grad, atol=1e-6)
     assert torch.allclose(ours.tok_emb.weight.grad, peer.wte.weight.grad, atol=1e-6)
 
@@ -127,3 +128,17 @@ def test_bench_gpu_cases_are_valid_configs_without_a_gpu():
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 4 and all(line.endswith(" ok") for line in lines), lines
+
+
+def test_bench_startup_and_tail_come_from_a_real_run(tmp_path):
+    rows = {
+        r["case"]: r
+        for r in run_bench(tmp_path, "--cases", "startup", "tail", "--reps", "1", "--run-steps", "3")
+    }
+    startup, tail = rows["startup"], rows["tail"]
+    assert startup["target"] == 3.5 and tail["target"] == 2.0
+    # The run imports torch and Lightning before its first step, so it starts later than both.
+    first = startup["seconds"]["median"]
+    assert first > startup["import_torch"]["median"] and first > startup["import_pytorch_lightning"]["median"]
+    assert positive(startup["over_import_torch"]["median"]) and startup["over_import_torch"]["median"] > 1
+    assert positive(tail["seconds"]["median"])

@@ -52,7 +52,20 @@ LIMITS: dict[str, tuple[str, ...]] = {
     # hparams_search=optuna: two trials
     "optuna": ("hydra.sweeper.n_trials=2",),
     # scripts/bench.py: one repeat of two short rounds, a small text for the Transformer
-    "bench.py": ("--reps", "1", "--rounds", "2", "--warmup", "1", "--steps", "2", "--max-bytes", "100000"),
+    "bench.py": (
+        "--reps",
+        "1",
+        "--rounds",
+        "2",
+        "--warmup",
+        "1",
+        "--steps",
+        "2",
+        "--max-bytes",
+        "100000",
+        "--run-steps",
+        "3",
+    ),
     # scripts/bench_gpu.py (on a GPU machine): a few steps per case
     "bench_gpu.py": ("--steps", "4", "--warmup", "1"),
 }

@@ -19,7 +19,7 @@ from bigtrain.data.text import split_bounds, stdlib_files, unigram_loss, windows
 from bigtrain.data.tokens import RandomWindowLoader, open_tokens, read_meta
 from bigtrain.data.tokens import main as tokens_main
 from bigtrain.models import build_model
-from bigtrain.models.transformer import Transformer, activation_bytes
+from bigtrain.models.transformer import Transformer, activation_bytes, apply_rope
 from bigtrain.runs.plan import make_plan
 from conftest import FAST, bigtrain_cmd, make_cfg
 
@@ -122,21 +122,61 @@ def test_tensor_parallel_names_and_tying():
     llama = Transformer(_tiny(mlp="swiglu", positions="rope", tie_embeddings=False), vocab_size=20)
     assert llama.head.weight is not llama.tok_emb.weight and not hasattr(llama, "pos_emb")
     block = llama.blocks[0]
-    for name in ("norm1", "norm2", "attn.wq", "attn.wk", "attn.wv", "attn.wo", "mlp.w1", "mlp.w2", "mlp.w3"):
+    for name in ("norm1", "norm2", "attn.wqkv", "attn.wo", "mlp.w1", "mlp.w2", "mlp.w3"):
         assert block.get_submodule(name) is not None
+
+
+@pytest.mark.parametrize("n_kv_heads", [4, 2, 1])
+def test_fused_qkv_is_separate_projections_grouped_by_key_value_head(n_kv_heads):
+    """wqkv computes what three projections with its split rows compute, and a state dict with
+    separate wq, wk, wv (saved before the fusion) loads into the same model."""
+    from bigtrain.models.transformer import fuse_qkv, split_qkv
+
+    cfg = _tiny(n_heads=4, n_kv_heads=n_kv_heads, positions="rope", bias=True)
+    torch.manual_seed(0)
+    model = Transformer(cfg, vocab_size=20)
+    attn = model.blocks[0].attn
+    q_w, k_w, v_w = split_qkv(attn.wqkv.weight, 4, n_kv_heads)
+    hd = cfg.head_dim
+    assert q_w.shape == (4 * hd, cfg.d_model) and k_w.shape == v_w.shape == (n_kv_heads * hd, cfg.d_model)
+    torch.testing.assert_close(fuse_qkv(q_w, k_w, v_w, n_kv_heads), attn.wqkv.weight)
+    # Group g's rows: its 4 / n_kv_heads query heads, then key head g, then value head g.
+    per = 4 // n_kv_heads
+    torch.testing.assert_close(attn.wqkv.weight[per * hd : (per + 1) * hd], k_w[:hd])
+    # The attention of separate projections (the layout before) equals the fused one.
+    x = torch.randn(2, 6, cfg.d_model)
+    rope = (model.rope_cos[:6], model.rope_sin[:6])
+    biases = split_qkv(attn.wqkv.bias, 4, n_kv_heads)
+    q, k, v = (F.linear(x, w, b).view(2, 6, -1, hd) for w, b in zip((q_w, k_w, v_w), biases, strict=True))
+    q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+    y = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=per > 1
+    )
+    torch.testing.assert_close(attn(x, rope), attn.wo(y.transpose(1, 2).reshape(2, 6, -1)))
+    old = {k: v for k, v in model.state_dict().items() if ".wqkv." not in k}
+    for i, block in enumerate(model.blocks):
+        for leaf in ("weight", "bias"):
+            parts = split_qkv(getattr(block.attn.wqkv, leaf), 4, n_kv_heads)
+            old.update(
+                {f"blocks.{i}.attn.{w}.{leaf}": p for w, p in zip(("wq", "wk", "wv"), parts, strict=True)}
+            )
+    fresh = Transformer(cfg, vocab_size=20)
+    fresh.load_state_dict(old)
+    tokens = torch.randint(0, 20, (1, 6))
+    torch.testing.assert_close(fresh(tokens), model(tokens))
 
 
 def test_meta_model_materialises_with_init_weights():
     cfg = _tiny(n_layers=8, d_model=128, positions="rope", bias=True, n_heads=4)
     with torch.device("meta"):
         model = Transformer(cfg, vocab_size=1000)
-    assert model.blocks[0].attn.wq.weight.is_meta
+    assert model.blocks[0].attn.wqkv.weight.is_meta
     model.to_empty(device="cpu")
     model.init_weights()
     blk = model.blocks[3]
-    assert blk.attn.wq.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert blk.attn.wqkv.weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert blk.mlp.w2.weight.std().item() == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
-    assert torch.all(blk.attn.wq.bias == 0) and torch.all(blk.norm1.weight == 1)
+    assert torch.all(blk.attn.wqkv.bias == 0) and torch.all(blk.norm1.weight == 1)
     fresh = Transformer(cfg, vocab_size=1000)
     torch.testing.assert_close(model.rope_cos, fresh.rope_cos)
     assert torch.isfinite(model(torch.randint(0, 1000, (1, 8)))).all()
@@ -273,12 +313,14 @@ def test_activation_formula_matches_what_autograd_saves(changes):
     x = torch.randint(0, 256, (4, 64))
     saved, seen = 0, set()
     # Weights (and their transposed views that linear layers save) are not activations.
-    weights = {p.data_ptr() for p in model.parameters()} | {b.data_ptr() for b in model.buffers()}
+    # Views (q, k and v of wqkv's output) share one storage: each storage counts once.
+    weights = {p.untyped_storage().data_ptr() for p in [*model.parameters(), *model.buffers()]}
 
     def pack(t):
         nonlocal saved
-        if t.data_ptr() not in weights and t.data_ptr() not in seen:
-            seen.add(t.data_ptr())
+        key = t.untyped_storage().data_ptr()
+        if key not in weights and key not in seen:
+            seen.add(key)
             saved += t.untyped_storage().nbytes()
         return t
 

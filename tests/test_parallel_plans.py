@@ -2,8 +2,9 @@
 output, same gradients (gathered from the shards).
 
 The transformer plan is written against fixed names (tok_emb, pos_emb, blocks[i].norm1/attn
-(wq, wk, wv, wo)/norm2/mlp (w1, w2, w3), norm_f, head). `Tiny` below follows those names with
-the usual pre-norm block, so the plan is proven here before the transformer family exists.
+(wqkv, wo)/norm2/mlp (w1, w2, w3), norm_f, head) and wqkv's rows grouped by head (q, k, v of
+head 0, then of head 1, ...). `Tiny` below follows those names and that layout with the usual
+pre-norm block, so the plan is proven here independently of the transformer family.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ pytestmark = pytest.mark.distributed
 class Attn(nn.Module):
     def __init__(self, d: int, heads: int) -> None:
         super().__init__()
-        self.wq, self.wk, self.wv, self.wo = (nn.Linear(d, d, bias=False) for _ in range(4))
+        self.wqkv, self.wo = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
         self.head_dim = d // heads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
-        # -1 heads: under tensor parallel each rank holds heads / tp of them.
-        q, k, v = (w(x).view(b, t, -1, self.head_dim).transpose(1, 2) for w in (self.wq, self.wk, self.wv))
+        # -1 heads: under tensor parallel each rank holds heads / tp of them, each q, k, v whole.
+        qkv = self.wqkv(x).view(b, t, -1, 3, self.head_dim)
+        q, k, v = (qkv[:, :, :, i].transpose(1, 2) for i in range(3))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.wo(y.transpose(1, 2).reshape(b, t, -1))
 
@@ -86,7 +88,7 @@ def _check_transformer(tied: bool, sequence_parallel: bool, mesh) -> None:
     sharded = Tiny(tied)
     sharded.load_state_dict(ref.state_dict())
     apply_tp(sharded, mesh, sequence_parallel)
-    assert sharded.blocks[0].attn.wq.weight.to_local().shape[0] == 16 // 2  # heads split in two
+    assert sharded.blocks[0].attn.wqkv.weight.to_local().shape[0] == 3 * 16 // 2  # heads split in two
     idx = torch.randint(0, 32, (2, 8))  # same seed on both ranks: the same batch
     for model in (ref, sharded):
         F.cross_entropy(model(idx).flatten(0, 1), idx.flatten()).backward()

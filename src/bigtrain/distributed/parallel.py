@@ -48,7 +48,8 @@ def mlp_tp_plan(model: nn.Module, sequence_parallel: bool = False) -> dict[str, 
 
 
 def transformer_tp_plan(model: nn.Module, sequence_parallel: bool = False) -> dict[str, Any]:
-    """Megatron-style: wq, wk, wv, w1, w3 column-wise (heads and hidden units split), wo and w2
+    """Megatron-style: wqkv, w1, w3 column-wise (whole key/value groups of heads and hidden units
+    split; wqkv's rows are grouped so that a contiguous slice is whole groups), wo and w2
     row-wise (one all-reduce per attention and per MLP). The embedding is split over the vocabulary
     and the head over its outputs, unless the two share one weight: then both stay replicated.
 
@@ -82,7 +83,7 @@ def transformer_tp_plan(model: nn.Module, sequence_parallel: bool = False) -> di
         plan["norm_f"] = SequenceParallel()
     for i, block in enumerate(model.blocks):
         p = f"blocks.{i}."
-        for name in ("attn.wq", "attn.wk", "attn.wv", "mlp.w1"):
+        for name in ("attn.wqkv", "mlp.w1"):
             plan[p + name] = ColwiseParallel()
         if getattr(block.mlp, "w3", None) is not None:
             plan[p + "mlp.w3"] = ColwiseParallel()

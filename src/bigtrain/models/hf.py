@@ -7,11 +7,14 @@ differs, naming the override that makes it match); the vocabulary must equal the
 (`model.vocab_size`, or the data's when that is null). Writing: config.json and
 model.safetensors that `transformers.AutoModelForCausalLM.from_pretrained` loads.
 
-The layouts differ from bigtrain's names (tok_emb, pos_emb, blocks[i].{norm1, attn.{wq,wk,wv,wo},
-norm2, mlp.{w1,w2,w3}}, norm_f, head) in three ways: the names; GPT-2 stores its projections as
-Conv1D weights, (in, out), the transpose of nn.Linear's (out, in); and GPT-2 fuses q, k and v
-into one `c_attn` (out = q | k | v). LLaMA's q/k weights are already in the halves layout of
-rotary embeddings that bigtrain's apply_rope uses, so they are copied as they are.
+The layouts differ from bigtrain's names (tok_emb, pos_emb, blocks[i].{norm1, attn.{wqkv,wo},
+norm2, mlp.{w1,w2,w3}}, norm_f, head) in four ways: the names; GPT-2 stores its projections as
+Conv1D weights, (in, out), the transpose of nn.Linear's (out, in); GPT-2 fuses q, k and v into
+one `c_attn` side by side (out = q | k | v) and LLaMA keeps them apart, where bigtrain's `wqkv`
+groups them by key/value head (models/transformer.py). So the mapping goes through separate
+q, k, v (`separate_params`: attn.wq, attn.wk, attn.wv), fused or split at the ends. LLaMA's q/k
+weights are already in the halves layout of rotary embeddings that bigtrain's apply_rope uses,
+so they are copied as they are.
 
 Validation uses only the JSON and the safetensors headers (tensor names and shapes, numpy
 framework): no torch, no weights read. torch is imported by the functions that move tensors.
@@ -19,6 +22,7 @@ framework): no torch, no weights read. torch is imported by the functions that m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,6 +181,49 @@ def mismatches(hf: dict, m: Any) -> Iterator[str]:
 # --------------------------------------------------------------------------- tensor names
 
 
+def separate_params(m: Any, vocab: int) -> list[Param]:
+    """transformer_params with each block's wqkv as the three tensors wq, wk, wv."""
+    sizes = {"wq": m.n_heads * m.head_dim, "wk": m.kv_heads * m.head_dim, "wv": m.kv_heads * m.head_dim}
+    out = []
+    for p in transformer_params(m, vocab):
+        module, _, leaf = p.name.rpartition(".")
+        if not module.endswith(".attn.wqkv"):
+            out.append(p)
+            continue
+        base = module.removesuffix(".wqkv")
+        for w, rows in sizes.items():
+            out.append(dataclasses.replace(p, name=f"{base}.{w}.{leaf}", shape=(rows, *p.shape[1:])))
+    return out
+
+
+def _split_state(state: dict, m: Any) -> dict:
+    """bigtrain's state dict with each wqkv split into wq, wk, wv (separate_params' names)."""
+    from bigtrain.models.transformer import split_qkv
+
+    out = {}
+    for name, t in state.items():
+        module, _, leaf = name.rpartition(".")
+        if module.endswith(".attn.wqkv"):
+            base = module.removesuffix(".wqkv")
+            for w, part in zip(("wq", "wk", "wv"), split_qkv(t, m.n_heads, m.kv_heads), strict=True):
+                out[f"{base}.{w}.{leaf}"] = part
+        else:
+            out[name] = t
+    return out
+
+
+def _fuse_state(state: dict, m: Any) -> dict:
+    """The inverse of _split_state: wq, wk, wv of each block as its wqkv."""
+    from bigtrain.models.transformer import fuse_qkv
+
+    out = dict(state)
+    for name in [n for n in state if ".attn.wq." in n]:
+        base, leaf = name.split(".wq.")
+        parts = [out.pop(f"{base}.{w}.{leaf}") for w in ("wq", "wk", "wv")]
+        out[f"{base}.wqkv.{leaf}"] = fuse_qkv(*parts, m.kv_heads).contiguous()
+    return out
+
+
 def route(kind: str, p: Param) -> tuple[str, int | None, bool]:
     """(the HF tensor that holds bigtrain's parameter `p`, which third of GPT-2's fused c_attn it
     is or None, whether it is stored transposed)."""
@@ -194,7 +241,7 @@ def route(kind: str, p: Param) -> tuple[str, int | None, bool]:
 def hf_shapes(kind: str, m: Any, vocab: int) -> dict[str, tuple[int, ...]]:
     """Every tensor the HF layout holds for this model, with its shape."""
     acc: dict[str, tuple[list[int], bool]] = {}
-    for p in transformer_params(m, vocab):
+    for p in separate_params(m, vocab):
         name, part, transposed = route(kind, p)
         if name in acc:  # q | k | v stack along the output dimension
             acc[name][0][0] += p.shape[0]
@@ -275,7 +322,7 @@ def to_bigtrain(kind: str, hf_state: dict, m: Any, vocab: int) -> dict:
     """bigtrain's state dict from an HF one (names as normal_name gives them)."""
     sizes = [m.n_heads * m.head_dim, m.kv_heads * m.head_dim, m.kv_heads * m.head_dim]
     out = {}
-    for p in transformer_params(m, vocab):
+    for p in separate_params(m, vocab):
         name, part, transposed = route(kind, p)
         t = hf_state[name]
         if transposed:
@@ -283,6 +330,7 @@ def to_bigtrain(kind: str, hf_state: dict, m: Any, vocab: int) -> dict:
         if part is not None:
             t = t.split(sizes, dim=0)[part]
         out[p.name] = t.contiguous()
+    out = _fuse_state(out, m)
     if m.tie_embeddings:
         out["head.weight"] = out["tok_emb.weight"]
     return out
@@ -294,7 +342,8 @@ def from_bigtrain(kind: str, state: dict, m: Any, vocab: int) -> dict:
 
     parts: dict[str, list] = {}
     transpose: dict[str, bool] = {}
-    for p in transformer_params(m, vocab):
+    state = _split_state(state, m)
+    for p in separate_params(m, vocab):
         name, _, transposed = route(kind, p)
         parts.setdefault(name, []).append(state[p.name])
         transpose[name] = transposed

@@ -56,9 +56,7 @@ def transformer_params(cfg: Any, vocab: int) -> list[Param]:
     for i in range(cfg.n_layers):
         p = f"blocks.{i}."
         norm(p + "norm1")
-        linear(p + "attn.wq", d, cfg.n_heads * hd, True, cfg.bias)
-        linear(p + "attn.wk", d, cfg.kv_heads * hd, True, cfg.bias)
-        linear(p + "attn.wv", d, cfg.kv_heads * hd, True, cfg.bias)
+        linear(p + "attn.wqkv", d, (cfg.n_heads + 2 * cfg.kv_heads) * hd, True, cfg.bias)
         linear(p + "attn.wo", cfg.n_heads * hd, d, True, cfg.bias)
         norm(p + "norm2")
         linear(p + "mlp.w1", d, f, True, cfg.bias)
@@ -114,7 +112,7 @@ def norm_saved_bytes(cfg: Any, precision: str) -> int:
 
 def layer_activation_bytes(cfg: Any, precision: str) -> int:
     """Bytes that one block saves for the backward, per token (the tensors autograd keeps):
-    what norm1 and norm2 keep (norm_saved_bytes); the normed inputs of wq/wk/wv and of the MLP,
+    what norm1 and norm2 keep (norm_saved_bytes); the normed inputs of wqkv and of the MLP,
     q and the attention output, which is also wo's input (4 d: the fused attention kernels
     return it in (B, T, H, D) layout, so the reshape before wo copies nothing); k and v
     (2 d_kv); the attention's logsumexp (4 bytes per head); the MLP's hidden tensors: GELU keeps

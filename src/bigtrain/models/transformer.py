@@ -8,8 +8,14 @@ SwiGLU MLP, learned or rotary positions, tied or untied embeddings, biases on or
 grouped-query attention. models/hf.py maps these names to and from Hugging Face's GPT-2 and LLaMA.
 
 Names are part of the contract with tensor-parallel plans: tok_emb, pos_emb, blocks[i].{norm1,
-attn.{wq,wk,wv,wo}, norm2, mlp.{w1,w2,w3}}, norm_f, head. Attention reshapes with -1 heads, so a
-rank that holds a shard of wq/wk/wv (a slice of the heads) runs the same code unchanged.
+attn.{wqkv,wo}, norm2, mlp.{w1,w2,w3}}, norm_f, head.
+
+q, k and v come from one matmul (`wqkv`), its output rows grouped by key/value head: for each
+of the n_kv_heads groups, that group's n_heads / n_kv_heads query heads, then its key head, then
+its value head (Megatron's layout). A contiguous slice of the rows is then whole groups, so
+tensor parallelism splits wqkv column-wise like any Linear and Attention reshapes with -1
+groups: a rank holding a shard runs the same code unchanged. fuse_qkv / split_qkv convert from
+and to separate q, k, v weights (Hugging Face layouts, checkpoints saved before the fusion).
 
 Large presets are built on the meta device and materialised where they live:
     with torch.device("meta"): model = Transformer(cfg, vocab)
@@ -19,6 +25,7 @@ Large presets are built on the meta device and materialised where they live:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,25 +69,56 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """wqkv's rows (weights or biases) from separate q, k, v rows, grouped by key/value head."""
+    groups = [t.unflatten(0, (kv_heads, -1)) for t in (q, k, v)]
+    return torch.cat(groups, dim=1).flatten(0, 1)
+
+
+def split_qkv(
+    w: torch.Tensor, n_heads: int, kv_heads: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q, k, v) rows of wqkv's weight or bias: the inverse of fuse_qkv."""
+    per_group = n_heads // kv_heads
+    grouped = w.unflatten(0, (kv_heads, -1))
+    hd = grouped.shape[1] // (per_group + 2)
+    q, k, v = grouped.split([per_group * hd, hd, hd], dim=1)
+    return q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         d, hd = cfg.d_model, cfg.head_dim
-        self.head_dim = hd
-        self.wq = nn.Linear(d, cfg.n_heads * hd, bias=cfg.bias)
-        self.wk = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.bias)
-        self.wv = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.bias)
+        self.head_dim, self.n_heads, self.kv_heads = hd, cfg.n_heads, cfg.kv_heads
+        self.per_group = cfg.n_heads // cfg.kv_heads  # query heads per key/value head
+        self.wqkv = nn.Linear(d, (cfg.n_heads + 2 * cfg.kv_heads) * hd, bias=cfg.bias)
         self.wo = nn.Linear(cfg.n_heads * hd, d, bias=cfg.bias)
         self.dropout = cfg.dropout
+        self.register_load_state_dict_pre_hook(self._fuse_saved_qkv)
+
+    def _fuse_saved_qkv(self, module, state: dict, prefix: str, *args: Any) -> None:
+        """A state dict with separate wq, wk, wv (saved before the fusion) loads into wqkv."""
+        for leaf in ("weight", "bias"):
+            names = [f"{prefix}{w}.{leaf}" for w in ("wq", "wk", "wv")]
+            if all(n in state for n in names):
+                parts = [state.pop(n) for n in names]
+                state[f"{prefix}wqkv.{leaf}"] = fuse_qkv(*parts, self.kv_heads)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         B, T, _ = x.shape
-        # -1 heads: under tensor parallelism this rank's wq holds only its share of the heads.
-        q = self.wq(x).view(B, T, -1, self.head_dim)
-        k = self.wk(x).view(B, T, -1, self.head_dim)
-        v = self.wv(x).view(B, T, -1, self.head_dim)
+        # -1 groups: under tensor parallelism this rank's wqkv holds only its share of the groups.
+        qkv = self.wqkv(x).view(B, T, -1, self.per_group + 2, self.head_dim)
+        q, k, v = qkv.split([self.per_group, 1, 1], dim=3)
+        q, k, v = q.flatten(2, 3), k.squeeze(3), v.squeeze(3)  # (B, T, heads, D)
+        # Views of the fused output keep all of it alive until the backward. Without RoPE and
+        # with one query head per group, q, k and v are views, exactly that output. Otherwise
+        # q (rotated, or gathered from its groups) is a new tensor, and so are k and v here:
+        # then the output is freed at once instead of outliving them.
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q, k, v = apply_rope(q, *rope), apply_rope(k, *rope), v.contiguous()
+        elif self.per_group > 1:
+            k, v = k.contiguous(), v.contiguous()
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
         y = F.scaled_dot_product_attention(
             q,
@@ -88,7 +126,7 @@ class Attention(nn.Module):
             v,
             is_causal=True,
             dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=k.shape[1] != q.shape[1],  # each KV head serves n_heads / n_kv_heads queries
+            enable_gqa=self.per_group > 1,  # each KV head serves n_heads / n_kv_heads queries
         )
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
