@@ -31,6 +31,19 @@ def grad_norm(model: torch.nn.Module) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(norms))
 
 
+def steps_per_epoch(cfg: Any, samples: int) -> int:
+    """Full batches of an epoch, capped by trainer.limit_train_batches (a count here)."""
+    full = samples // cfg.data.batch_size
+    limit = cfg.trainer.limit_train_batches
+    return min(full, int(limit)) if limit else full
+
+
+def epoch_order(cfg: Any, samples: int, epoch: int) -> torch.Tensor:
+    """The epoch's seeded permutation of the training samples (every loop draws the same)."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    return torch.randperm(samples, generator=gen)
+
+
 class HandLoop:
     """A plain training loop; subclasses say what a batch's loss and metric inputs are."""
 
@@ -50,8 +63,7 @@ class HandLoop:
         self.cfg, self.model = cfg, model
         self.train, self.val = splits["train"], splits["val"]
         self.batch, t = cfg.data.batch_size, cfg.trainer
-        full = len(self.train[0]) // self.batch
-        self.steps_per_epoch = min(full, int(t.limit_train_batches)) if t.limit_train_batches else full
+        self.steps_per_epoch = steps_per_epoch(cfg, len(self.train[0]))
         self.val_batches = int(t.limit_val_batches) if t.limit_val_batches else None
         self.optimizer = build_optimizer(cfg.optim, model)
         total = self.steps_per_epoch * epochs
@@ -98,8 +110,7 @@ class HandLoop:
         """One training epoch; seconds per optimizer step, from its start to its last step's end."""
         self.model.train()
         start = time.perf_counter()
-        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epochs_run)
-        order = torch.randperm(len(self.train[0]), generator=gen)
+        order = epoch_order(self.cfg, len(self.train[0]), self.epochs_run)
         b = self.batch
         for i in range(self.steps_per_epoch):
             idx = order[i * b : (i + 1) * b]

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench_loops import epoch_order, steps_per_epoch
 from bigtrain.models.transformer import split_qkv
 
 
@@ -125,8 +126,7 @@ class PeerLoop:
         self.optimizer = peer_optimizer(self.model, o.lr, o.weight_decay, tuple(o.betas))
         self.cfg, self.train, self.val = cfg, splits["train"][0], splits["val"][0]
         self.batch = cfg.data.batch_size
-        full = len(self.train) // self.batch
-        self.steps_per_epoch = min(full, int(t.limit_train_batches)) if t.limit_train_batches else full
+        self.steps_per_epoch = steps_per_epoch(cfg, len(self.train))
         self.max_iters = self.steps_per_epoch * t.max_epochs
         self.iter_num = self.epochs_run = 0
         self.losses: list[float] = []
@@ -146,8 +146,7 @@ class PeerLoop:
         """One epoch of iterations; seconds per optimizer step."""
         self.model.train()
         start = time.perf_counter()
-        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epochs_run)
-        order, b = torch.randperm(len(self.train), generator=gen), self.batch
+        order, b = epoch_order(self.cfg, len(self.train), self.epochs_run), self.batch
         every, clip = self.cfg.trainer.log_every_n_steps, self.cfg.trainer.gradient_clip_val
         for i in range(self.steps_per_epoch):
             for group in self.optimizer.param_groups:

@@ -12,7 +12,8 @@ norm2, mlp.{w1,w2,w3}}, norm_f, head) in four ways: the names; GPT-2 stores its 
 Conv1D weights, (in, out), the transpose of nn.Linear's (out, in); GPT-2 fuses q, k and v into
 one `c_attn` side by side (out = q | k | v) and LLaMA keeps them apart, where bigtrain's `wqkv`
 groups them by key/value head (models/transformer.py). So the mapping goes through separate
-q, k, v (`separate_params`: attn.wq, attn.wk, attn.wv), fused or split at the ends. LLaMA's q/k
+q, k, v (`separate_params`: attn.wq, attn.wk, attn.wv): split from wqkv on export, and fused
+by Attention's own load-state-dict pre-hook on import. LLaMA's q/k
 weights are already in the halves layout of rotary embeddings that bigtrain's apply_rope uses,
 so they are copied as they are.
 
@@ -181,9 +182,14 @@ def mismatches(hf: dict, m: Any) -> Iterator[str]:
 # --------------------------------------------------------------------------- tensor names
 
 
+def qkv_rows(m: Any) -> list[int]:
+    """Rows of q, k and v (query heads, then key and value heads, times the head size)."""
+    return [m.n_heads * m.head_dim, m.kv_heads * m.head_dim, m.kv_heads * m.head_dim]
+
+
 def separate_params(m: Any, vocab: int) -> list[Param]:
     """transformer_params with each block's wqkv as the three tensors wq, wk, wv."""
-    sizes = {"wq": m.n_heads * m.head_dim, "wk": m.kv_heads * m.head_dim, "wv": m.kv_heads * m.head_dim}
+    sizes = dict(zip(("wq", "wk", "wv"), qkv_rows(m), strict=True))
     out = []
     for p in transformer_params(m, vocab):
         module, _, leaf = p.name.rpartition(".")
@@ -197,7 +203,8 @@ def separate_params(m: Any, vocab: int) -> list[Param]:
 
 
 def _split_state(state: dict, m: Any) -> dict:
-    """bigtrain's state dict with each wqkv split into wq, wk, wv (separate_params' names)."""
+    """bigtrain's state dict with each wqkv split into wq, wk, wv (separate_params' names; the
+    inverse of Attention's load-state-dict pre-hook)."""
     from bigtrain.models.transformer import split_qkv
 
     out = {}
@@ -209,18 +216,6 @@ def _split_state(state: dict, m: Any) -> dict:
                 out[f"{base}.{w}.{leaf}"] = part
         else:
             out[name] = t
-    return out
-
-
-def _fuse_state(state: dict, m: Any) -> dict:
-    """The inverse of _split_state: wq, wk, wv of each block as its wqkv."""
-    from bigtrain.models.transformer import fuse_qkv
-
-    out = dict(state)
-    for name in [n for n in state if ".attn.wq." in n]:
-        base, leaf = name.split(".wq.")
-        parts = [out.pop(f"{base}.{w}.{leaf}") for w in ("wq", "wk", "wv")]
-        out[f"{base}.wqkv.{leaf}"] = fuse_qkv(*parts, m.kv_heads).contiguous()
     return out
 
 
@@ -319,8 +314,9 @@ def folder_problems(folder: str | Path, m: Any, vocab: int | None) -> list[str]:
 
 
 def to_bigtrain(kind: str, hf_state: dict, m: Any, vocab: int) -> dict:
-    """bigtrain's state dict from an HF one (names as normal_name gives them)."""
-    sizes = [m.n_heads * m.head_dim, m.kv_heads * m.head_dim, m.kv_heads * m.head_dim]
+    """bigtrain's state dict from an HF one (names as normal_name gives them), with separate
+    wq, wk, wv: Attention's load-state-dict pre-hook fuses them into wqkv as the model loads."""
+    sizes = qkv_rows(m)
     out = {}
     for p in separate_params(m, vocab):
         name, part, transposed = route(kind, p)
@@ -330,7 +326,6 @@ def to_bigtrain(kind: str, hf_state: dict, m: Any, vocab: int) -> dict:
         if part is not None:
             t = t.split(sizes, dim=0)[part]
         out[p.name] = t.contiguous()
-    out = _fuse_state(out, m)
     if m.tie_embeddings:
         out["head.weight"] = out["tok_emb.weight"]
     return out
