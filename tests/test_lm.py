@@ -18,7 +18,7 @@ from bigtrain.data.tokens import main as tokens_main
 from bigtrain.models import build_model
 from bigtrain.models.transformer import Transformer, apply_rope
 from bigtrain.runs.plan import make_plan
-from conftest import FAST, bigtrain_cmd, make_cfg
+from conftest import FAST, READ_ONLY, bigtrain_cmd, make_cfg
 
 LM = ["data=stdlib_text", "metrics=lm", "data.max_bytes=60000", "data.seq_len=32", "data.batch_size=8"]
 TINY = ["model=gpt/tiny", *LM]
@@ -33,7 +33,7 @@ LLAMA2 = {"7b": 6_738_415_616, "13b": 13_015_864_320, "70b": 68_976_648_192}
 
 
 def _meta_params(preset: str, vocab: int) -> int:
-    cfg = make_cfg([f"model={preset}", *LM])
+    cfg = make_cfg([f"model={preset}", *LM, *READ_ONLY])
     with torch.device("meta"):
         model = build_model(cfg.model, (32,), vocab)
     return sum(p.numel() for p in model.parameters())

@@ -15,7 +15,7 @@ from bigtrain.data import data_spec
 from bigtrain.models import build_model
 from bigtrain.models.transformer import Transformer, activation_bytes
 from bigtrain.runs.plan import make_plan
-from conftest import make_cfg
+from conftest import READ_ONLY, make_cfg
 from test_lm import LM, _tiny
 
 
@@ -168,7 +168,7 @@ def test_shapes_without_torch_match_the_built_model(overrides):
     from bigtrain.models.transformer import matmul_params
     from bigtrain.training.optim import _named_trainable, group_audit, optimizer_groups, param_kind
 
-    cfg = make_cfg([*LM, *overrides])
+    cfg = make_cfg([*LM, *overrides, *READ_ONLY])
     spec = data_spec(cfg)
     model = build_meta_model(cfg.model, spec.input_shape, spec.num_outputs)
     rows = shapes.transformer_params(cfg.model, model_vocab(cfg.model, spec.num_outputs))
@@ -177,7 +177,7 @@ def test_shapes_without_torch_match_the_built_model(overrides):
     assert shapes.matmul_params(cfg.model, model.vocab_size) == matmul_params(model)
     assert sum(r.numel for r in rows if r.tp_split) == tp_sharded_params(model)
     for optim in ("adamw", "sgd", "muon"):
-        ocfg = make_cfg([*LM, *overrides, f"optim={optim}"]).optim
+        ocfg = make_cfg([*LM, *overrides, f"optim={optim}", *READ_ONLY]).optim
         assert shapes.group_audit_rows(ocfg, rows) == group_audit(optimizer_groups(ocfg, model)), optim
 
 

@@ -6,7 +6,8 @@ problem, naming the override that fixes it. `validate` runs all of them in the o
 and raises one ConfigError with every line, so a config with several mistakes reports them all.
 
 The order goes from cheap to costly: the config against itself first, then files and installed
-packages, then what needs torch (a GPU request, a checkpoint to inspect). A check that reads
+packages, then what needs torch (a GPU request, a checkpoint to inspect), and last the plan's
+memory against the machine's, which runs only when every other check passed. A check that reads
 another's result names it in `needs` and is skipped when that one failed. Nothing heavy is
 imported here: a check imports torch itself, and only when the config asks for it.
 """
@@ -36,7 +37,7 @@ class Check:
     needs: tuple[CheckFn, ...] = ()
 
 
-CHECKS: tuple[Check, ...] = (
+BEFORE_PLAN: tuple[Check, ...] = (
     # The config against itself: no files, no imports.
     Check(distributed.check_parallel),  # tensor-parallel sizes, FSDP groups, hybrid sharding
     Check(distributed.check_processes),  # ddp needs several processes; several CPUs need ddp
@@ -84,6 +85,12 @@ CHECKS: tuple[Check, ...] = (
     # torch, only where the config asks for it.
     Check(distributed.check_hardware),  # GPU, MPS, fp16
     Check(runs.check_checkpoint_contents, needs=(runs.check_ckpt_path, runs.check_resume)),
+)
+# Last, the plan's memory against the machine's: the plan builds the model on the meta device,
+# which needs a config that passed every check above.
+CHECKS: tuple[Check, ...] = (
+    *BEFORE_PLAN,
+    Check(runs.check_memory, needs=tuple(c.run for c in BEFORE_PLAN)),
 )
 
 

@@ -19,7 +19,7 @@ import dataclasses
 from typing import Any
 
 from bigtrain.config.convert import VARIANTS, build, build_variant, opt, variant
-from bigtrain.config.errors import ConfigError, close_match, config_error, did_you_mean, fmt
+from bigtrain.config.errors import ConfigError, close_match, config_error, did_you_mean, files_in, fmt
 from bigtrain.config.schema_data import (
     IMAGE_DATA,
     LM_DATA,
@@ -84,19 +84,21 @@ from bigtrain.config.schema_run import (
     WandbLoggerConfig,
     tensor_parallel_size,
 )
-from bigtrain.config.trainer_args import split_passthrough
+from bigtrain.config.trainer_args import lightning_errors, split_passthrough
 
 
 def _pass_trainer_arguments(raw: dict) -> None:
-    """Move `+trainer.NAME` keys that are Lightning Trainer arguments into trainer.lightning."""
+    """Move `+trainer.NAME` keys that are Lightning Trainer arguments into trainer.lightning,
+    and check every key there against the Trainer's arguments (config/trainer_args.py)."""
     trainer = raw.get("trainer")
     if not isinstance(trainer, dict):
         return
     listed = {f.name for f in dataclasses.fields(TrainerConfig)}
     own, passed, errors = split_passthrough(trainer, listed)
+    lightning = own.get("lightning")
+    errors += lightning_errors(lightning, listed)
     if errors:
         raise config_error(errors)
-    lightning = own.get("lightning")
     own["lightning"] = {**(lightning if isinstance(lightning, dict) else {}), **passed}
     raw["trainer"] = own
 
@@ -192,6 +194,7 @@ __all__ = [
     "close_match",
     "config_error",
     "did_you_mean",
+    "files_in",
     "fmt",
     "from_dict",
     "opt",

@@ -7,6 +7,7 @@ fixes it. The command prints each line as `bigtrain: error: <line>`.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,3 +48,18 @@ def did_you_mean(word: Any, choices: Iterable[Any], prefix: str = "") -> str:
     """' (did you mean PREFIXchoice?)' for the closest choice, or '' when none is close."""
     close = close_match(word, choices)
     return f" (did you mean {prefix}{close}?)" if close else ""
+
+
+def files_in(folder: str, suffixes: Iterable[str], limit: int = 3) -> str:
+    """' (in it: a.csv, b.csv)' naming up to `limit` entries of `folder` that end in one of
+    `suffixes`, or '' when there is none: the fix of a line that says a folder was given where a
+    file is wanted."""
+    ends = tuple(s.lower() for s in suffixes)
+    try:
+        names = sorted(e.name for e in os.scandir(folder) if e.name.lower().endswith(ends))
+    except OSError:
+        return ""
+    if not names:
+        return ""
+    more = ", ..." if len(names) > limit else ""
+    return f" (in it: {', '.join(names[:limit])}{more})"

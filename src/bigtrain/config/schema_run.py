@@ -298,6 +298,7 @@ class RunConfig:
     seed: int = opt("seeds Python, NumPy and torch; NumPy takes 0 to 2^32 - 1", ge=0, le=2**32 - 1)
     ckpt_path: str | None = opt("a checkpoint to start from")
     dry_run: bool = opt("print and write the plan, then stop")
+    check_memory: bool = opt("refuse a run whose planned memory per device exceeds this machine's")
     test_after_fit: bool
     resume: str | None = opt("a run directory to continue (set by `bigtrain resume=DIR`)")
     trust_checkpoint: bool = opt("allow checkpoints that need unpickling code to load")

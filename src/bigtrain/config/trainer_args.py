@@ -2,7 +2,10 @@
 
 The names come from `Trainer.__init__`'s signature, read from Lightning's source file with `ast`
 instead of importing Lightning (seconds), so config errors stay fast. Arguments that bigtrain
-builds itself (callbacks, loggers, strategy, plugins, ...) cannot be passed through.
+builds itself (callbacks, loggers, strategy, plugins, ...) cannot be passed through. Every key of
+`trainer.lightning` (where passed-through arguments land, and where a YAML file may write them)
+is checked against the same signature, so a misspelt argument is one line before the run
+instead of the Trainer's TypeError after the run directory exists.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import ast
 import importlib.util
 from functools import cache
 from pathlib import Path
+from typing import Any
+
+from bigtrain.config.errors import close_match, fmt
 
 # Trainer arguments bigtrain sets from its own groups: overriding them would bypass them.
 OWNED = {
@@ -42,7 +48,8 @@ def trainer_arguments() -> frozenset[str]:
 
 def split_passthrough(trainer: dict, listed: set[str]) -> tuple[dict, dict, list[str]]:
     """(bigtrain's own keys, Trainer arguments to pass through, one error line per key that is
-    neither or that bigtrain owns)."""
+    neither or that bigtrain owns). An unknown key whose closest name is a Trainer argument is
+    reported here with that name; the schema reports the other unknown keys."""
     own, passed, errors = {}, {}, []
     for key, value in trainer.items():
         if key in listed:
@@ -51,9 +58,48 @@ def split_passthrough(trainer: dict, listed: set[str]) -> tuple[dict, dict, list
             errors.append(f"trainer.{key} is built by bigtrain: {OWNED[key]}")
         elif key in trainer_arguments():
             passed[key] = value
+        elif (close := close_match(key, [*listed, *passable()])) in passable():
+            errors.append(
+                f"unknown key 'trainer.{key}': did you mean +trainer.{close}? (a Lightning Trainer "
+                "argument, passed through as +trainer.NAME=value)"
+            )
         else:
             own[key] = value  # reported as an unknown key by the schema
     return own, passed, errors
+
+
+def passable() -> list[str]:
+    """The Trainer arguments that may be passed through, sorted (none if Lightning is missing)."""
+    return sorted(trainer_arguments() - OWNED.keys())
+
+
+def lightning_errors(lightning: Any, listed: set[str]) -> list[str]:
+    """One error line per key of `trainer.lightning` that the Trainer would refuse (not one of
+    its arguments) or that would clash with what bigtrain passes it (its own `trainer.*` keys and
+    the arguments it builds). Nothing is checked where Lightning's source cannot be read."""
+    if lightning is None:
+        return []
+    if not isinstance(lightning, dict):
+        return [
+            f"trainer.lightning={lightning} must be a mapping of Trainer arguments: write +trainer.NAME=value"
+        ]
+    if not trainer_arguments():
+        return []
+    errors = []
+    for key, value in lightning.items():
+        where = f"trainer.lightning.{key}"
+        if key in listed:
+            errors.append(f"{where} is bigtrain's own trainer.{key}: set trainer.{key}={fmt(value)} instead")
+        elif key in OWNED:
+            errors.append(f"{where} is built by bigtrain: {OWNED[key]}")
+        elif key not in trainer_arguments():
+            close = close_match(key, [*listed, *passable()])
+            hint = f" (did you mean {'trainer' if close in listed else 'trainer.lightning'}.{close}?)"
+            errors.append(
+                f"{where} is not an argument of Lightning's Trainer{hint if close else ''}: correct "
+                "the name, or drop it"
+            )
+    return errors
 
 
 def passthrough_hint(key: str) -> str:

@@ -9,7 +9,8 @@ that product) are dropped, so one process without accumulation drops nothing.
 A training split smaller than one global batch is refused: the configured batch would never be
 trained (with `drop_last` no step would run at all). Validation refuses it where the split size is
 known before any data is loaded (scikit-learn sets, tables, image folders); `check_loaded` refuses
-it after the data module's setup for the others.
+it after the data module's setup for the others. So is a `trainer.limit_train_batches`
+fraction that keeps no batch of the epoch, where the split size is known.
 
 The loaders (data/tensors.py), the config check (data/checks.py) and the plan use these numbers.
 """
@@ -125,6 +126,25 @@ def too_few_samples(cfg: Any, samples: int) -> str | None:
             "add training data or lower trainer.devices / trainer.accumulate_grad_batches"
         )
     return f"{what} (data.batch_size={batch}), so no full step would train: set data.batch_size={samples - samples % k} or smaller"
+
+
+def limit_keeps_nothing(cfg: Any, samples: int) -> str | None:
+    """The error line when `trainer.limit_train_batches`, a fraction, keeps no batch of an epoch
+    over `samples` training samples: Lightning takes int(batches x fraction) batches and stops
+    at 0, once the data is loaded. The smallest fraction named is rounded up, so that it keeps one."""
+    t, d = cfg.trainer, cfg.data
+    limit = t.limit_train_batches
+    if not isinstance(limit, float) or samples < d.batch_size:
+        return None
+    e = epoch_batches(samples, d.batch_size, parallel_size(cfg), getattr(d, "drop_last", False))
+    batches = e.steps * t.accumulate_grad_batches  # a process's micro-batches per epoch
+    if int(batches * limit) >= 1:
+        return None
+    least = math.ceil(1000 / batches) / 1000
+    return (
+        f"trainer.limit_train_batches={limit} keeps none of the epoch's {batches} training batches, "
+        f"so no step would train: set trainer.limit_train_batches={least} or more, or an int number of batches"
+    )
 
 
 def loaded_train_size(dm: Any) -> int | None:

@@ -27,6 +27,7 @@ from bigtrain.config import (
     RunConfig,
     TabularDataConfig,
     did_you_mean,
+    files_in,
 )
 
 
@@ -94,15 +95,31 @@ def check_lm_files(cfg: RunConfig) -> Iterator[str]:
             if not (os.path.exists(p) or glob.glob(p, recursive=True)):
                 yield f"data.paths: {p} matches no file: give existing files, folders or globs"
     if d.name == "tokens":
-        base = d.path[: -len(".json")] if d.path.endswith(".json") else d.path.removesuffix(".bin")
-        missing = [base + ext for ext in (".bin", ".json") if not os.path.isfile(base + ext)]
-        if missing:
-            yield f"data.path={d.path}: {missing[0]} not found; write it with bigtrain-tokens write"
+        yield from _token_files(d.path)
     if getattr(d, "tokenizer", None) is not None:
         if importlib.util.find_spec("tokenizers") is None:
             yield "data.tokenizer needs the tokenizers package: pip install 'bigtrain[text]'"
-        if not os.path.isfile(d.tokenizer):
+        if os.path.isdir(d.tokenizer):
+            yield (
+                f"data.tokenizer={d.tokenizer} is a directory, not a file: give a tokenizers JSON file"
+                + files_in(d.tokenizer, [".json"])
+            )
+        elif not os.path.isfile(d.tokenizer):
             yield f"data.tokenizer={d.tokenizer} does not exist: give a tokenizers JSON file"
+
+
+def _token_files(path: str) -> Iterator[str]:
+    """data=tokens reads <base>.bin and <base>.json, named by either file."""
+    if os.path.isdir(path):
+        yield (
+            f"data.path={path} is a directory, not a file: give the .bin or .json file that "
+            f"bigtrain-tokens write made{files_in(path, ['.bin', '.json'])}"
+        )
+        return
+    base = path[: -len(".json")] if path.endswith(".json") else path.removesuffix(".bin")
+    missing = [base + ext for ext in (".bin", ".json") if not os.path.isfile(base + ext)]
+    if missing:
+        yield f"data.path={path}: {missing[0]} not found; write it with bigtrain-tokens write"
 
 
 def check_corpus_size(cfg: RunConfig) -> Iterator[str]:
@@ -338,12 +355,16 @@ def _table_columns(d: TabularDataConfig) -> Iterator[str]:
 
 def check_train_batches(cfg: RunConfig) -> Iterator[str]:
     """A training split smaller than one global batch would never train a full step (none at all
-    with data.drop_last): refused where the split size is known now, from the fractions of a
+    with data.drop_last), and a trainer.limit_train_batches fraction that keeps no batch of the
+    epoch none at all: refused where the split size is known now, from the fractions of a
     scikit-learn set, a table's rows, an image folder's listing (data/batches.py). Needs an even
-    batch split and readable user files (check_batch_split, check_image_folder, check_table)."""
-    from bigtrain.data.batches import too_few_samples, train_split_size
+    batch split and readable user files (check_batch_split, check_image_folder, check_table).
+    Limits of zero epochs or steps are check_stopping's (training/checks.py)."""
+    from bigtrain.data.batches import limit_keeps_nothing, too_few_samples, train_split_size
 
     samples = train_split_size(cfg)
-    line = too_few_samples(cfg, samples) if samples is not None else None
+    if samples is None:
+        return
+    line = too_few_samples(cfg, samples) or limit_keeps_nothing(cfg, samples)
     if line is not None:
         yield line

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bigtrain.config.errors import ConfigError
+from bigtrain.config.errors import ConfigError, files_in
 from bigtrain.config.schema_data import SPLITS, TABLE_SUFFIXES, TabularDataConfig
 from bigtrain.data import DataSpec
 
@@ -53,6 +53,11 @@ def table_format(path: str, key: str) -> str:
 
 def read_header(path: str, key: str) -> list[str]:
     """The column names of a table file (reads only the first line or the Parquet schema)."""
+    if Path(path).is_dir():
+        raise ConfigError(
+            f"{key}={path} is a directory, not a file: give the path of a CSV or Parquet file"
+            + files_in(path, TABLE_SUFFIXES)
+        )
     if not Path(path).is_file():
         raise ConfigError(f"{key}={path} does not exist: give the path of a CSV or Parquet file")
     if table_format(path, key) == "parquet":

@@ -1,16 +1,18 @@
-"""Config checks of a run's inputs and outputs: the checkpoint to start from, resume, loggers.
+"""Config checks of a run's inputs and outputs: the checkpoint to start from, resume, loggers,
+the run's name, and the memory the plan needs against this machine's.
 
 Each check takes the RunConfig and yields one line per problem, naming the fix (bigtrain/checks.py
-runs them in order). torch is imported only to inspect a given ckpt_path: it is the only way to
-know whether the file loads.
+runs them in order). torch is imported only to inspect a given ckpt_path (the only way to know
+whether the file loads) and by the memory check, which plans the model on the meta device.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from bigtrain.config import RunConfig
+from bigtrain.config import RunConfig, files_in
 
 SHARDING_STRATEGIES = ("fsdp", "tp", "fsdp_tp")
 LOGGER_PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}
@@ -31,8 +33,9 @@ def check_resume(cfg: RunConfig) -> Iterator[str]:
 
 
 def check_run_paths(cfg: RunConfig) -> Iterator[str]:
-    """`name` is one folder name (run directories land in outputs/<name>/), and `resume`, when
-    set, is not empty: an empty one would start a new run where a resume was asked for."""
+    """`name` is one folder name (run directories land in outputs/<name>/) that the file system
+    can hold, and `resume`, when set, is not empty: an empty one would start a new run where a
+    resume was asked for."""
     name = cfg.name
     separator = next((c for c in ("/", "\\", os.sep) if c in name), None)
     if separator is not None or name in (".", ".."):
@@ -41,6 +44,12 @@ def check_run_paths(cfg: RunConfig) -> Iterator[str]:
             f"name={name} is not a folder name ({why}): runs land in outputs/<name>/, so choose a name "
             "without / and .. (e.g. name=baseline)"
         )
+    size, limit = len(name.encode("utf-8")), name_max()
+    if size > limit:
+        yield (
+            f"name={name[:24]}... is {size} bytes long, over the file system's limit of {limit} for a "
+            f"folder name: runs land in outputs/<name>/, so choose a shorter name (e.g. name=baseline)"
+        )
     if cfg.resume is not None and not cfg.resume.strip():
         yield (
             "resume= is empty: give the run directory to continue (resume=outputs/<name>/<time>), "
@@ -48,13 +57,29 @@ def check_run_paths(cfg: RunConfig) -> Iterator[str]:
         )
 
 
+def name_max(folder: str = ".") -> int:
+    """The longest file name, in bytes, that the file system of `folder` takes (255 where the
+    system cannot say: the limit of ext4, XFS, APFS and NTFS)."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no such name
+        return 255
+    return limit if limit > 0 else 255
+
+
 def check_ckpt_path(cfg: RunConfig) -> Iterator[str]:
-    """ckpt_path must exist; a sharded one needs a strategy that loads shards."""
+    """ckpt_path must be a file, or a sharded checkpoint's folder (one with meta.pt), which
+    needs a strategy that loads shards."""
     path = cfg.ckpt_path
     if path is None:
         return
     sharded = _is_sharded(path)
-    if not (os.path.isfile(path) or sharded):
+    if os.path.isdir(path) and not sharded:
+        yield (
+            f"ckpt_path={path} is a directory, not a file (nor a sharded checkpoint: it has no meta.pt): "
+            f"give the path of a .ckpt file{files_in(path, ['.ckpt'])}, or drop ckpt_path"
+        )
+    elif not (os.path.isfile(path) or sharded):
         yield f"ckpt_path={path} does not exist: give the path of a .ckpt file, or drop ckpt_path"
     elif sharded and cfg.strategy.name not in SHARDING_STRATEGIES:
         yield (
@@ -103,3 +128,112 @@ def check_logger_packages(cfg: RunConfig) -> Iterator[str]:
             yield (
                 f"logger.{name} needs the {package} package: pip install 'bigtrain[{name}]', or drop logger.{name}"
             )
+
+
+# Strategy keys that move weights, gradients or optimizer state to host memory: the plan's
+# per-device total then overstates what the device holds, so the memory check stands aside.
+OFFLOAD_KEYS = ("cpu_offload", "offload_optimizer", "offload_parameters")
+# The plan's parts of memory_per_device_bytes that add up to its total.
+MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "transient")
+
+
+def check_memory(cfg: RunConfig) -> Iterator[str]:
+    """The plan's memory per device (runs/plan.py: weights, gradients, optimizer state,
+    activations, on the meta device, so nothing is allocated) must fit this machine: one GPU's
+    memory, or for CPU processes the machine's RAM, which the processes of one node share.
+    Beyond it the run could only fail, minutes later, or swap.
+
+    Not for a dry run (it plans for any machine), nor with check_memory=false, nor with a
+    strategy that offloads to host memory, nor for a model or data module of your own (planning
+    them may build them for real). Imports torch; needs every earlier check to have passed."""
+    if cfg.dry_run or not cfg.check_memory or "custom" in (cfg.model.family, cfg.data.name):
+        return
+    if any(getattr(cfg.strategy, key, False) for key in OFFLOAD_KEYS):
+        return
+    machine = machine_memory(cfg)
+    if machine is None:
+        return
+    from bigtrain.data import data_spec
+    from bigtrain.runs.plan import make_plan
+
+    plan = make_plan(cfg, data_spec(cfg))
+    line = memory_problem(cfg, plan, machine)
+    if line is not None:
+        yield line
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What would hold a run: `memory` bytes, shared by `processes` processes; `gpu` is the
+    GPU's name, None for the machine's RAM."""
+
+    memory: int
+    processes: int
+    gpu: str | None = None
+
+    def __str__(self) -> str:
+        size = _gib(self.memory)
+        return f"the GPU's {size} ({self.gpu})" if self.gpu else f"this machine's {size} of RAM"
+
+
+def machine_memory(cfg: RunConfig) -> Machine | None:
+    """The memory of the device the run asks for: the smallest visible GPU's total when CUDA is
+    asked for (or `auto` finds it), else the machine's physical RAM, which its
+    `trainer.devices` CPU processes share (MPS uses the RAM too). Total, not available, memory:
+    what is free changes by the second with other programs, so only a plan that can never fit
+    is refused. None where the size cannot be read (and where check_hardware finds no GPU)."""
+    t = cfg.trainer
+    if t.accelerator in ("gpu", "cuda", "auto"):
+        import torch
+
+        if torch.cuda.is_available():
+            count = max(1, min(t.devices, torch.cuda.device_count()))
+            gpus = [torch.cuda.get_device_properties(i) for i in range(count)]
+            smallest = min(gpus, key=lambda p: p.total_memory)
+            return Machine(smallest.total_memory, 1, smallest.name)
+        if t.accelerator != "auto":
+            return None
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # no sysconf (Windows), or no such name
+        return None
+    return Machine(ram, 1 if t.accelerator == "mps" else t.devices)
+
+
+def memory_problem(cfg: RunConfig, plan: dict, machine: Machine) -> str | None:
+    """The error line when the plan's memory per device, times the processes that share the
+    machine's memory, exceeds it: what the plan needs (and its parts), what there is, and the
+    fixes (activation checkpointing first where it alone would fit)."""
+    mem, n = plan["memory_per_device_bytes"], machine.processes
+    if mem["total"] * n <= machine.memory:
+        return None
+    per = "per device" if n == 1 else "per process"
+    need = f"{_gib(mem['total'])} {per}" + (f", {_gib(mem['total'] * n)} for {n} processes" if n > 1 else "")
+    parts = ", ".join(f"{k} {_gib(mem[k])}" for k in MEMORY_PARTS if k in mem)
+    more = (
+        "GPUs (strategy=fsdp trainer.devices=N)"
+        if machine.gpu
+        else "machines (strategy=fsdp trainer.num_nodes=N)"
+    )
+    fixes = ["a smaller model or data.batch_size", f"sharding over more {more}"]
+    ckpt = mem.get("total_checkpointed")
+    if ckpt is not None and not cfg.strategy.activation_checkpointing and ckpt * n <= machine.memory:
+        fixes.insert(0, f"strategy.activation_checkpointing=true ({_gib(ckpt)} {per})")
+    return (
+        f"the plan needs {need} ({_count(plan['params']['total'])} parameters: {parts}), more than "
+        f"{machine}: use {', '.join(fixes)}, or set check_memory=false to run anyway (dry_run=true "
+        "shows the plan)"
+    )
+
+
+def _gib(n: float) -> str:
+    """Bytes in GiB (MiB below one GiB), as the error line shows them."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _count(n: int) -> str:
+    """A parameter count in words: 7.5B, 125.0M, 50.8K."""
+    for size, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= size:
+            return f"{n / size:.1f}{suffix}"
+    return str(n)

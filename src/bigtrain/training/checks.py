@@ -16,9 +16,19 @@ LM_METRICS = ("ppl", "bpb")
 
 
 def check_stopping(cfg: RunConfig) -> Iterator[str]:
-    """At least one of max_epochs and max_steps must end training."""
-    if cfg.trainer.max_epochs == -1 and cfg.trainer.max_steps == -1:
+    """At least one of max_epochs and max_steps must end training, and neither may end it before
+    its first step: Lightning reads 0 as "stop now" (-1 is "no limit") and the run would report
+    `completed` with nothing trained. (A training split too small for one step is
+    data/checks.check_train_batches'.)"""
+    t = cfg.trainer
+    if t.max_epochs == -1 and t.max_steps == -1:
         yield "training would never stop: set trainer.max_epochs or trainer.max_steps"
+    for key, other in (("max_epochs", "max_steps"), ("max_steps", "max_epochs")):
+        if getattr(t, key) == 0:
+            unlimited = f", or to -1 for no limit (trainer.{other} then ends training)"
+            yield f"trainer.{key}=0 trains nothing: set trainer.{key} to at least 1" + (
+                unlimited if getattr(t, other) != -1 else ""
+            )
 
 
 def check_metrics(cfg: RunConfig) -> Iterator[str]:
