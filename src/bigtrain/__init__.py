@@ -60,13 +60,45 @@ def train(
     cfg = validate(composed)
     if run_dir is None:
         run_dir = Path("outputs") / cfg.name / time.strftime("%Y-%m-%d_%H-%M-%S")
-    from bigtrain.runs.lock import check_free
+    from bigtrain.runs.lock import hold
+    from bigtrain.runs.rundir import check_run_files
 
-    check_free(run_dir)  # a live run's directory is refused before its .hydra/ is touched
-    _save_run_config(Path(run_dir), composed, overrides)
-    sink = io.StringIO() if quiet else None
-    with contextlib.redirect_stdout(sink) if sink else contextlib.nullcontext(), _quiet_logs(quiet):
+    with contextlib.ExitStack() as stack:
+        # The lock first, held to the end: a live run's directory is refused before its .hydra/
+        # is touched, and nothing starts in this one until the run is over.
+        with _as_config_error():
+            check_run_files(Path(run_dir), what="run_dir")  # no link inside, before the lock file
+            stack.enter_context(hold(run_dir))
+            _claim(Path(run_dir), cfg)
+            _save_run_config(Path(run_dir), composed, overrides)
+        if quiet:
+            stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        stack.enter_context(_quiet_logs(quiet))
         return _train(cfg, run_dir)
+
+
+@contextlib.contextmanager
+def _as_config_error():
+    """A run directory that cannot be used (runs/paths.RunDirError) as a ConfigError."""
+    from bigtrain.runs.paths import RunDirError
+
+    try:
+        yield
+    except RunDirError as e:
+        raise ConfigError(str(e)) from e
+
+
+def _claim(run_dir: Path, cfg) -> None:
+    """The folder must not hold another run: resume=, this SLURM job's own folder and
+    overwrite=true aside (the last removes the earlier run's files)."""
+    from bigtrain.cluster.slurm import is_this_jobs_dir
+    from bigtrain.runs.paths import check_new_run, clear_run, holds_run
+
+    if cfg.resume is not None or is_this_jobs_dir(run_dir):
+        return
+    check_new_run(run_dir, "run_dir", cfg.overwrite, cfg.dry_run)
+    if cfg.overwrite and holds_run(run_dir):
+        clear_run(run_dir)
 
 
 @contextlib.contextmanager
@@ -86,21 +118,35 @@ def _quiet_logs(quiet: bool):
             lg.setLevel(level)
 
 
-def load(run_dir: str | Path, checkpoint: str | Path | None = None):
+def load(run_dir: str | Path, checkpoint: str | Path | None = None, trust_code: bool = False):
     """A finished run's model (its best checkpoint, or `checkpoint`) with its preprocessing:
-    `.predict(path or prompt)`, `.module` (the LightningModule), `.preprocessing`."""
+    `.predict(path or prompt)`, `.module` (the LightningModule), `.preprocessing`.
+    `trust_code=True` builds a model of the run's config from outside bigtrain (`_target_`):
+    only for runs you trust, as the run directory cannot decide that itself."""
     from bigtrain.runs.inference import load as _load
 
-    return _load(run_dir, checkpoint)
+    return _load(run_dir, checkpoint, trust_code)
 
 
-def resume(run_dir: str | Path, overrides: Sequence[str] = (), config_dir: str | None = None) -> dict:
-    """Continue the run in `run_dir` from its newest intact checkpoint, as `bigtrain resume=DIR`."""
+def resume(
+    run_dir: str | Path,
+    overrides: Sequence[str] = (),
+    config_dir: str | None = None,
+    trust_code: bool = False,
+) -> dict:
+    """Continue the run in `run_dir` from its newest intact checkpoint, as `bigtrain resume=DIR`.
+    `config_dir` and `trust_code` are yours to give again: the run directory chooses neither."""
+    from omegaconf import OmegaConf
+
     from bigtrain.runs.rundir import check_same_config, override_key, resume_overrides
+    from bigtrain.targets.trust import check_trusted
 
-    merged, saved_config_dir = resume_overrides(str(run_dir), list(overrides))
-    config_dir = config_dir or saved_config_dir
-    check_same_config(str(run_dir), compose(merged, config_dir), {override_key(o) for o in overrides})
+    typed = [*overrides, *(["trust_code=true"] if trust_code else [])]
+    with _as_config_error():
+        merged, config_dir = resume_overrides(str(run_dir), typed, config_dir)
+        composed = compose(merged, config_dir)
+        check_trusted(OmegaConf.to_container(composed), trust_code, f"resume {run_dir}", "trust_code=True")
+        check_same_config(str(run_dir), composed, {override_key(o) for o in typed})
     return train(merged, run_dir, config_dir)
 
 

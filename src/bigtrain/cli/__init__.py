@@ -11,6 +11,7 @@ that run in its own directory (see runs/rundir.py).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -44,7 +45,12 @@ __all__ = ["UsageError", "compose", "main", "precheck"]
 
 
 def expand_resume(argv: Sequence[str]) -> list[str]:
-    """`resume=DIR [overrides]` -> the saved overrides of DIR, the new ones, hydra.run.dir=DIR."""
+    """`resume=DIR [overrides]` -> the saved overrides of DIR, the new ones, hydra.run.dir=DIR.
+
+    The run directory is data: its overrides are replayed without trust flags or hydra.*
+    settings, the --config-dir is the one typed now, and a `_target_` outside bigtrain in the
+    result needs trust_code=true typed now (targets/trust.py)."""
+    from bigtrain.cli.compose import check_trust_typed
     from bigtrain.runs.rundir import (
         RunDirError,
         check_same_config,
@@ -52,6 +58,7 @@ def expand_resume(argv: Sequence[str]) -> list[str]:
         override_key,
         resume_overrides,
     )
+    from bigtrain.targets.trust import check_trusted
 
     args = parse_args(argv)
     run_dir = find_resume(list(args.overrides))
@@ -60,9 +67,15 @@ def expand_resume(argv: Sequence[str]) -> list[str]:
     if args.multirun:
         raise UsageError(f"resume={run_dir} continues one run: drop --multirun")
     try:
-        overrides, saved_config_dir = resume_overrides(run_dir, list(args.overrides))
-        config_dir = args.config_dir or saved_config_dir
+        overrides, config_dir = resume_overrides(run_dir, list(args.overrides), args.config_dir)
         composed = compose(overrides, config_dir, args.config_name or CONFIG_NAME)
+        check_trust_typed(composed, overrides)
+        check_trusted(
+            OmegaConf.to_container(composed),
+            composed.get("trust_code") is True,
+            f"resume={run_dir}",
+            "trust_code=true",
+        )
         changed = {override_key(o) for o in args.overrides}
         check_same_config(run_dir, composed, changed)
     except RunDirError as e:
@@ -136,9 +149,27 @@ def precheck(argv: Sequence[str]) -> Checked | None:
                 check_writable(out[1], what=out[0])
                 check_free(out[1])  # a live run owns it: refused before Hydra writes into it
                 check_run_files(Path(out[1]), what=out[0])
+                _check_not_taken(out, run, args.multirun, choices)
             except RunDirError as e:
                 raise UsageError(str(e)) from e
     return None if args.multirun else Checked(cfg, run, None if out is None else out[1], choices, added)
+
+
+def _check_not_taken(out: tuple[str, str], run: Any, multirun: bool, choices: dict) -> None:
+    """A new run (or sweep) must not write into a folder that holds an earlier one; resume=, a
+    SLURM job's own folder after a requeue, and an Optuna sweep (which resumes its study) may."""
+    from bigtrain.cluster.slurm import is_this_jobs_dir
+    from bigtrain.runs.lock import is_rank_zero
+    from bigtrain.runs.paths import check_new_run, check_new_sweep
+
+    key, folder = out
+    if not is_rank_zero() or is_this_jobs_dir(folder):
+        return  # the other ranks join rank zero's folder; a requeued job goes on in its own
+    if multirun:
+        if choices.get("hparams_search") is None:
+            check_new_sweep(Path(folder), key)
+    elif run.resume is None:
+        check_new_run(Path(folder), key, run.overwrite, run.dry_run)
 
 
 def _compose_plain(job, config_dir, config_name, with_hydra):
@@ -278,8 +309,35 @@ def main(argv: Sequence[str] | None = None) -> None:
         # composed and validated, without composing it twice more (about a second).
         _dry_run(checked, args.config_dir)
         return
+    if checked is None or checked.run_dir is None:
+        sys.argv = [sys.argv[0], *argv, *_rank_overrides(argv)]
+        _task()
+        return
+    _run_owned(checked, argv, args)
+
+
+def _run_owned(checked: Checked, argv: list[str], args: Any) -> None:
+    """Run Hydra's task holding the run directory's lock from before Hydra writes into it, so a
+    refused second command leaves the directory as it was. The folder precheck resolved is pinned
+    (a time-stamped default resolved again a second later would be another folder)."""
+    from bigtrain.cluster.slurm import is_this_jobs_dir
+    from bigtrain.runs.lock import hold, is_rank_zero
+    from bigtrain.runs.paths import RunDirError, clear_run, holds_run, quote_value
+
+    if not any(o.startswith(("hydra.run.dir=", "+hydra.run.dir=")) for o in args.overrides):
+        argv = [*argv, f"hydra.run.dir={quote_value(checked.run_dir)}"]
     sys.argv = [sys.argv[0], *argv, *_rank_overrides(argv)]
-    _task()
+    run_dir, run = Path(checked.run_dir), checked.run
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(hold(run_dir))
+        except RunDirError as e:  # a live run took the folder since precheck looked
+            _fail(str(e))
+        replace = run.overwrite and run.resume is None and is_rank_zero() and not is_this_jobs_dir(run_dir)
+        if replace and holds_run(run_dir):
+            removed = clear_run(run_dir)
+            print(f"bigtrain: overwrite=true: removed the earlier run's {', '.join(removed)} from {run_dir}")
+        _task()
 
 
 def _rank_overrides(argv: Sequence[str]) -> list[str]:

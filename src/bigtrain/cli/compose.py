@@ -212,6 +212,20 @@ def weights_tokenizer(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
     return [f"data.tokenizer={value}"]
 
 
+def check_trust_typed(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """UsageError when a trust flag is true but no override sets it: a YAML file (an experiment,
+    a --config-dir preset) said so, and only the command line may (docs/reliability.md)."""
+    from bigtrain.runs.rundir import TRUST_KEYS
+
+    given = _given(overrides)
+    for key in TRUST_KEYS:
+        if cfg.get(key) is True and key not in given:
+            raise UsageError(
+                f"{key}=true is set by a config file, and a trust flag counts only when typed: remove it "
+                f"from the file and add {key}=true to the command if you trust what it allows"
+            )
+
+
 def compose_run(
     overrides: Sequence[str],
     config_dir: str | None = None,
@@ -220,6 +234,7 @@ def compose_run(
 ) -> tuple[DictConfig, list[str]]:
     """compose() plus what a language model implies: (the config, the overrides added)."""
     cfg = compose(overrides, config_dir, config_name, with_hydra=with_hydra)
+    check_trust_typed(cfg, overrides)
     added = implied_overrides(cfg, overrides)
     if added:
         cfg = compose([*overrides, *added], config_dir, config_name, with_hydra=with_hydra)

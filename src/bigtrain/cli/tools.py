@@ -14,9 +14,19 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"bigtrain {command}", epilog="See docs/using.md for examples.")
     p.add_argument("run_dir", help="the run directory of a finished run")
     p.add_argument("--checkpoint", help="a .ckpt file or sharded checkpoint folder (default: the run's best)")
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="build a model, data module or callback of the run's config from outside bigtrain "
+        "(`_target_`): only for runs you trust, since that runs their code",
+    )
     if command == "eval":
         p.description = "Test a run's checkpoint on its test split or on other data (overrides)."
         p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.path=new.csv")
+        p.add_argument(
+            "--config-dir",
+            help="the --config-dir the run was trained with (a run directory cannot choose it)",
+        )
         return p
     p.description = "Predict with a run's checkpoint: table rows, images, or text after a prompt."
     p.add_argument("input", help="a CSV/Parquet file, an image file or folder, or a text prompt")
@@ -34,7 +44,9 @@ def _eval(args: argparse.Namespace) -> None:
 
     from bigtrain.runs.evaluate import evaluate
 
-    result = evaluate(args.run_dir, args.overrides, args.checkpoint)
+    result = evaluate(
+        args.run_dir, args.overrides, args.checkpoint, args.trust_code, args.config_dir, flag="--trust-code"
+    )
     print(f"bigtrain eval: {result['checkpoint']} on {result['data']}")
     table = Table()
     table.add_column("metric")
@@ -50,7 +62,7 @@ def _predict(args: argparse.Namespace) -> None:
     from bigtrain.runs.inference import load
     from bigtrain.runs.predict import write_csv
 
-    trained = load(args.run_dir, args.checkpoint)
+    trained = load(args.run_dir, args.checkpoint, args.trust_code, flag="--trust-code")
     if trained.kind == "text":
         if args.max_new_tokens < 1 or args.temperature < 0 or (args.top_k is not None and args.top_k < 1):
             raise ConfigError("--max-new-tokens and --top-k must be at least 1, --temperature at least 0")

@@ -39,6 +39,12 @@ def run_id() -> str:
     return f"slurm-{jid}" if jid else datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 
+def is_this_jobs_dir(path: str | Path) -> bool:
+    """Whether `path` is the folder this SLURM job names after itself (${bigtrain.run_id:}): a
+    requeued job comes back to it and goes on there, so it is not another run's folder."""
+    return in_slurm_job() and Path(path).name == run_id()
+
+
 def gpus_per_node(accelerator: str, devices: int) -> int | None:
     """GPUs to request per node: one per device, none when the run is on CPUs."""
     return None if accelerator in ("cpu", "mps") else int(devices)

@@ -301,7 +301,14 @@ class RunConfig:
     check_memory: bool = opt("refuse a run whose planned memory per device exceeds this machine's")
     test_after_fit: bool
     resume: str | None = opt("a run directory to continue (set by `bigtrain resume=DIR`)")
-    trust_checkpoint: bool = opt("allow checkpoints that need unpickling code to load")
+    trust_checkpoint: bool = opt(
+        "allow checkpoints that need unpickling code to load (typed on the command line only)"
+    )
+    trust_code: bool = opt(
+        "build `_target_`s outside bigtrain named by a run directory (typed on the command line only)"
+    )
+    overwrite: bool = opt("a new run into a directory that holds a finished run replaces that run's files")
+    accept_changed_data: bool = opt("resume and eval on data files changed since the run trained on them")
     tags: list[str] = opt("labels for this run, sent to every logger and written to results.json")
 
     @property

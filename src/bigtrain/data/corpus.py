@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator
+import sysconfig
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from bigtrain.data.codec import SEPARATOR
@@ -27,6 +28,42 @@ def expand_paths(paths: list[str]) -> list[Path]:
         else:
             out += sorted(Path(q) for q in glob.glob(p, recursive=True) if os.path.isfile(q))
     return list(dict.fromkeys(out))
+
+
+def stdlib_files() -> list[Path]:
+    """The .py files of the running interpreter's standard library (no installed packages), in
+    sorted order."""
+    return list(iter_stdlib_files())
+
+
+def iter_stdlib_files(folder: Path | None = None) -> Iterator[Path]:
+    """stdlib_files one by one, in the same order (each folder's entries sorted by name, files
+    and folders alike, is the order of sorted paths), so that a reader that needs only the first
+    megabytes stops early instead of listing the whole library first."""
+    folder = Path(sysconfig.get_paths()["stdlib"]) if folder is None else folder
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            if entry.name not in ("site-packages", "dist-packages"):
+                yield from iter_stdlib_files(Path(entry.path))
+        elif entry.name.endswith(".py") and entry.is_file():
+            yield Path(entry.path)
+
+
+def read_text(files: Iterable[Path], max_bytes: int | None) -> bytes:
+    """The files joined by a blank line, stopping at `max_bytes`."""
+    parts, total = [], 0
+    for f in files:
+        if max_bytes is not None and total >= max_bytes:
+            break
+        chunk = f.read_bytes() + SEPARATOR
+        parts.append(chunk)
+        total += len(chunk)
+    data = b"".join(parts)
+    return data if max_bytes is None else data[:max_bytes]
 
 
 def split_bounds(n: int, val: float, test: float) -> dict[str, tuple[int, int]]:

@@ -45,6 +45,50 @@ def spec_of(prep: dict) -> DataSpec:
     return DataSpec(**s)
 
 
+# What each kind of preprocessing holds besides `kind` and `spec` (what the readers below use).
+KIND_KEYS = {
+    "table": ("target", "task", "classes", "columns"),
+    "image": ("channels", "image_size", "scale", "per", "mean", "std"),
+    "text": ("tokenizer",),
+}
+
+
+def problem(prep: Any) -> str | None:
+    """What keeps `prep` from being a run's preprocessing (its shape, not its values), or None."""
+    if not isinstance(prep, dict):
+        return f"a JSON {type(prep).__name__}, not an object"
+    kind = prep.get("kind")
+    if kind not in KIND_KEYS:
+        return f"kind={kind!r} is none of {', '.join(KIND_KEYS)}"
+    missing = [k for k in ("spec", *KIND_KEYS[kind]) if k not in prep]
+    if missing:
+        return f"no {', '.join(missing)}"
+    try:
+        spec_of(prep)
+    except (TypeError, ValueError, KeyError):
+        return "its spec is not a data spec"
+    columns = prep.get("columns", [])
+    if not (isinstance(columns, list) and all(isinstance(c, dict) and "name" in c for c in columns)):
+        return "its columns are not a list of named columns"
+    return None
+
+
+def read_file(path: str | Path) -> dict:
+    """A run's preprocessing.json, checked (problem); ConfigError naming the file otherwise."""
+    import json
+
+    fix = "restore it from a copy of the run"
+    try:
+        prep = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # not UTF-8, not JSON
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{path} cannot be read ({reason}): {fix}") from e
+    found = problem(prep)
+    if found is not None:
+        raise ConfigError(f"{path} is not a run's preprocessing ({found}): {fix}")
+    return prep
+
+
 def class_names(prep: dict) -> list[str] | None:
     return prep.get("classes") or None
 

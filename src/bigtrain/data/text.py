@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import sysconfig
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -27,44 +25,15 @@ import torch
 
 from bigtrain.config import ConfigError
 from bigtrain.data.codec import BYTE_VOCAB, SEPARATOR, Codec, lm_spec  # noqa: F401 (re-exported)
-from bigtrain.data.corpus import expand_paths, split_bounds, window_problems  # noqa: F401 (re-exported)
+from bigtrain.data.corpus import (  # noqa: F401 (re-exported)
+    expand_paths,
+    iter_stdlib_files,
+    read_text,
+    split_bounds,
+    stdlib_files,
+    window_problems,
+)
 from bigtrain.data.tensors import TensorLoader, data_topology
-
-
-def stdlib_files() -> list[Path]:
-    """The .py files of the running interpreter's standard library (no installed packages), in
-    sorted order."""
-    return list(iter_stdlib_files())
-
-
-def iter_stdlib_files(folder: Path | None = None) -> Iterator[Path]:
-    """stdlib_files one by one, in the same order (each folder's entries sorted by name, files
-    and folders alike, is the order of sorted paths), so that a reader that needs only the first
-    megabytes stops early instead of listing the whole library first."""
-    folder = Path(sysconfig.get_paths()["stdlib"]) if folder is None else folder
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError:
-        return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            if entry.name not in ("site-packages", "dist-packages"):
-                yield from iter_stdlib_files(Path(entry.path))
-        elif entry.name.endswith(".py") and entry.is_file():
-            yield Path(entry.path)
-
-
-def read_text(files: Iterable[Path], max_bytes: int | None) -> bytes:
-    """The files joined by a blank line, stopping at `max_bytes`."""
-    parts, total = [], 0
-    for f in files:
-        if max_bytes is not None and total >= max_bytes:
-            break
-        chunk = f.read_bytes() + SEPARATOR
-        parts.append(chunk)
-        total += len(chunk)
-    data = b"".join(parts)
-    return data if max_bytes is None else data[:max_bytes]
 
 
 def source_files(cfg) -> Iterable[Path]:

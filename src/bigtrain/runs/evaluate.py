@@ -4,10 +4,12 @@ other data, with the metric keys of results.json's `test` block, saved under RUN
 Without overrides that change where the data comes from, the data module is rebuilt from the
 run's config (same seed, same split, same statistics learned from the same training split) and
 its test split is evaluated: the numbers equal the run's own test metrics for the same
-checkpoint. Overrides that point the data elsewhere (`data.path=new.csv`, `data.test_path=...`,
-`data.root=photos/`) evaluate every row or image there, encoded with the run's saved
-preprocessing (never statistics of the new data); a language model's new text is evaluated on
-its test split. One process, one device (the accelerator the run used, CPU when it is missing).
+checkpoint, from the data files the run trained on (inputs.json: a changed one is refused unless
+accept_changed_data=true, runs/fingerprints.py). Overrides that point the data elsewhere
+(`data.path=new.csv`, `data.test_path=...`, `data.root=photos/`) evaluate every row or image
+there, encoded with the run's saved preprocessing (never statistics of the new data); a language
+model's new text is evaluated on its test split. One process, one device (the accelerator the run
+used, CPU when it is missing).
 """
 
 from __future__ import annotations
@@ -26,17 +28,32 @@ from bigtrain.data import preprocess
 SOURCE_KEYS = ("path", "train_path", "val_path", "test_path", "root", "paths")
 
 
-def run_config(run_dir: Path, overrides: Sequence[str]):
-    """The run's config with `overrides`, composed and validated as the command does."""
+def run_config(
+    run_dir: Path,
+    overrides: Sequence[str],
+    config_dir: str | None = None,
+    trust_code: bool = False,
+    flag: str = "--trust-code",
+):
+    """The run's config with `overrides`, composed and validated as the command does. Its saved
+    overrides are data: a `_target_` outside bigtrain is refused before validation imports it,
+    unless `trust_code` was typed (`flag` says how)."""
+    from omegaconf import OmegaConf
+
     from bigtrain.checks import validate
     from bigtrain.cli.compose import compose_run
     from bigtrain.runs.rundir import RunDirError, run_overrides
+    from bigtrain.targets.trust import check_trusted
 
     try:
-        merged, config_dir = run_overrides(run_dir, list(overrides))
+        # Testing needs no gradients or optimizer state: the training plan's memory is not held
+        # against this machine (a run trained on a larger one is evaluated here).
+        merged, config_dir = run_overrides(run_dir, [*overrides, "check_memory=false"], config_dir)
     except RunDirError as e:
         raise ConfigError(str(e).replace("resume=", "eval ", 1)) from e
-    return validate(compose_run(merged, config_dir)[0])
+    composed = compose_run(merged, config_dir)[0]
+    check_trusted(OmegaConf.to_container(composed), trust_code, f"eval {run_dir}", flag)
+    return validate(composed)
 
 
 def _new_source(old, new) -> str | None:
@@ -46,6 +63,15 @@ def _new_source(old, new) -> str | None:
             value = getattr(new, key)
             return value if key != "paths" else list(value)
     return None
+
+
+def _check_own_data(run_dir: Path, trained, cfg) -> None:
+    """On the run's own split, its data files must be the ones it trained on (inputs.json,
+    runs/fingerprints.py): a changed file is one ConfigError line, unless accept_changed_data."""
+    from bigtrain.runs.fingerprints import check
+
+    if _new_source(trained.cfg.data, cfg.data) is None and not cfg.accept_changed_data:
+        check(run_dir, cfg.data)
 
 
 def _loader(trained, cfg, source):
@@ -73,10 +99,16 @@ def _loader(trained, cfg, source):
 
 
 def evaluate(
-    run_dir: str | Path, overrides: Sequence[str] = (), checkpoint: str | Path | None = None
+    run_dir: str | Path,
+    overrides: Sequence[str] = (),
+    checkpoint: str | Path | None = None,
+    trust_code: bool = False,
+    config_dir: str | None = None,
+    flag: str = "trust_code=True",
 ) -> dict:
     """Test the checkpoint; returns {"checkpoint", "data", "overrides", "test": {metric: value}}
-    and writes it to RUN_DIR/evals/<time>.json (never over an earlier one)."""
+    and writes it to RUN_DIR/evals/<time>.json (never over an earlier one). `trust_code` and
+    `config_dir` are the user's own, typed now (a run directory chooses neither)."""
     import pytorch_lightning as pl
 
     from bigtrain.build import lightning_precision
@@ -84,8 +116,10 @@ def evaluate(
     from bigtrain.runs.inference import load
 
     run_dir = Path(run_dir)
-    trained = load(run_dir, checkpoint)
-    cfg = run_config(run_dir, overrides)
+    _evals_folder(run_dir)  # before any work: where the result will go
+    trained = load(run_dir, checkpoint, trust_code, flag)
+    cfg = run_config(run_dir, overrides, config_dir, trust_code, flag)
+    _check_own_data(run_dir, trained, cfg)
     loader, described = _loader(trained, cfg, _new_source(trained.cfg.data, cfg.data))
     accelerator = cfg.trainer.accelerator
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -120,15 +154,46 @@ def evaluate(
     return out
 
 
+def _evals_folder(run_dir: Path) -> Path:
+    """RUN_DIR/evals, checked to be a real folder inside the run that takes files (made here if
+    missing); ConfigError naming the fix otherwise. Checked before the checkpoint is read."""
+    from bigtrain.runs.paths import RunDirError, check_inside
+    from bigtrain.runs.rundir import check_writable
+
+    folder = run_dir / "evals"
+    try:
+        check_inside(run_dir, folder, "eval")
+    except RunDirError as e:
+        raise ConfigError(str(e)) from e
+    try:
+        check_writable(folder, what="evals")
+    except RunDirError as e:
+        raise ConfigError(
+            f"eval {run_dir}: the result goes to evals/ inside the run, which cannot be written ({e}): "
+            "make the run directory writable, or copy the run somewhere writable and evaluate the copy"
+        ) from e
+    return folder
+
+
 def _write(run_dir: Path, result: dict) -> Path:
+    from bigtrain.runs.paths import RunDirError, check_inside
     from bigtrain.runs.rundir import write_text_atomic
 
     folder = run_dir / "evals"
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     path, n = folder / f"{stamp}.json", 1
-    while path.exists():
+    while path.exists() or path.is_symlink():
         n += 1
         path = folder / f"{stamp}-{n}.json"
-    folder.mkdir(exist_ok=True)
-    write_text_atomic(path, json.dumps(result, indent=1))
+    try:
+        check_inside(run_dir, folder, "eval")  # again: the folder could have changed meanwhile
+        folder.mkdir(exist_ok=True)
+        write_text_atomic(path, json.dumps(result, indent=1))
+    except RunDirError as e:
+        raise ConfigError(str(e)) from e
+    except OSError as e:
+        raise ConfigError(
+            f"eval {run_dir}: the result could not be written to {path} ({e.strerror or e}): make the run "
+            "directory writable, or copy the run somewhere writable and evaluate the copy"
+        ) from e
     return path

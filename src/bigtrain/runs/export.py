@@ -71,20 +71,41 @@ def load_weights(ckpt: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return weights, meta.get("hyper_parameters", {})
 
 
+class ResultsError(ValueError):
+    """A run's results.json that cannot say which checkpoint is its best; the message names it."""
+
+
 def checkpoint_of(source: str | Path) -> Path:
     """The checkpoint SOURCE names: a run directory's best (or last) one, else SOURCE itself."""
     path = Path(source)
     if not (path.is_dir() and ((path / ".hydra").is_dir() or (path / "checkpoints").is_dir())):
         return path
-    try:
-        best = json.loads((path / "results.json").read_text()).get("best_checkpoint")
-    except (OSError, ValueError):
-        best = None
+    best = _best_of(path / "results.json")
     if best and (path / best).exists():
         return path / best
     if (path / "checkpoints" / "last.ckpt").exists():
         return path / "checkpoints" / "last.ckpt"
     raise ValueError(f"{source} has no checkpoint (results.json's best_checkpoint, checkpoints/last.ckpt)")
+
+
+def _best_of(results: Path) -> str | None:
+    """results.json's best_checkpoint (None when the file is missing, as after a kill, or names
+    none); a damaged file is a ValueError naming it, never a quiet fall back to last.ckpt."""
+    fix = (
+        "restore it from a copy of the run, or name the checkpoint file instead "
+        "(eval and predict: --checkpoint)"
+    )
+    try:
+        saved = json.loads(results.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:  # not UTF-8, not JSON
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ResultsError(f"{results} cannot be read ({reason}): {fix}") from e
+    best = saved.get("best_checkpoint") if isinstance(saved, dict) else None
+    if not isinstance(saved, dict) or not (best is None or isinstance(best, str)):
+        raise ResultsError(f"{results} is not a run's results (an object with best_checkpoint): {fix}")
+    return best
 
 
 def export_hf(source: str | Path, out: str | Path) -> tuple[Path, str, int]:

@@ -10,7 +10,6 @@ not match its bytes is refused.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,21 +22,26 @@ from bigtrain.data import preprocess
 
 def best_checkpoint(run_dir: Path) -> Path:
     """The checkpoint a run's test used: results.json's best_checkpoint, else last.ckpt."""
-    from bigtrain.runs.export import checkpoint_of
+    from bigtrain.runs.export import ResultsError, checkpoint_of
 
     try:
         return checkpoint_of(run_dir)
+    except ResultsError as e:  # a damaged results.json: named, never a quiet fall back to last.ckpt
+        raise ConfigError(str(e)) from e
     except ValueError as e:
         raise ConfigError(f"{run_dir} has no checkpoint (checkpoints/last.ckpt): train the run first") from e
 
 
-def saved_config(run_dir: Path):
+def saved_config(run_dir: Path, trust_code: bool = False, flag: str = "trust_code=True"):
     """The run's composed config as a RunConfig (schema conversion only; a run saved before
-    today's model keys is read in today's terms)."""
+    today's model keys is read in today's terms). A `_target_` outside bigtrain in it is refused
+    unless `trust_code` (targets/trust.py); `flag` is how the caller's user says so."""
     from omegaconf import OmegaConf
 
     from bigtrain.config import parse
     from bigtrain.config.schema_models import upgrade_saved_model
+    from bigtrain.runs.rundir import ADDED_KEYS
+    from bigtrain.targets.trust import check_trusted
 
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
@@ -46,31 +50,92 @@ def saved_config(run_dir: Path):
         )
     try:
         saved = OmegaConf.to_container(OmegaConf.load(path))
+        if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+            raise TypeError("not a mapping with a model section")
+    except Exception as e:  # not YAML, or not a mapping
+        raise ConfigError(f"{path} cannot be read ({type(e).__name__}): the run's config is damaged") from e
+    check_trusted(saved, trust_code, f"{path}", flag)
+    try:
         model = upgrade_saved_model(dict(saved["model"]))
         if "init_from" in model:
             model["init_from"] = None  # the checkpoint's weights replace what training started from
-        return parse(OmegaConf.create({**saved, "model": model}))
+        # Keys added since the run was saved take the values that behave as it did.
+        return parse(OmegaConf.create({**ADDED_KEYS, **saved, "model": model}))
     except ConfigError:
         raise
-    except Exception as e:  # not YAML, or not a mapping
+    except Exception as e:  # values OmegaConf or the schema cannot hold
         raise ConfigError(f"{path} cannot be read ({type(e).__name__}): the run's config is damaged") from e
 
 
 def _read_checkpoint(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """(model weights, preprocessing saved in the checkpoint, if any)."""
-    from bigtrain.runs.checkpointing import check_digest
-    from bigtrain.runs.export import load_weights
+    """(model weights, preprocessing saved in the checkpoint, if any). A file must match its
+    digest file; one without (made elsewhere, or by an older bigtrain) loads unverified, with one
+    warning line on stderr. Whatever is wrong with the file is one ConfigError line naming it."""
+    import sys
+
+    from bigtrain.runs.checkpointing import CheckpointError, load_checkpoint_file, read_digests
+    from bigtrain.runs.export import PREFIX, load_weights
 
     if not ckpt.exists():
         raise ConfigError(f"checkpoint {ckpt} does not exist: give a .ckpt file or a run's checkpoint folder")
-    if ckpt.is_file() and not check_digest(ckpt):
+    verified = ckpt.is_dir() or read_digests(ckpt) is not None  # shards carry no digest (reliability.md)
+    try:
+        if ckpt.is_dir():
+            weights, _ = _sharded_weights(ckpt, load_weights)
+            meta = load_checkpoint_file(ckpt / "meta.pt", mmap=True)
+        else:
+            meta = _load_file(ckpt, verified)
+            state = meta.get("state_dict") if isinstance(meta, dict) else None
+            if not isinstance(state, dict):
+                raise CheckpointError(f"{ckpt.name} is not a training checkpoint (it has no state_dict)")
+            weights = {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
+        if not weights:
+            raise CheckpointError(f"{ckpt.name} holds no model weights (no {PREFIX}* keys in its state_dict)")
+    except CheckpointError as e:
+        raise ConfigError(_checkpoint_line(ckpt, e)) from e
+    prep = meta.get("bigtrain_preprocessing") if isinstance(meta, dict) else None
+    if prep is not None and (problem := preprocess.problem(prep)) is not None:
         raise ConfigError(
-            f"checkpoint {ckpt} does not match its recorded digest (damaged): choose another one"
+            f"checkpoint {ckpt} holds damaged preprocessing ({problem}): choose another checkpoint"
         )
-    weights, _ = load_weights(ckpt)
-    meta_path = ckpt / "meta.pt" if ckpt.is_dir() else ckpt
-    meta = torch.load(meta_path, map_location="cpu", weights_only=True, mmap=True)
-    return weights, meta.get("bigtrain_preprocessing")
+    if not verified:
+        sys.stderr.write(f"bigtrain: warning: checkpoint {ckpt} has no digest file: loaded unverified\n")
+    return weights, prep
+
+
+def _load_file(ckpt: Path, verify: bool) -> Any:
+    """The checkpoint file, memory-mapped when it is torch's zip format (only the weights are then
+    read); anything else (a plain pickle) is loaded whole, so that what it is gets named."""
+    import warnings
+    import zipfile
+
+    from bigtrain.runs.checkpointing import load_checkpoint_file
+
+    with warnings.catch_warnings():  # torch's note on a pickle protocol it did not write
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        return load_checkpoint_file(ckpt, mmap=zipfile.is_zipfile(ckpt), verify=verify)
+
+
+def _sharded_weights(ckpt: Path, load_weights) -> tuple[dict, dict]:
+    """load_weights of a sharded folder, whose reader raises what torch.distributed.checkpoint
+    raises: a missing or truncated shard is a CheckpointError."""
+    from bigtrain.runs.checkpointing import CheckpointError
+
+    try:
+        return load_weights(ckpt)
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{ckpt.name} (a sharded checkpoint) cannot be read ({reason})") from e
+
+
+def _checkpoint_line(ckpt: Path, e: Exception) -> str:
+    """A CheckpointError's line with the file's full path, and what to do from eval, predict or
+    load (which take no trust flag: bigtrain's own checkpoints never need one)."""
+    text = str(e)
+    if text.startswith(ckpt.name):
+        text = f"{ckpt}{text[len(ckpt.name) :]}"
+    text = text.split(": if you trust where it came from", 1)[0]
+    return f"{text}: restore it from a copy of the run, or choose another checkpoint"
 
 
 @dataclass
@@ -114,14 +179,20 @@ class Trained:
         return predict_images(self, source)
 
 
-def load(run_dir: str | Path, checkpoint: str | Path | None = None) -> Trained:
-    """The trained model of `run_dir` (its best checkpoint, or `checkpoint`)."""
+def load(
+    run_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    trust_code: bool = False,
+    flag: str = "trust_code=True",
+) -> Trained:
+    """The trained model of `run_dir` (its best checkpoint, or `checkpoint`). `trust_code`: build
+    a `_target_` model outside bigtrain that the run's config names (typed by the user now)."""
     from bigtrain.build import build_module
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir} does not exist: give the run directory of a finished run")
-    cfg = saved_config(run_dir)
+    cfg = saved_config(run_dir, trust_code, flag)
     ckpt = Path(checkpoint) if checkpoint is not None else best_checkpoint(run_dir)
     weights, prep = _read_checkpoint(ckpt)
     if prep is None:
@@ -131,10 +202,17 @@ def load(run_dir: str | Path, checkpoint: str | Path | None = None) -> Trained:
                 f"{run_dir} has no {preprocess.FILE}: eval and predict need a run on bigtrain's own data "
                 "options (a run on a data module of yours, or one from before bigtrain saved preprocessing, has none)"
             )
-        prep = json.loads(saved.read_text())
+        prep = preprocess.read_file(saved)
     spec = preprocess.spec_of(prep)
     module = build_module(cfg, spec, 1.0)
-    module.model.load_state_dict(weights)
+    try:
+        module.model.load_state_dict(weights)
+    except RuntimeError as e:  # names or shapes of another model
+        first = (str(e).strip().splitlines() or ["the weights do not fit"])[-1].strip()
+        raise ConfigError(
+            f"checkpoint {ckpt} holds the weights of another model than {run_dir}/.hydra/config.yaml "
+            f"describes ({first}): give a checkpoint of this run"
+        ) from e
     module.preprocessing = prep
     module.parallel_cfg = None  # one process: no sharding to apply
     return Trained(module.eval(), cfg, prep, run_dir, ckpt)

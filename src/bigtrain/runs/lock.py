@@ -34,6 +34,9 @@ LOCK_FILE = ".bigtrain.lock"
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 # A probe by another command holds the lock for an instant: try this often, 50 ms apart.
 ACQUIRE_TRIES = 20
+# Run directories this process holds (resolved path -> descriptor): the command takes the lock
+# before Hydra writes anything, and the run inside it finds the lock already its own.
+_HELD: dict[str, int] = {}
 
 
 class RunDirBusy(RunDirError):
@@ -70,7 +73,7 @@ def busy(run_dir: str | Path) -> RunDirBusy:
 
 def check_free(run_dir: str | Path) -> None:
     """Raise RunDirBusy if a live run holds `run_dir`; writes nothing (a lock and release at once)."""
-    if not is_rank_zero():
+    if not is_rank_zero() or str(Path(run_dir).resolve()) in _HELD:
         return
     try:
         fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
@@ -89,14 +92,18 @@ def check_free(run_dir: str | Path) -> None:
 @contextmanager
 def hold(run_dir: str | Path) -> Iterator[None]:
     """Own `run_dir` for the duration of the block (rank zero only); RunDirBusy if a live run has it."""
-    if not is_rank_zero():
+    key = str(Path(run_dir).resolve())
+    if not is_rank_zero() or key in _HELD:  # another rank's, or this process holds it already
         yield
         return
     fd = take(Path(run_dir))
+    if fd is not None:
+        _HELD[key] = fd
     try:
         yield
     finally:
         if fd is not None:
+            del _HELD[key]
             os.close(fd)  # releases the lock; the file stays, naming the last owner
 
 
@@ -105,7 +112,8 @@ def take(run_dir: Path) -> int | None:
     path = run_dir / LOCK_FILE
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a lock file planted as a link must not lead the owner line elsewhere.
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as e:
         raise RunDirError(
             f"run directory {run_dir} cannot be locked ({e.strerror}): choose a folder you can write to"
@@ -127,7 +135,7 @@ def take(run_dir: Path) -> int | None:
             )
             return None
     try:
-        with open(path, "w") as f:
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW), "w") as f:
             f.write(f"{os.getpid()} {socket.gethostname()}\n")
     except OSError:
         pass  # the lock is held all the same; a refused run then cannot name the owner

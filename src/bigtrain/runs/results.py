@@ -63,11 +63,13 @@ def write_json_atomic(path: str | Path, payload: dict) -> None:
 
 
 def read_json(path: str | Path) -> dict | None:
-    """The JSON object in `path`, or None when the file is missing or unreadable."""
+    """The JSON object in `path`, or None when the file is missing, unreadable or holds something
+    else than an object (a list, a number)."""
     try:
-        return json.loads(Path(path).read_text())
+        found = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+    return found if isinstance(found, dict) else None
 
 
 def _jsonable(value: Any) -> Any:

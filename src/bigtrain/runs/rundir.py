@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bigtrain.runs.paths import RunDirError, check_no_links, quote_value
+
 # Keys a resumed run may change: how long it trains and what it shows, never what it computes.
 RESUME_SAFE = (
     "trainer.max_epochs",
@@ -35,27 +37,27 @@ RESUME_SAFE = (
     "callbacks.plots",
     "test_after_fit",
     "trust_checkpoint",
+    "trust_code",
+    "accept_changed_data",
+    "check_memory",
 )
+# Trust is typed, never read back: a run directory's files cannot set these (docs/reliability.md).
+TRUST_KEYS = ("trust_checkpoint", "trust_code")
+# Decisions for one command, typed each time: a resume or an eval drops them from the saved
+# overrides (accept_changed_data=true once must not silence the data check of every later resume).
+TYPED_EACH_TIME = (*TRUST_KEYS, "accept_changed_data")
 # Keys the resume itself sets (never compared with the saved config).
-RESUME_OWN = ("resume", "trust_checkpoint")
+RESUME_OWN = ("resume", *TYPED_EACH_TIME)
+# Top-level keys added after runs were saved without them, with the value that behaves as those
+# runs did: a resume of such a run composes them with these values, which is no change.
+ADDED_KEYS = {"overwrite": False, "check_memory": True, "accept_changed_data": False, "trust_code": False}
 # Below this much free space a run cannot even write its first checkpoint of a tiny model.
 MIN_FREE_BYTES = 16 * 2**20
-
-
-class RunDirError(Exception):
-    """A run directory that cannot be used; the message is one line."""
 
 
 def override_key(override: str) -> str:
     """'+trainer.max_epochs=4' -> 'trainer.max_epochs'."""
     return override.split("=", 1)[0].lstrip("+~")
-
-
-def _quote(value: str) -> str:
-    """A path as a Hydra override value (quoted when it has characters the parser would read)."""
-    if re.fullmatch(r"[\w./\-]+", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def find_resume(overrides: list[str]) -> str | None:
@@ -88,8 +90,10 @@ def _read_yaml(run: Path, name: str, kind: type, what: str) -> Any:
 
 
 def check_run_files(run: Path, what: str = "resume") -> None:
-    """The files a run appends to or writes into must be what they seem: `checkpoints` a folder,
-    and (when resuming) `metrics.csv` UTF-8 CSV text; RunDirError naming the file otherwise."""
+    """The files a run appends to or writes into must be what they seem: no link anywhere in the
+    run directory, `checkpoints` a folder, and (when resuming) `metrics.csv` UTF-8 CSV text;
+    RunDirError naming the file otherwise."""
+    check_no_links(run, what)
     ckpt_dir = run / "checkpoints"
     if ckpt_dir.exists() and not ckpt_dir.is_dir():
         raise RunDirError(
@@ -113,20 +117,37 @@ def check_run_files(run: Path, what: str = "resume") -> None:
         ) from e
 
 
-def resume_overrides(run_dir: str, new: list[str]) -> tuple[list[str], str | None]:
-    """The overrides (and --config-dir) that continue `run_dir`; RunDirError when it cannot be."""
+def saved_overrides(run: Path, what: str) -> list[str]:
+    """The overrides a run was started with, as data: trust flags and other one-command decisions
+    are dropped (TYPED_EACH_TIME: only what the user types now may decide them), and a `hydra.*` override, which Hydra never writes there (it could send
+    the log or Hydra's callbacks anywhere), is refused in one line."""
+    saved = _read_yaml(run, "overrides.yaml", list, "the list of the run's overrides")
+    planted = [o for o in saved if override_key(o).split(".")[0] == "hydra"]
+    if planted:
+        raise RunDirError(
+            f"{what}={run}: .hydra/overrides.yaml sets {planted[0]}, which a run's saved overrides never "
+            "hold (Hydra keeps its own apart): it is not replayed; remove that line, or start a new run"
+        )
+    return [o for o in saved if override_key(o) not in TYPED_EACH_TIME]
+
+
+def resume_overrides(
+    run_dir: str, new: list[str], config_dir: str | None = None
+) -> tuple[list[str], str | None]:
+    """The overrides and --config-dir that continue `run_dir`; RunDirError when it cannot be.
+    `config_dir` is the one typed now: a run directory does not choose it (see config_dir_of)."""
 
     run = Path(run_dir).absolute()
     if not run.is_dir():
         raise RunDirError(
             f"resume={run_dir} does not exist: give the directory of an earlier run (outputs/<name>/<time>)"
         )
-    saved_overrides, saved_config = run / ".hydra" / "overrides.yaml", run / ".hydra" / "config.yaml"
-    if not saved_overrides.is_file() or not saved_config.is_file():
+    saved_overrides_file, saved_config = run / ".hydra" / "overrides.yaml", run / ".hydra" / "config.yaml"
+    if not saved_overrides_file.is_file() or not saved_config.is_file():
         raise RunDirError(
             f"resume={run_dir} is not a run directory: it has no .hydra/config.yaml and .hydra/overrides.yaml"
         )
-    saved = _read_yaml(run, "overrides.yaml", list, "the list of the run's overrides")
+    saved = saved_overrides(run, "resume")
     _read_yaml(run, "config.yaml", dict, "the run's config, a mapping")
     check_run_files(run)
     # Hydra's own overrides pass through (Lightning's DDP launcher adds some for each process);
@@ -141,17 +162,38 @@ def resume_overrides(run_dir: str, new: list[str]) -> tuple[list[str], str | Non
             )
     changed = {override_key(o) for o in new}
     old = [o for o in saved if override_key(o) not in changed | {"resume"}]
-    merged = old + new + hydra_own + [f"resume={_quote(str(run))}"]
-    return merged, _saved_config_dir(run)
+    merged = old + new + hydra_own + [f"resume={quote_value(str(run))}"]
+    return merged, config_dir_of(run, config_dir, "resume", run_dir)
 
 
-def run_overrides(run_dir: str | Path, new: list[str]) -> tuple[list[str], str | None]:
-    """The run's own overrides with `new` ones replacing theirs, and its --config-dir: the
-    config of a run to evaluate on other data (nothing is resumed, so anything may change)."""
+def run_overrides(
+    run_dir: str | Path, new: list[str], config_dir: str | None = None
+) -> tuple[list[str], str | None]:
+    """The run's own overrides with `new` ones replacing theirs, and the --config-dir typed now:
+    the config of a run to evaluate on other data (nothing is resumed, so anything may change)."""
     run = Path(run_dir).absolute()
-    saved = _read_yaml(run, "overrides.yaml", list, "the list of the run's overrides")
+    saved = saved_overrides(run, "eval")
     changed = {override_key(o) for o in new}
-    return [o for o in saved if override_key(o) not in changed] + list(new), _saved_config_dir(run)
+    kept = [o for o in saved if override_key(o) not in changed]
+    return kept + list(new), config_dir_of(run, config_dir, "eval", run_dir)
+
+
+def config_dir_of(run: Path, typed: str | None, command: str, run_dir: str | Path) -> str | None:
+    """The --config-dir to compose a saved run with: the one typed now. A run made with a
+    --config-dir names it in .hydra/hydra.yaml, but a path read from a run directory must not
+    choose which configs, and so which code, run: the user types it again (RunDirError says how)."""
+    saved = _saved_config_dir(run)
+    if saved is not None and typed is None:
+        what, how = (
+            (f"resume={run_dir}", f"bigtrain --config-dir {quote_value(saved)} resume={run_dir}")
+            if command == "resume"
+            else (f"eval {run_dir}", f"bigtrain eval {run_dir} --config-dir {quote_value(saved)}")
+        )
+        raise RunDirError(
+            f"{what}: the run was composed with --config-dir {saved}, which a run directory cannot choose "
+            f"for you: type it if you trust those configs ({how})"
+        )
+    return typed
 
 
 def _saved_config_dir(run: Path) -> str | None:
@@ -183,7 +225,8 @@ def check_same_config(run_dir: str, composed: Any, changed: set[str]) -> None:
     now = OmegaConf.to_container(composed)
     skip = set(changed) | set(RESUME_OWN)
     for key, (a, b) in _differences(saved, now).items():
-        if key not in skip:
+        added_since = key not in saved and key in ADDED_KEYS and ADDED_KEYS[key] == b
+        if key not in skip and not added_since:
             raise RunDirError(
                 f"resume={run_dir}: {key} was {a} when the run started and would now be {b} (the configs "
                 "changed since): restore them, or start a new run"

@@ -152,7 +152,8 @@ def start_checkpoint(cfg: RunConfig, run_dir: Path, expected: dict[str, tuple] |
     )
     if found is None and ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")):
         raise ConfigError(
-            f"resume={cfg.resume}: no checkpoint in {ckpt_dir} is usable (see above); start a new run"
+            f"resume={cfg.resume}: no checkpoint in {ckpt_dir} is usable (see above): restore them from a "
+            "copy of the run, or start a new run"
         )
     say(f"continuing from {found}" if found else "no checkpoint was written yet: starting from step 0")
     return str(found) if found else None
@@ -241,7 +242,7 @@ def _run(cfg: RunConfig, run_dir: Path, spec, plan: dict, stop: SignalStop, star
     results["slurm_job_id"] = job_id() if in_slurm_job() else None
     results["tags"] = list(cfg.tags)
     results["steps_per_call"] = 1  # kept for readers of older results: one optimizer step per batch
-    previous = read_json(run_dir / RESULTS_FILE)
+    previous = _previous_results(cfg, run_dir)
     parts = Parts()
     failure: BaseException | None = None
     try:
@@ -271,6 +272,7 @@ def _build(
     cfg: RunConfig, run_dir: Path, spec, plan: dict, stop: SignalStop, results: dict, parts: Parts
 ) -> None:
     """Data, module, start checkpoint, callbacks, loggers and Trainer, into `parts`."""
+    inputs = _check_inputs(cfg, run_dir)
     dm = parts.dm = build_datamodule(cfg)
     dm.setup("fit")
     check_loaded(cfg, dm)  # a training split smaller than one global batch: no step would train
@@ -280,6 +282,10 @@ def _build(
         results["data"] = stats
     module = parts.module = build_module(cfg, spec, stats.get("bytes_per_token", 1.0))
     module.preprocessing = _save_preprocessing(dm, run_dir)
+    if rank_zero_only.rank == 0:
+        from bigtrain.runs.fingerprints import record
+
+        record(run_dir, cfg.data, inputs)  # inputs.json: what this run trains on
     shapes = {k: tuple(v.shape) for k, v in module.state_dict().items() if hasattr(v, "shape")}
     parts.ckpt_path = start_checkpoint(cfg, run_dir, shapes)
     if cfg.tricks.finders.lr.enabled or cfg.tricks.finders.batch_size.enabled:
@@ -292,6 +298,29 @@ def _build(
     parts.trainer = build_trainer(
         cfg, run_dir, [*parts.callbacks.all, stop], parts.loggers, max_epochs=epochs_for_steps(cfg, dm)
     )
+
+
+def _check_inputs(cfg: RunConfig, run_dir: Path) -> dict | None:
+    """A resume, before any data is read: ConfigError (one line) for a data file that is not the
+    one the run trained on (runs/fingerprints.py), unless accept_changed_data=true. Returns the
+    fingerprints it computed (None when it compared nothing)."""
+    if cfg.resume is None or cfg.accept_changed_data:
+        return None
+    from bigtrain.runs.fingerprints import check
+
+    return check(run_dir, cfg.data)
+
+
+def _previous_results(cfg: RunConfig, run_dir: Path) -> dict | None:
+    """results.json of the run this one continues; a damaged one is named in one warning line
+    (nothing is computed from it: the run writes a new one)."""
+    path = run_dir / RESULTS_FILE
+    previous = read_json(path)
+    if previous is None and cfg.resume is not None and path.exists() and rank_zero_only.rank == 0:
+        sys.stderr.write(
+            f"bigtrain: warning: {path} is not a JSON object of results: the resumed run writes a new one\n"
+        )
+    return previous
 
 
 def _signal_of(e: BaseException, stop: SignalStop) -> int | None:
