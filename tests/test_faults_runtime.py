@@ -106,7 +106,8 @@ def test_a_live_run_directory_refuses_a_second_run_and_a_resume(second, tmp_path
     wait_at_gate(first, gate)
     before = _files(tmp_path / "run")
     holder = f"in use by PID {first.pid} on host {socket.gethostname()}"
-    args = [*RUN, "hydra.run.dir=run"] if second == "new_run" else ["resume=run"]
+    # The run uses this test's own callback (code outside bigtrain): its resume types trust_code.
+    args = [*RUN, "hydra.run.dir=run"] if second == "new_run" else ["resume=run", "trust_code=true"]
     out = _cmd(*args, cwd=tmp_path)  # refused before Hydra writes anything
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1, out.stderr[-3000:]
@@ -146,7 +147,7 @@ def test_last_checkpoint_after_every_epoch_and_the_final_weights(reference, tmp_
     assert inspect_checkpoint(ckpts / "last.ckpt")["global_step"] == 10
     assert inspect_checkpoint(ckpts / "epoch000-step000005.ckpt")["global_step"] == 5
     assert not list(ckpts.glob("epoch001*"))
-    resumed = _cmd("resume=run", cwd=tmp_path)
+    resumed = _cmd("resume=run", "trust_code=true", cwd=tmp_path)  # the test's own callbacks
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"continuing from {ckpts / 'last.ckpt'}" in resumed.stdout
     weights = torch.load(final, weights_only=True)
@@ -257,7 +258,7 @@ def test_a_signal_mid_epoch_checkpoints_that_step_then_resume_ends_like_uninterr
     assert inspect_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 7
     if signum == signal.SIGINT:
         return  # the same path as SIGTERM from here on
-    out = _cmd("resume=run", cwd=tmp_path)
+    out = _cmd("resume=run", "trust_code=true", cwd=tmp_path)  # the test's own callback
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"continuing from {run / 'checkpoints' / 'last.ckpt'}" in out.stdout
     _assert_same_end(run, reference)
@@ -305,7 +306,7 @@ def test_a_full_disk_mid_run_ends_with_one_line_and_resumes(small_tmpfs, referen
         assert results["status"] == "failed" and "No space left on device" in results["error"]
     else:
         assert "results.json could not be written either (No space left on device)" in err[-1]
-    out = _cmd(f"resume={run}", cwd=tmp_path)
+    out = _cmd(f"resume={run}", "trust_code=true", cwd=tmp_path)  # the test's own callback
     assert out.returncode == 0, out.stderr[-3000:]
     _assert_same_end(run, reference)
 
