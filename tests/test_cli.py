@@ -13,11 +13,12 @@ def test_help_lists_every_group_and_option(tmp_path):
     assert out.returncode == 0
     for line in (
         "data: breast_cancer, csv, digits, image_folder, stdlib_text, text, tokens",
-        "model/gpt: 1.3b, 125m, 13b, 175b, 2.7b, 350m, 6.7b, 760m, tiny",
-        "model/llama: 13b, 70b, 7b, tiny",
-        "model/mlp: base, seed, small, tiny",
-        "model/cnn: small, tiny",
-        "model/vit: small, tiny",
+        # common: every key of the family once, the base of its presets (selectable too)
+        "model/gpt: 1.3b, 125m, 13b, 175b, 2.7b, 350m, 6.7b, 760m, common, tiny",
+        "model/llama: 13b, 70b, 7b, common, tiny",
+        "model/mlp: base, common, seed, small, tiny",
+        "model/cnn: common, small, tiny",
+        "model/vit: common, small, tiny",
         "optim: adam, adamw, muon, sgd",
         "sched: constant, cosine, exponential, linear, plateau, step, wsd",
         "tricks: default, ema, swa",

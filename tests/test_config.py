@@ -88,3 +88,40 @@ def test_global_batch_is_split_over_devices_and_accumulation():
     )
     assert cfg.micro_batch_size == 8
     assert cfg.data_parallel_size == 2
+
+
+def test_presets_state_only_what_differs_from_their_family_common():
+    """conf/model/<folder>/common.yaml holds every key once; each preset starts from it and sets
+    only keys whose value differs, and composes to every key of the family's schema."""
+    import dataclasses
+    from importlib import resources
+
+    import yaml
+
+    root = resources.files("bigtrain.conf").joinpath("model")
+    checked = 0
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        common = yaml.safe_load(folder.joinpath("common.yaml").read_text())
+        for preset in sorted(
+            p for p in folder.iterdir() if p.name.endswith(".yaml") and p.name != "common.yaml"
+        ):
+            data = yaml.safe_load(preset.read_text())
+            assert data.pop("defaults") == [f"{folder.name}/common@_here_", "_self_"], preset.name
+            same = [k for k, v in data.items() if common.get(k) == v]
+            assert not same, f"{folder.name}/{preset.name} repeats {same} from common.yaml"
+            over = [f"model={folder.name}/{preset.name[:-5]}", *READ_ONLY]
+            if common["family"] == "transformer":
+                over.append("data=stdlib_text")
+            cfg = make_cfg(over)
+            assert {f.name for f in dataclasses.fields(cfg.model)} == set(common)
+            checked += 1
+    assert checked >= 20
+
+
+def test_a_preset_of_your_own_starts_from_a_family_common(tmp_path):
+    (tmp_path / "model" / "mlp").mkdir(parents=True)
+    (tmp_path / "model" / "mlp" / "wide.yaml").write_text(
+        "defaults:\n  - mlp/common@_here_\n  - _self_\nhidden: [48, 48]\n"
+    )
+    cfg = make_cfg(["model=mlp/wide"], config_dir=str(tmp_path))
+    assert cfg.model.hidden == [48, 48] and cfg.model.activation == make_cfg().model.activation

@@ -7,6 +7,7 @@ import dataclasses
 import subprocess
 import sys
 from importlib import resources
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -157,9 +158,11 @@ def _walk(folder):
 @pytest.mark.parametrize(("group", "path"), _options(), ids=lambda v: v.split("conf/")[-1])
 def test_every_group_option_sets_every_key(group, path):
     raw = OmegaConf.to_container(OmegaConf.load(path))
-    if "defaults" in raw:  # built on a sibling option (tricks/ema.yaml on tricks/default.yaml)
-        (base,) = [d for d in raw.pop("defaults") if d != "_self_"]
-        merged = OmegaConf.merge(OmegaConf.load(f"{path.rsplit('/', 1)[0]}/{base}.yaml"), raw)
+    if "defaults" in raw:  # built on another option: a sibling (tricks/ema.yaml on tricks/default.yaml)
+        # or, with a path, one of the group (model/gpt/125m.yaml on model/gpt/common.yaml)
+        (base,) = [d.split("@")[0] for d in raw.pop("defaults") if d != "_self_"]
+        folder = CONF.joinpath(group) if "/" in base else Path(path).parent
+        merged = OmegaConf.merge(OmegaConf.load(f"{folder}/{base}.yaml"), raw)
         raw = OmegaConf.to_container(merged)
     if group in VARIANTS:
         build_variant(group, raw)

@@ -13,8 +13,9 @@ import torch
 from bigtrain.config import ConfigError, tensor_parallel_size
 from bigtrain.data import data_spec
 from bigtrain.distributed.checks import check_parallel
-from bigtrain.distributed.parallel import family_of, mlp_tp_plan, parallelize, tp_sharded_params
+from bigtrain.distributed.parallel import family_of, parallelize, tp_sharded_params
 from bigtrain.models import build_model
+from bigtrain.models.mlp import tp_plan as mlp_tp_plan
 from bigtrain.runs.export import export
 from bigtrain.runs.plan import make_plan
 from conftest import make_cfg
@@ -58,9 +59,9 @@ def test_transformer_norms_do_not_block_tensor_parallel():
 
 
 def test_heads_must_divide_by_the_tensor_parallel_size():
-    # Any model config with n_heads / n_kv_heads is checked; the transformer family provides them.
+    # The transformer family's record checks its heads against the tensor-parallel size.
     cfg = make_cfg(["strategy=tp", *CPU2])
-    heads = types.SimpleNamespace(family="mlp", norm="none", n_heads=6, n_kv_heads=3)
+    heads = types.SimpleNamespace(family="transformer", n_heads=6, n_kv_heads=3)
     (line,) = check_parallel(dataclasses.replace(cfg, model=heads))
     assert "model.n_kv_heads=3 is not divisible by strategy.tensor_parallel_size=2" in line
     even = types.SimpleNamespace(**{**vars(heads), "n_kv_heads": 2})
@@ -133,7 +134,7 @@ def _grads(model, x, y):
     return {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("family", ["mlp/small", "cnn/tiny"])
+@pytest.mark.parametrize("family", ["mlp/small", "cnn/tiny", "vit/tiny"])
 def test_activation_checkpointing_keeps_gradients_and_state_dict_keys(family):
     cfg = make_cfg([f"model={family}", "strategy.activation_checkpointing=true"])
     spec = data_spec(cfg)
@@ -147,7 +148,10 @@ def test_activation_checkpointing_keeps_gradients_and_state_dict_keys(family):
     # FSDP (applied after checkpointing) still finds its units, by the same names.
     units = family_of(plain).fsdp_units(plain)
     assert family_of(wrapped).fsdp_units(wrapped) == units
-    assert [type(wrapped.get_submodule(u)) for u in units] == [type(plain.get_submodule(u)) for u in units]
+    # A unit is the layer itself, or (a ViT block) the checkpointed block, sharded whole.
+    inner = [wrapped.get_submodule(u) for u in units]
+    inner = [getattr(m, "_checkpoint_wrapped_module", m) for m in inner]
+    assert [type(m) for m in inner] == [type(plain.get_submodule(u)) for u in units]
     x, y = torch.randn(8, *spec.input_shape), torch.randint(0, 10, (8,))
     g0, g1 = _grads(plain, x, y), _grads(wrapped, x, y)
     for (n0, a), b in zip(g0.items(), g1.values(), strict=True):

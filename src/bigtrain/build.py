@@ -17,7 +17,7 @@ from bigtrain.callbacks.samples import Samples
 from bigtrain.cluster.slurm import in_slurm_job
 from bigtrain.config import RunConfig, as_dict
 from bigtrain.distributed.strategy import build_plugins, build_strategy
-from bigtrain.models import build_model
+from bigtrain.models import build_model, family
 from bigtrain.runs.secrets import strip_secrets
 from bigtrain.training.module import BigtrainModule
 
@@ -25,10 +25,6 @@ from bigtrain.training.module import BigtrainModule
 def build_module(cfg: RunConfig, spec, bytes_per_token: float = 1.0) -> BigtrainModule:
     """The one LightningModule around the configured model."""
     model = build_model(cfg.model, spec.input_shape, spec.num_outputs)
-    if cfg.model.family == "custom":  # your own nn.Module: its blocks and FSDP units
-        from bigtrain.distributed.custom import register
-
-        register()
     if getattr(cfg.model, "init_from", None) is not None:  # Hugging Face weights (models/hf.py)
         from pytorch_lightning.utilities import rank_zero_only
 
@@ -94,7 +90,7 @@ def build_callbacks(
         others=lightning_callbacks(cfg, run_dir),
     )
     run.nonfinite.attach(module)
-    if cfg.model.family == "transformer" and c.samples.enabled:
+    if family(cfg.model.family).language_model and c.samples.enabled:
         run.samples = Samples(c.samples, context=min(cfg.model.max_seq_len, cfg.data.seq_len))
     if in_slurm_job():
         run.requeue = RequeueOnSignal(run_dir)

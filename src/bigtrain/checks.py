@@ -42,11 +42,10 @@ BEFORE_PLAN: tuple[Check, ...] = (
     Check(distributed.check_parallel),  # tensor-parallel sizes, FSDP groups, hybrid sharding
     Check(distributed.check_processes),  # ddp needs several processes; several CPUs need ddp
     Check(distributed.check_batch_split, needs=(distributed.check_parallel,)),
-    Check(models.check_shapes),  # heads, RoPE head size, ViT width
-    Check(data.check_families),  # token data with the transformer, images with CNN/ViT
+    Check(models.check_shapes),  # the model family's own: heads, widths, patches and depth vs images
+    Check(data.check_families),  # token data with a language model, images with an image model
     Check(data.check_fractions),  # val + test fractions leave a training split
     Check(data.check_seq_len, needs=(data.check_families,)),
-    Check(data.check_image_shapes),  # CNN depth and ViT patch against the image side
     Check(training.check_stopping),
     Check(training.check_metrics),
     Check(training.check_checkpoint_monitor),

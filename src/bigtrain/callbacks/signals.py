@@ -155,9 +155,10 @@ class SignalStop(Checkpoint):
 
     @staticmethod
     def at_step_boundary(trainer: pl.Trainer, batch_idx: int) -> bool:
-        """The batch just ended with an optimizer step (not in the middle of an accumulation)."""
+        """The batch just ended with an optimizer step (not in the middle of an accumulation):
+        a multiple of the accumulation, or the epoch's last batch (Lightning steps there too)."""
         every = trainer.accumulate_grad_batches
-        return (batch_idx + 1) % every == 0 or bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+        return (batch_idx + 1) % every == 0 or batch_idx + 1 >= trainer.num_training_batches
 
     @staticmethod
     def agreed(trainer: pl.Trainer, mine: bool) -> bool:

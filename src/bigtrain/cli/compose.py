@@ -163,6 +163,15 @@ LM_DATA = ("text", "stdlib_text", "tokens")
 LM_METRICS = {"acc", "ppl", "bpb"}
 
 
+def _language_model(model: Any) -> bool:
+    """Whether a composed (unvalidated) model section is of a family that takes token windows
+    (its record, models/family.py); an unknown family is left to validation."""
+    from bigtrain.models.family import BUILT_IN, family
+
+    name = model.get("family") if hasattr(model, "get") else None
+    return name in BUILT_IN and family(name).language_model
+
+
 def _given(overrides: Sequence[str]) -> set[str]:
     return {o.lstrip("+~").split("=", 1)[0] for o in overrides}
 
@@ -172,7 +181,7 @@ def implied_overrides(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
     llama/* run on the default (non-text) data gets byte-level standard-library text and LM
     metrics, and a window that fits the model's context. Anything the user set stays as set."""
     model, data = cfg.get("model", {}), cfg.get("data", {})
-    if model.get("family") != "transformer":
+    if not _language_model(model):
         return []
     given = _given(overrides)
     extra = []
@@ -188,7 +197,7 @@ def fit_window(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
     """`data.seq_len=<model.max_seq_len>` where the data's default window is longer than the
     model's context and the user did not choose the window."""
     model, data = cfg.get("model", {}), cfg.get("data", {})
-    if model.get("family") != "transformer" or data.get("name") not in LM_DATA:
+    if not _language_model(model) or data.get("name") not in LM_DATA:
         return []
     seq_len, context = data.get("seq_len"), model.get("max_seq_len")
     fits = not (isinstance(seq_len, int) and isinstance(context, int) and seq_len > context)
@@ -200,7 +209,7 @@ def weights_tokenizer(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
     tokenizer beside them, the data is text and the user chose no tokenizer: the vocabulary the
     weights were trained with."""
     model, data = cfg.get("model", {}), cfg.get("data", {})
-    folder = model.get("init_from") if model.get("family") == "transformer" else None
+    folder = model.get("init_from") if _language_model(model) else None
     if not folder or data.get("name") not in ("text", "stdlib_text") or data.get("tokenizer") is not None:
         return []
     path = Path(str(folder)) / "tokenizer.json"

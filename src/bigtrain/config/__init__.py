@@ -32,8 +32,6 @@ from bigtrain.config.schema_data import (
     TokensDataConfig,
 )
 from bigtrain.config.schema_models import (
-    IMAGE_MODELS,
-    LM_MODELS,
     CNNConfig,
     MLPConfig,
     TransformerConfig,
@@ -133,9 +131,7 @@ def as_dict(cfg: RunConfig) -> dict:
 __all__ = [
     "REGRESSION_METRICS",
     "IMAGE_DATA",
-    "IMAGE_MODELS",
     "LM_DATA",
-    "LM_MODELS",
     "SPLITS",
     "TABLE_SUFFIXES",
     "VARIANTS",

@@ -32,6 +32,11 @@ class SklearnDataConfig:
     test_fraction: float = opt(gt=0.0, lt=1.0)
     standardize: bool = opt("per-feature mean/std of the training split")
 
+    @property
+    def image_side(self) -> int | None:
+        """The side of its square images (digits: 8x8), None for flat features."""
+        return 8 if self.name == "digits" else None
+
 
 @variant("data", "text", "stdlib_text")
 @dataclass(frozen=True)
@@ -124,6 +129,11 @@ class ImageFolderDataConfig:
     drop_last: bool = opt("drop the epoch's last, smaller global batch; false = train it as a smaller step")
     val_fraction: float = opt(gt=0.0, lt=1.0)
     test_fraction: float = opt(gt=0.0, lt=1.0)
+
+    @property
+    def image_side(self) -> int:
+        """The side of its square images after resizing."""
+        return self.image_size
 
 
 @target_variant("data")

@@ -11,10 +11,6 @@ from typing import Any, Literal
 
 from bigtrain.config.convert import opt, target_variant, variant
 
-# Families that take token data, and families that take images (C, H, W).
-LM_MODELS = {"transformer"}
-IMAGE_MODELS = {"cnn", "vit"}
-
 
 @variant("model", "mlp")
 @dataclass(frozen=True)

@@ -17,9 +17,7 @@ from pathlib import Path
 
 from bigtrain.config import (
     IMAGE_DATA,
-    IMAGE_MODELS,
     LM_DATA,
-    LM_MODELS,
     REGRESSION_METRICS,
     SPLITS,
     ConfigError,
@@ -32,15 +30,19 @@ from bigtrain.config import (
 
 
 def check_families(cfg: RunConfig) -> Iterator[str]:
-    """Token data goes with the transformer, images with the CNN and ViT."""
-    lm_data, family = cfg.data.name in LM_DATA, cfg.model.family
-    if lm_data and family not in LM_MODELS:
-        yield f"data={cfg.data.name} is token data but model={family}/*: use model=gpt/tiny (or llama/*)"
-    if not lm_data and family in LM_MODELS:
-        yield f"model={family} needs token data but data={cfg.data.name}: use data=stdlib_text, text or tokens"
-    if family in IMAGE_MODELS and cfg.data.name not in IMAGE_DATA:
+    """Token data goes with a language-model family, images with an image family (the model's
+    record says which inputs it takes: models/family.py)."""
+    from bigtrain.models.family import family
+
+    lm_data, name = cfg.data.name in LM_DATA, cfg.model.family
+    inputs = family(name).inputs
+    if lm_data and inputs != "tokens":
+        yield f"data={cfg.data.name} is token data but model={name}/*: use model=gpt/tiny (or llama/*)"
+    if not lm_data and inputs == "tokens":
+        yield f"model={name} needs token data but data={cfg.data.name}: use data=stdlib_text, text or tokens"
+    if inputs == "image" and cfg.data.name not in IMAGE_DATA:
         yield (
-            f"model={family}/* needs image data but data={cfg.data.name} gives flat features; "
+            f"model={name}/* needs image data but data={cfg.data.name} gives flat features; "
             f"use data=digits or a model=mlp/* preset"
         )
 
@@ -61,25 +63,6 @@ def check_seq_len(cfg: RunConfig) -> Iterator[str]:
     d, m = cfg.data, cfg.model
     if d.name in LM_DATA and d.seq_len > m.max_seq_len:
         yield f"data.seq_len={d.seq_len} is longer than model.max_seq_len={m.max_seq_len}: lower data.seq_len"
-
-
-def check_image_shapes(cfg: RunConfig) -> Iterator[str]:
-    """CNN blocks and ViT patches against the image side."""
-    d, m = cfg.data, cfg.model
-    side = {"digits": 8, "image_folder": getattr(d, "image_size", 0)}.get(d.name)
-    if not side:
-        return
-    if m.family == "cnn" and side < 2 ** len(m.channels):
-        # Each conv block halves the side: n blocks need a side of at least 2^n.
-        yield (
-            f"{len(m.channels)} CNN blocks halve {side}x{side} images below 1x1: use at most "
-            f"{side.bit_length() - 1} model.channels, or a larger data.image_size"
-        )
-    if m.family == "vit" and side % m.patch_size:
-        yield (
-            f"model.patch_size={m.patch_size} does not divide the {side}x{side} images: "
-            f"choose a divisor of {side}" + (" or change data.image_size" if d.name == "image_folder" else "")
-        )
 
 
 def check_lm_files(cfg: RunConfig) -> Iterator[str]:

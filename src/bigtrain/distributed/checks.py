@@ -11,8 +11,6 @@ from collections.abc import Iterator
 
 from bigtrain.config import RunConfig, tensor_parallel_size
 
-# Families whose tensor-parallel plan parallel.py knows (cnn and vit have none).
-TP_FAMILIES = {"mlp", "transformer"}
 # Strategies built on DTensor (FSDP2's fully_shard and tensor parallel).
 DTENSOR_STRATEGIES = ("fsdp", "tp", "fsdp_tp")
 
@@ -43,31 +41,11 @@ def check_parallel(cfg: RunConfig) -> Iterator[str]:
 
 
 def _tensor_parallel_model(cfg: RunConfig, tp: int) -> Iterator[str]:
-    """The model must have a tensor-parallel plan, and its heads must split over the group."""
-    s, m = cfg.strategy, cfg.model
-    if m.family == "custom":
-        yield f"strategy={s.name} needs a tensor-parallel plan, which a model given by _target_ has not: use strategy=fsdp or strategy=ddp"
-        return
-    if m.family not in TP_FAMILIES:
-        yield (
-            f"strategy={s.name} has no tensor-parallel plan for model family '{m.family}': "
-            "use strategy=fsdp or strategy=ddp"
-        )
-        return
-    # The MLP's norms act on the hidden features that tensor parallel splits; the
-    # Transformer's act on the residual stream, which every rank holds whole.
-    if m.family == "mlp" and m.norm != "none":
-        yield (
-            f"strategy={s.name} shards the hidden features, which model.norm={m.norm} normalises "
-            "across: set model.norm=none or use strategy=fsdp"
-        )
-    for key in ("n_heads", "n_kv_heads"):
-        heads = getattr(m, key, None)
-        if heads is not None and heads % tp:
-            yield (
-                f"model.{key}={heads} is not divisible by strategy.tensor_parallel_size={tp}: "
-                f"set strategy.tensor_parallel_size to a divisor of {heads}"
-            )
+    """The model's family must have a tensor-parallel plan that splits it over the group (its
+    record's tp_checks: heads that divide, norms that do not span split features...)."""
+    from bigtrain.models.family import family
+
+    yield from family(cfg.model.family).tensor_parallel_problems(cfg, tp)
 
 
 def check_processes(cfg: RunConfig) -> Iterator[str]:

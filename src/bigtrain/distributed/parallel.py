@@ -9,129 +9,24 @@ The order matters: TP must see the original Linears; checkpointing and compile w
 after TP has replaced their weights by DTensors; FSDP goes last so that its all-gathers happen
 around the (checkpointed, compiled) blocks and it shards the TP shards again (2-D).
 
-The models never know they are sharded. What this file knows about each family is where its
-blocks are and which Linears split column-wise or row-wise (`FAMILIES`).
+The models never know they are sharded. Where a family's blocks are and which Linears split
+column-wise or row-wise is the family's own (models/<family>.py: blocks, fsdp_units, tp_plan, as
+its record in models/family.py says); this file applies them in order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-# --------------------------------------------------------------------------- family knowledge
 
+def family_of(model: nn.Module) -> Any:
+    """The torch parts of `model`'s family (models/family.py): blocks, fsdp_units, tp_plan."""
+    from bigtrain.models.family import of
 
-def _mlp_linears(model: nn.Module) -> list[str]:
-    # After activation checkpointing `body` is a wrapper; its layers keep their names.
-    body = getattr(model.body, "_checkpoint_wrapped_module", model.body)
-    names = [f"body.{i}" for i, m in enumerate(body) if isinstance(m, nn.Linear)]
-    return [*names, "head"]
-
-
-def mlp_tp_plan(model: nn.Module, sequence_parallel: bool = False) -> dict[str, Any]:
-    """Consecutive Linears in pairs: the first column-wise (each rank computes a slice of the hidden
-    features; the activation between them is elementwise, so it runs on the slice), the second
-    row-wise (each rank multiplies its slice; one all-reduce sums the partial outputs). With an odd
-    number of Linears the last one stays replicated: it gets full inputs and computes full outputs."""
-    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
-
-    names = _mlp_linears(model)
-    plan: dict[str, Any] = {}
-    for first, second in zip(names[0::2], names[1::2], strict=False):  # odd: last one left out
-        plan[first] = ColwiseParallel()
-        plan[second] = RowwiseParallel()
-    return plan
-
-
-def transformer_tp_plan(model: nn.Module, sequence_parallel: bool = False) -> dict[str, Any]:
-    """Megatron-style: wqkv, w1, w3 column-wise (whole key/value groups of heads and hidden units
-    split; wqkv's rows are grouped so that a contiguous slice is whole groups), wo and w2
-    row-wise (one all-reduce per attention and per MLP). The embedding is split over the vocabulary
-    and the head over its outputs, unless the two share one weight: then both stay replicated.
-
-    With `sequence_parallel`, the norms and the residual stream between blocks hold 1/tp of the
-    sequence (Shard(1)): the all-reduces become reduce-scatter + all-gather, and the norms'
-    activations shrink by tp. Assumes each Block takes the residual stream as its one input."""
-    from torch.distributed.tensor import Replicate, Shard
-    from torch.distributed.tensor.parallel import (
-        ColwiseParallel,
-        PrepareModuleInput,
-        RowwiseParallel,
-        SequenceParallel,
-    )
-
-    sp = sequence_parallel
-    between = Shard(1) if sp else Replicate()  # layout of the residual stream between blocks
-    plan: dict[str, Any] = {}
-    tied = model.head.weight is model.tok_emb.weight
-    if not tied:
-        plan["tok_emb"] = RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())
-        plan["head"] = ColwiseParallel(input_layouts=between, output_layouts=Replicate())
-    elif sp:
-        plan["head"] = PrepareModuleInput(
-            input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),), use_local_output=True
-        )
-    if sp:
-        # Embeddings (token + position) are added full-length; the first block takes its slice.
-        plan["blocks.0"] = PrepareModuleInput(
-            input_layouts=(Replicate(),), desired_input_layouts=(Shard(1),), use_local_output=True
-        )
-        plan["norm_f"] = SequenceParallel()
-    for i, block in enumerate(model.blocks):
-        p = f"blocks.{i}."
-        for name in ("attn.wqkv", "mlp.w1"):
-            plan[p + name] = ColwiseParallel()
-        if getattr(block.mlp, "w3", None) is not None:
-            plan[p + "mlp.w3"] = ColwiseParallel()
-        plan[p + "attn.wo"] = RowwiseParallel(output_layouts=between)
-        plan[p + "mlp.w2"] = RowwiseParallel(output_layouts=between)
-        if sp:
-            # Norms run on the local slice of the sequence; attention and MLP need all of it.
-            plan[p + "norm1"] = SequenceParallel(use_local_output=True)
-            plan[p + "norm2"] = SequenceParallel(use_local_output=True)
-            for sub in ("attn", "mlp"):
-                plan[p + sub] = PrepareModuleInput(
-                    input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),), use_local_output=True
-                )
-    return plan
-
-
-def _unwrapped(name: str) -> str:
-    """A module's name as before activation checkpointing (the wrapper forwards attributes)."""
-    return name.replace("_checkpoint_wrapped_module.", "")
-
-
-@dataclass(frozen=True)
-class Family:
-    """Where a family's blocks are (checkpointing, compile), its FSDP units, and its TP plan."""
-
-    blocks: Callable[[nn.Module], list[str]]
-    fsdp_units: Callable[[nn.Module], list[str]]
-    tp_plan: Callable[[nn.Module, bool], dict[str, Any]] | None
-
-
-FAMILIES: dict[str, Family] = {
-    # The MLP's body is one Sequential: checkpoint and compile it as one block; shard per Linear.
-    "mlp": Family(lambda m: ["body"], _mlp_linears, mlp_tp_plan),
-    "cnn": Family(
-        lambda m: ["features"],
-        lambda m: [_unwrapped(n) for n, x in m.named_modules() if isinstance(x, (nn.Conv2d, nn.Linear))],
-        None,
-    ),
-    "transformer": Family(
-        lambda m: [f"blocks.{i}" for i in range(len(m.blocks))],
-        lambda m: [f"blocks.{i}" for i in range(len(m.blocks))],
-        transformer_tp_plan,
-    ),
-}
-
-
-def family_of(model: nn.Module) -> Family:
-    return FAMILIES[model.config.family]
+    return of(model).parts()
 
 
 # --------------------------------------------------------------------------- the four steps
@@ -146,10 +41,10 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
 def apply_tp(model: nn.Module, tp_mesh: Any, sequence_parallel: bool = False) -> None:
     from torch.distributed.tensor.parallel import parallelize_module
 
-    plan = family_of(model).tp_plan
-    if plan is None:
+    parts = family_of(model)
+    if not hasattr(parts, "tp_plan"):
         raise ValueError(f"model family {model.config.family!r} has no tensor-parallel plan")
-    parallelize_module(model, tp_mesh, plan(model, sequence_parallel))
+    parallelize_module(model, tp_mesh, parts.tp_plan(model, sequence_parallel))
 
 
 def apply_activation_checkpointing(model: nn.Module) -> None:
@@ -254,10 +149,10 @@ def tp_sharded_params(model: nn.Module) -> int:
     row-wise biases are counted too, a rounding error). Used by the plan's memory figures."""
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
 
-    plan_fn = family_of(model).tp_plan
-    if plan_fn is None:
+    parts = family_of(model)
+    if not hasattr(parts, "tp_plan"):
         return 0
-    plan = plan_fn(model, False)
+    plan = parts.tp_plan(model, False)
     return sum(
         p.numel()
         for name, style in plan.items()

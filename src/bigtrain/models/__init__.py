@@ -1,34 +1,20 @@
-"""Plain torch.nn models, one file per family. Nothing here knows about Lightning, optimizers,
-strategies or devices; parallelism is applied from outside (see docs/architecture.md)."""
+"""Plain torch.nn models, one family per record (models/family.py). Nothing here knows about
+Lightning, optimizers, strategies or devices; parallelism is applied from outside
+(distributed/parallel.py, through each family's parts)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from bigtrain.models.family import family
+from bigtrain.models.shapes import model_vocab
+
+__all__ = ["build_meta_model", "build_model", "family", "model_vocab"]
+
 
 def build_model(cfg: Any, input_shape: tuple[int, ...], num_outputs: int):
     """Instantiate the family named by `cfg.family` for inputs of `input_shape` (no batch dim)."""
-    if cfg.family == "mlp":
-        from bigtrain.models.mlp import MLP
-
-        return MLP(cfg, input_shape, num_outputs)
-    if cfg.family == "cnn":
-        from bigtrain.models.cnn import CNN
-
-        return CNN(cfg, input_shape, num_outputs)
-    if cfg.family == "vit":
-        from bigtrain.models.vit import ViT
-
-        return ViT(cfg, input_shape, num_outputs)
-    if cfg.family == "transformer":
-        from bigtrain.models.transformer import Transformer
-
-        return Transformer(cfg, model_vocab(cfg, num_outputs))
-    if cfg.family == "custom":  # your own nn.Module, by _target_ (docs/extending.md)
-        from bigtrain.models.custom import build_custom
-
-        return build_custom(cfg, input_shape, num_outputs)
-    raise ValueError(f"unknown model family {cfg.family!r}")
+    return family(cfg.family).parts().build(cfg, input_shape, num_outputs)
 
 
 def build_meta_model(cfg: Any, input_shape: tuple[int, ...], num_outputs: int):
@@ -46,19 +32,3 @@ def build_meta_model(cfg: Any, input_shape: tuple[int, ...], num_outputs: int):
 
     with torch.device("meta"), SkipInit():
         return build_model(cfg, input_shape, num_outputs)
-
-
-def model_vocab(cfg: Any, data_vocab: int) -> int:
-    """The transformer's vocabulary: `model.vocab_size` if set (it must cover the data's tokens),
-    else the data's own (256 for bytes). A preset's published size (50257, 32000) keeps its
-    parameter count; byte-level runs set model.vocab_size=null."""
-    if cfg.vocab_size is None:
-        return data_vocab
-    if cfg.vocab_size < data_vocab:
-        from bigtrain.config import ConfigError
-
-        raise ConfigError(
-            f"model.vocab_size={cfg.vocab_size} is smaller than the data's vocabulary {data_vocab}: "
-            "set model.vocab_size=null to use the data's"
-        )
-    return cfg.vocab_size

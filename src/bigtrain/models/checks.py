@@ -1,8 +1,7 @@
-"""Config checks of a model's own shape: widths that must split evenly into attention heads, and
-the Hugging Face folder a transformer starts from (`model.init_from`) against that shape.
+"""Config checks of a model: its family record's own checks (models/<family>_record.py: heads,
+widths, patches and depth against the image side, a Hugging Face folder to start from).
 
 Each check takes the RunConfig and yields one line per problem (bigtrain/checks.py runs them).
-Shapes that depend on the data (image sides, sequence lengths) are checked in data/checks.py.
 """
 
 from __future__ import annotations
@@ -10,81 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from bigtrain.config import RunConfig
+from bigtrain.models.family import family
 
 
 def check_shapes(cfg: RunConfig) -> Iterator[str]:
-    """Transformer heads and RoPE head size, then its model.init_from folder; ViT width over heads."""
-    m = cfg.model
-    if m.family == "transformer":
-        problems = list(_transformer(m))
-        yield from problems
-        if not problems:
-            yield from check_init_from(cfg)
-        yield from _resume_of_tanh_gelu(cfg)
-    if m.family == "vit" and m.dim % m.heads:
-        yield f"model.dim={m.dim} is not divisible by model.heads={m.heads}: change one of them"
-
-
-def _transformer(m) -> Iterator[str]:
-    if m.d_model % m.n_heads:
-        yield (
-            f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}: set model.n_heads to a divisor"
-        )
-    elif m.positions == "rope" and m.head_dim % 2:
-        yield f"RoPE needs an even head size, got {m.head_dim}: change model.n_heads or model.d_model"
-    if m.n_heads % m.kv_heads:
-        yield (
-            f"model.n_heads={m.n_heads} is not divisible by model.n_kv_heads={m.kv_heads}: set model.n_kv_heads to a divisor"
-        )
-
-
-def check_init_from(cfg: RunConfig) -> Iterator[str]:
-    """model.init_from: a GPT-2 or LLaMA folder whose config.json, tensor names and shapes fit the
-    model, and whose vocabulary is the model's (config.json and the safetensors headers only)."""
-    m = cfg.model
-    if m.family != "transformer" or m.init_from is None:
-        return
-    from bigtrain.models.hf import folder_problems
-
-    yield from folder_problems(m.init_from, m, _model_vocab(cfg))
-
-
-def _model_vocab(cfg: RunConfig) -> int | None:
-    """The vocabulary the transformer will have; None while the data's is unknown (its own
-    checks report missing files and tokenizers)."""
-    if cfg.model.vocab_size is not None:
-        return cfg.model.vocab_size
-    from bigtrain.config import LM_DATA
-
-    if cfg.data.name not in LM_DATA:
-        return None
-    try:
-        from bigtrain.data.codec import lm_spec
-
-        return lm_spec(cfg.data).vocab_size
-    except Exception:  # a missing tokenizer or token file: reported by data/checks.py
-        return None
-
-
-def _resume_of_tanh_gelu(cfg: RunConfig) -> Iterator[str]:
-    """resume= of a run saved before `gelu_tanh` existed, when `mlp: gelu` meant the tanh
-    approximation (its saved model config has no init_from): continuing it with exact GELU would
-    silently change the function it trained (a preset that says gelu_tanh now is refused by the
-    resume's own comparison of the configs)."""
-    if cfg.resume is None or cfg.model.family != "transformer" or cfg.model.mlp != "gelu":
-        return
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
-
-    saved = Path(cfg.resume, ".hydra", "config.yaml")
-    try:
-        model = OmegaConf.to_container(OmegaConf.load(saved)).get("model") or {}
-    except Exception:  # no or a damaged saved config: the resume's own checks say so
-        return
-    if model.get("family") == "transformer" and "init_from" not in model and model.get("mlp") == "gelu":
-        yield (
-            f"resume={cfg.resume}: the run started when model.mlp=gelu meant the tanh approximation "
-            "(now gelu_tanh): continue it as a new run from its checkpoint with "
-            f"ckpt_path={Path(cfg.resume, 'checkpoints', 'last.ckpt')} model.mlp=gelu_tanh"
-        )
+    """Every check the model's family record lists."""
+    for check in family(cfg.model.family).checks:
+        yield from check(cfg)

@@ -44,3 +44,25 @@ class CNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.features(x)))
+
+
+# --------------------------------------------------------------------------- the family's parts
+# (models/family.py): how to build it, its blocks and FSDP units; it has no tensor-parallel plan.
+
+
+def build(cfg: CNNConfig, input_shape: tuple[int, ...], num_outputs: int) -> CNN:
+    return CNN(cfg, input_shape, num_outputs)
+
+
+def blocks(model: nn.Module) -> list[str]:
+    """The conv stack is one Sequential: checkpointed and compiled as one block."""
+    return ["features"]
+
+
+def fsdp_units(model: nn.Module) -> list[str]:
+    """One FSDP unit per conv and Linear (names as before activation checkpointing wrapped them)."""
+    return [
+        n.replace("_checkpoint_wrapped_module.", "")
+        for n, x in model.named_modules()
+        if isinstance(x, (nn.Conv2d, nn.Linear))
+    ]

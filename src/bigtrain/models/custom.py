@@ -3,8 +3,16 @@ its YAML arguments plus what the data says, when its signature asks for them by 
 `num_outputs` (classes, or 1 for binary tasks) and `input_shape` (one sample's shape, a tuple).
 
 It is held as `net` inside CustomModel, whose `config` says family "custom": the state dict keys
-of a checkpoint are `model.net.<your names>`. Nothing here knows about parallelism; the FSDP
-units of the family are in distributed/custom.py.
+of a checkpoint are `model.net.<your names>`.
+
+Your class may say what a built-in family's record says (models/family.py), and then gets the
+same parallelism (docs/extending.md, "Your own model family"):
+- `bigtrain_blocks = Block` (a class, or a tuple of classes): every submodule of that type is a
+  repeated block: one activation-checkpointing, compile and FSDP2 unit. Without it the whole
+  `net` is one block, and each child of `net` that holds parameters one FSDP unit.
+- `def bigtrain_tp_plan(self, sequence_parallel: bool) -> dict[str, ParallelStyle]`: its
+  tensor-parallel plan, names relative to your module (torch's `parallelize_module` plan).
+  Without it strategy=tp and fsdp_tp are refused before the run.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from typing import Any
 from torch import nn
 
 from bigtrain.config.errors import ConfigError
+from bigtrain.models.custom_record import BLOCKS_ATTRIBUTE, TP_PLAN_METHOD
 
 SUPPLIED = ("num_outputs", "input_shape")
 
@@ -43,3 +52,63 @@ def build_custom(cfg: Any, input_shape: tuple[int, ...], num_outputs: int) -> Cu
             f"model._target_={cfg.target} returned a {type(net).__name__}, not a torch.nn.Module: return one"
         )
     return CustomModel(cfg, net)
+
+
+# --------------------------------------------------------------------------- the family's parts
+# (models/family.py), read from what the user's class declares.
+
+build = build_custom
+
+
+def declared_blocks(net: Any) -> tuple[type, ...]:
+    """The block classes `net`'s class declares (`bigtrain_blocks`), as a tuple (maybe empty)."""
+    declared = getattr(net, BLOCKS_ATTRIBUTE, ())
+    return tuple(declared) if isinstance(declared, (tuple, list)) else (declared,)
+
+
+def _net(model: nn.Module) -> nn.Module:
+    return getattr(model.net, "_checkpoint_wrapped_module", model.net)  # after checkpointing
+
+
+def _block_names(model: nn.Module) -> list[str] | None:
+    """`net.<name>` of each outermost submodule of a declared block class; None: none declared."""
+    types = declared_blocks(_net(model))
+    if not types:
+        return None
+    names: list[str] = []
+    for name, module in model.net.named_modules(prefix="net"):
+        clean = name.replace("._checkpoint_wrapped_module", "")
+        if isinstance(module, types) and not any(clean.startswith(n + ".") for n in names):
+            names.append(clean)
+    return names
+
+
+def blocks(model: nn.Module) -> list[str]:
+    """The declared blocks, else the whole `net` as one block."""
+    found = _block_names(model)
+    return found if found is not None else ["net"]
+
+
+def _children(prefix: str, module: nn.Module) -> list[str]:
+    units = []
+    for name, child in module.named_children():
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):  # never called: its items are
+            units += _children(f"{prefix}.{name}", child)
+        elif next(child.parameters(), None) is not None:
+            units.append(f"{prefix}.{name}")
+    return units
+
+
+def fsdp_units(model: nn.Module) -> list[str]:
+    """The declared blocks; else each child of `net` that has parameters (the items of a
+    ModuleList or ModuleDict, which has no forward of its own, each on their own)."""
+    found = _block_names(model)
+    return found if found is not None else _children("net", _net(model))
+
+
+def tp_plan(model: nn.Module, sequence_parallel: bool = False) -> dict[str, Any]:
+    """The plan the user's class gives (`bigtrain_tp_plan`), its names under `net.`; empty when
+    it gives none (validation refuses tensor parallelism then)."""
+    method = getattr(_net(model), TP_PLAN_METHOD, None)
+    plan = method(sequence_parallel) if callable(method) else {}
+    return {f"net.{name}": style for name, style in plan.items()}

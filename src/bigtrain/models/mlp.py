@@ -5,6 +5,7 @@ then one Linear head. For binary tasks the head has one unit and the loss applie
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,3 +36,39 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
+
+
+# --------------------------------------------------------------------------- the family's parts
+# (models/family.py): how to build it, its blocks and FSDP units, its tensor-parallel plan.
+
+
+def build(cfg: MLPConfig, input_shape: tuple[int, ...], num_outputs: int) -> MLP:
+    return MLP(cfg, input_shape, num_outputs)
+
+
+def blocks(model: nn.Module) -> list[str]:
+    """The body is one Sequential: checkpointed and compiled as one block."""
+    return ["body"]
+
+
+def fsdp_units(model: nn.Module) -> list[str]:
+    """One FSDP unit per Linear (the norms and activations between them hold no or few weights).
+    After activation checkpointing `body` is a wrapper; its layers keep their names."""
+    body = getattr(model.body, "_checkpoint_wrapped_module", model.body)
+    names = [f"body.{i}" for i, m in enumerate(body) if isinstance(m, nn.Linear)]
+    return [*names, "head"]
+
+
+def tp_plan(model: nn.Module, sequence_parallel: bool = False) -> dict[str, Any]:
+    """Consecutive Linears in pairs: the first column-wise (each rank computes a slice of the hidden
+    features; the activation between them is elementwise, so it runs on the slice), the second
+    row-wise (each rank multiplies its slice; one all-reduce sums the partial outputs). With an odd
+    number of Linears the last one stays replicated: it gets full inputs and computes full outputs."""
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
+    names = fsdp_units(model)
+    plan: dict[str, Any] = {}
+    for first, second in zip(names[0::2], names[1::2], strict=False):  # odd: last one left out
+        plan[first] = ColwiseParallel()
+        plan[second] = RowwiseParallel()
+    return plan

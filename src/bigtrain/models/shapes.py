@@ -219,3 +219,19 @@ def group_audit_rows(optim: Any, params: list[Param]) -> list[dict]:
     the same rule (groups.py) on the kinds and dimensions of the table."""
     specs = optimizer_group_specs(optim, [(p.kind, len(p.shape)) for p in params])
     return audit_rows(with_tensors(specs, params), lambda p: p.numel)
+
+
+def model_vocab(cfg: Any, data_vocab: int) -> int:
+    """The vocabulary: `model.vocab_size` if set (it must cover the data's tokens), else the
+    data's own (256 for bytes). A preset's published size (50257, 32000) keeps its parameter
+    count; byte-level runs set model.vocab_size=null."""
+    if cfg.vocab_size is None:
+        return data_vocab
+    if cfg.vocab_size < data_vocab:
+        from bigtrain.config import ConfigError
+
+        raise ConfigError(
+            f"model.vocab_size={cfg.vocab_size} is smaller than the data's vocabulary {data_vocab}: "
+            "set model.vocab_size=null to use the data's"
+        )
+    return cfg.vocab_size

@@ -248,3 +248,73 @@ def activation_bytes(
     return shapes.activation_bytes(
         model.config, model.vocab_size, micro_batch, seq_len, precision, checkpointed
     )
+
+
+# --------------------------------------------------------------------------- the family's parts
+# (models/family.py): how to build it, its blocks and FSDP units, its tensor-parallel plan.
+
+
+def build(cfg: TransformerConfig, input_shape: tuple[int, ...], num_outputs: int) -> Transformer:
+    """The data's vocabulary is `num_outputs`; model.vocab_size, when set, must cover it."""
+    return Transformer(cfg, shapes.model_vocab(cfg, num_outputs))
+
+
+def blocks(model: nn.Module) -> list[str]:
+    """Each decoder block: one activation-checkpointing, compile and FSDP unit."""
+    return [f"blocks.{i}" for i in range(len(model.blocks))]
+
+
+fsdp_units = blocks
+
+
+def tp_plan(model: nn.Module, sequence_parallel: bool = False) -> dict[str, Any]:
+    """Megatron-style: wqkv, w1, w3 column-wise (whole key/value groups of heads and hidden units
+    split; wqkv's rows are grouped so that a contiguous slice is whole groups), wo and w2
+    row-wise (one all-reduce per attention and per MLP). The embedding is split over the vocabulary
+    and the head over its outputs, unless the two share one weight: then both stay replicated.
+
+    With `sequence_parallel`, the norms and the residual stream between blocks hold 1/tp of the
+    sequence (Shard(1)): the all-reduces become reduce-scatter + all-gather, and the norms'
+    activations shrink by tp. Assumes each Block takes the residual stream as its one input."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleInput,
+        RowwiseParallel,
+        SequenceParallel,
+    )
+
+    sp = sequence_parallel
+    between = Shard(1) if sp else Replicate()  # layout of the residual stream between blocks
+    plan: dict[str, Any] = {}
+    tied = model.head.weight is model.tok_emb.weight
+    if not tied:
+        plan["tok_emb"] = RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())
+        plan["head"] = ColwiseParallel(input_layouts=between, output_layouts=Replicate())
+    elif sp:
+        plan["head"] = PrepareModuleInput(
+            input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),), use_local_output=True
+        )
+    if sp:
+        # Embeddings (token + position) are added full-length; the first block takes its slice.
+        plan["blocks.0"] = PrepareModuleInput(
+            input_layouts=(Replicate(),), desired_input_layouts=(Shard(1),), use_local_output=True
+        )
+        plan["norm_f"] = SequenceParallel()
+    for i, block in enumerate(model.blocks):
+        p = f"blocks.{i}."
+        for name in ("attn.wqkv", "mlp.w1"):
+            plan[p + name] = ColwiseParallel()
+        if getattr(block.mlp, "w3", None) is not None:
+            plan[p + "mlp.w3"] = ColwiseParallel()
+        plan[p + "attn.wo"] = RowwiseParallel(output_layouts=between)
+        plan[p + "mlp.w2"] = RowwiseParallel(output_layouts=between)
+        if sp:
+            # Norms run on the local slice of the sequence; attention and MLP need all of it.
+            plan[p + "norm1"] = SequenceParallel(use_local_output=True)
+            plan[p + "norm2"] = SequenceParallel(use_local_output=True)
+            for sub in ("attn", "mlp"):
+                plan[p + sub] = PrepareModuleInput(
+                    input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),), use_local_output=True
+                )
+    return plan

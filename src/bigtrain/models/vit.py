@@ -82,3 +82,20 @@ class ViT(nn.Module):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.blocks(self.drop(x + self.pos_embed))
         return self.head(self.norm(x[:, 0]))
+
+
+# --------------------------------------------------------------------------- the family's parts
+# (models/family.py): how to build it, its blocks and FSDP units; it has no tensor-parallel plan.
+
+
+def build(cfg: ViTConfig, input_shape: tuple[int, ...], num_outputs: int) -> ViT:
+    return ViT(cfg, input_shape, num_outputs)
+
+
+def blocks(model: nn.Module) -> list[str]:
+    """Each encoder block: one activation-checkpointing, compile and FSDP unit (the patch
+    embedding, class token, positions, final norm and head stay with the root)."""
+    return [f"blocks.{i}" for i in range(len(model.blocks))]
+
+
+fsdp_units = blocks

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from bigtrain.models.family import BUILT_IN, family
 from bigtrain.models.hf import HFError
 
 FORMATS = ("pt", "hf")
@@ -117,7 +118,7 @@ def export_hf(source: str | Path, out: str | Path) -> tuple[Path, str, int]:
     ckpt = checkpoint_of(source)
     weights, hparams = load_weights(ckpt)
     section = upgrade_saved_model(dict(hparams.get("model") or {}))
-    if section.get("family") != "transformer":
+    if section.get("family") not in BUILT_IN or not family(section["family"]).hf_layout:
         raise HFError(
             f"{ckpt} holds a {section.get('family', 'unknown')} model: --format hf writes transformers"
         )

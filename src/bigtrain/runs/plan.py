@@ -28,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bigtrain.models import build_meta_model, model_vocab
+from bigtrain.models import build_meta_model, family, model_vocab
 from bigtrain.models import shapes as tf
 from bigtrain.runs.results import echo
 
@@ -120,7 +120,7 @@ def run_plan(cfg: Any, run_dir: str | Path, rank: int = 0) -> tuple[Any, dict]:
 def _model_costs(cfg: Any, spec: Any, micro: int, precision: str) -> dict:
     """Parameters, optimizer groups, forward FLOPs and saved activations of the model: from
     models/shapes.py for a transformer (no torch), from a meta-device build for the others."""
-    if cfg.model.family == "transformer":
+    if family(cfg.model.family).plan_from_shapes:
         lm = _transformer_costs(cfg, spec, micro, precision)
         return {
             "lm": lm,
@@ -159,7 +159,7 @@ def _planned_model(cfg: Any, spec: Any) -> torch.nn.Module:
     try:
         return build_meta_model(cfg.model, spec.input_shape, spec.num_outputs)
     except Exception:
-        if cfg.model.family != "custom":
+        if not family(cfg.model.family).own_code:
             raise
     from bigtrain.models import build_model
 
@@ -177,7 +177,7 @@ def _forward_costs(cfg: Any, model: torch.nn.Module, spec: Any, micro: int) -> t
     try:
         return _meta_forward(model, example)
     except Exception:
-        if cfg.model.family != "custom":
+        if not family(cfg.model.family).own_code:
             raise
         return None, 0
 

@@ -33,7 +33,7 @@ def check_model_target(cfg: RunConfig) -> Iterator[str]:
     """model._target_ imports, is a torch.nn.Module, and takes the model's arguments; bigtrain
     passes num_outputs and input_shape where its signature names them."""
     m = cfg.model
-    if m.family != "custom":
+    if not hasattr(m, "target"):  # a built-in family (only CustomModelConfig names a target)
         return
     from torch import nn
 
