@@ -117,6 +117,17 @@ class ResidualNet(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return self.head(x)
+
+    def bigtrain_tp_plan(self, sequence_parallel):
+        """Megatron's split of each block's MLP: the first Linear by columns, the second by rows
+        (one all-reduce); the residual stream and the norms stay whole on every rank."""
+        from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
+        plan = {}
+        for i in range(len(self.layers)):
+            plan[f"layers.{i}.ff.0"] = ColwiseParallel()
+            plan[f"layers.{i}.ff.2"] = RowwiseParallel()
+        return plan
 '''
 MODEL_YAML = f"_target_: {PACKAGE}.nets.ResidualNet\nwidth: 32\ndepth: 2\n"
 # Every step's loss in metrics.csv, two epochs; no dropout anywhere (its masks are per rank).
@@ -148,6 +159,31 @@ def test_your_blocks_are_the_units_of_activation_checkpointing_and_fsdp(tmp_path
     assert parts.fsdp_units(model) == ["net.layers.0", "net.layers.1"]  # found through the wrappers
 
 
+def test_your_tensor_parallel_plan_is_validated_and_used(tmp_path, monkeypatch):
+    """A class with bigtrain_tp_plan passes strategy=tp's check, and the plan counts the Linears
+    it splits; the same model without the method is refused in one line."""
+    from bigtrain.distributed.parallel import tp_sharded_params
+
+    monkeypatch.chdir(tmp_path)
+    conf = own_family(tmp_path)
+    cfg = make_cfg(
+        ["model=residual", "strategy=tp", "trainer.accelerator=cpu", "trainer.devices=2"], str(conf)
+    )
+    spec = data_spec(cfg)
+    model = build_model(cfg.model, spec.input_shape, spec.num_outputs)
+    split = [f"net.layers.{i}.ff.{j}" for i in range(2) for j in (0, 2)]
+    assert tp_sharded_params(model) == sum(
+        p.numel() for n in split for p in model.get_submodule(n).parameters()
+    )
+    (tmp_path / PACKAGE / "nets.py").write_text(NETS.replace("def bigtrain_tp_plan", "def _no_plan"))
+    out = bigtrain_cmd(
+        "--config-dir", "conf", "model=residual", "strategy=tp", "trainer.accelerator=cpu", "trainer.devices=2",
+        "hydra.run.dir=run", cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 2 and "does not give: add a bigtrain_tp_plan" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
 def _losses(run_dir: Path) -> dict[int, float]:
     rows = csv.DictReader((run_dir / "metrics.csv").open())
     return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
@@ -168,8 +204,13 @@ def own_single(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.mark.distributed
 @pytest.mark.parametrize(
     "strategy",
-    [["strategy=ddp"], ["strategy=fsdp"], ["strategy=ddp", "strategy.activation_checkpointing=true"]],
-    ids=["ddp", "fsdp", "ddp+checkpointing"],
+    [
+        ["strategy=ddp"],
+        ["strategy=fsdp"],
+        ["strategy=ddp", "strategy.activation_checkpointing=true"],
+        ["strategy=tp"],  # the class's own bigtrain_tp_plan
+    ],
+    ids=["ddp", "fsdp", "ddp+checkpointing", "tp"],
 )
 def test_your_family_trains_on_two_processes_like_one(own_single, strategy):
     """With the default callbacks (progress bar, plots, checkpoints): every step's loss equals
