@@ -23,6 +23,7 @@ from bigtrain.cli import main
 from bigtrain.config import ConfigError
 from bigtrain.runs.checkpointing import file_sha256, write_digests
 from conftest import FAST, bigtrain_cmd, read_results
+from test_extending import NETS
 
 
 class Payload:
@@ -309,27 +310,10 @@ def test_two_runs_started_at_once_leave_one_runs_files(tmp_path):
 # --------------------------------------------------------------------------- a legitimate run of your own
 
 
-NET = """
-import math
-
-from torch import nn
-
-
-class Net(nn.Module):
-    def __init__(self, input_shape, num_outputs, hidden=16):
-        super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), hidden), nn.ReLU())
-        self.head = nn.Linear(hidden, num_outputs)
-
-    def forward(self, x):
-        return self.head(self.body(x))
-"""
-
-
 def test_your_own_model_evaluates_and_resumes_with_the_flags_typed(tmp_path):
-    (tmp_path / "own_nets_trust.py").write_text(NET)
+    (tmp_path / "own_nets_trust.py").write_text(NETS)  # test_extending.py's models
     (tmp_path / "conf" / "model").mkdir(parents=True)
-    (tmp_path / "conf" / "model" / "own.yaml").write_text("_target_: own_nets_trust.Net\nhidden: 8\n")
+    (tmp_path / "conf" / "model" / "own.yaml").write_text("_target_: own_nets_trust.TinyNet\nhidden: 8\n")
     made = bigtrain_cmd("--config-dir", "conf", "model=own", *FAST, "hydra.run.dir=run", cwd=tmp_path)
     assert made.returncode == 0, made.stderr[-3000:]
     refused = bigtrain_cmd("eval", "run", cwd=tmp_path)
