@@ -1,9 +1,11 @@
-"""The `bigtrain` command: Hydra composes conf/ (plus the user's --config-dir) into one config.
+"""The `bigtrain` command: conf/ (plus the user's --config-dir) composed, checked, then run as Hydra's job.
 
-Before Hydra creates a run directory, `precheck` composes the same config (every job of a
-multirun grid), validates it (bigtrain.checks) and checks that the output directory can be
-written, so that a bad override ends with one line per mistake and exit code 2 in well under a
-second, and nothing is written. Only after that are torch and Lightning imported.
+Before Hydra creates a run directory, `precheck` (cli/precheck.py) composes the config (every
+job of a multirun grid), validates it (bigtrain.checks) and checks that the output directory can
+be written, so that a bad override ends with one line per mistake and exit code 2 in well under
+a second, and nothing is written. A single run is then started from that same config, inside
+Hydra's job (run directory, log, .hydra/ copies): composed once, validated once. Only after that
+are torch and Lightning imported.
 
 `bigtrain resume=RUN_DIR [overrides]` is rewritten first into the command line that continues
 that run in its own directory (see runs/rundir.py).
@@ -18,7 +20,6 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,154 +27,15 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import bigtrain.cluster.slurm  # noqa: F401  (registers the ${bigtrain.*} resolvers that conf/ uses)
-from bigtrain.cli.compose import (
-    CONFIG_MODULE,
-    CONFIG_NAME,
-    UsageError,
-    compose,
-    compose_run,
-    parse_args,
-    sweep_jobs,
-)
+from bigtrain.cli.compose import CONFIG_MODULE, CONFIG_NAME, UsageError, compose, parse_args
 from bigtrain.cli.help import complete_group_option, print_config_tree, print_help
+from bigtrain.cli.precheck import Checked, expand_resume, precheck
 
 EXIT_CONFIG_ERROR = 2
 TOOLS = ("eval", "predict")  # subcommands (cli/tools.py); anything else is Hydra's command line
 EXIT_TRAINING_STOPPED = 3  # the non-finite loss policy ended training
 
 __all__ = ["UsageError", "compose", "main", "precheck"]
-
-
-def expand_resume(argv: Sequence[str]) -> list[str]:
-    """`resume=DIR [overrides]` -> the saved overrides of DIR, the new ones, hydra.run.dir=DIR.
-
-    The run directory is data: its overrides are replayed without trust flags or hydra.*
-    settings, the --config-dir is the one typed now, and a `_target_` outside bigtrain in the
-    result needs trust_code=true typed now (targets/trust.py)."""
-    from bigtrain.cli.compose import check_trust_typed
-    from bigtrain.runs.rundir import (
-        RunDirError,
-        check_same_config,
-        find_resume,
-        override_key,
-        resume_overrides,
-    )
-    from bigtrain.targets.trust import check_trusted
-
-    args = parse_args(argv)
-    run_dir = find_resume(list(args.overrides))
-    if run_dir is None or args.help or args.hydra_help or args.info or args.shell_completion:
-        return list(argv)
-    if args.multirun:
-        raise UsageError(f"resume={run_dir} continues one run: drop --multirun")
-    try:
-        overrides, config_dir = resume_overrides(run_dir, list(args.overrides), args.config_dir)
-        composed = compose(overrides, config_dir, args.config_name or CONFIG_NAME)
-        check_trust_typed(composed, overrides)
-        check_trusted(
-            OmegaConf.to_container(composed),
-            composed.get("trust_code") is True,
-            f"resume={run_dir}",
-            "trust_code=true",
-        )
-        changed = {override_key(o) for o in args.overrides}
-        check_same_config(run_dir, composed, changed)
-    except RunDirError as e:
-        raise UsageError(str(e)) from e
-    flags = ["--config-dir", config_dir] if config_dir else []
-    flags += ["--config-name", args.config_name] if args.config_name else []
-    flags += ["--cfg", args.cfg] if args.cfg else []
-    pinned = overrides[-1].replace("resume=", "hydra.run.dir=", 1)  # the same quoted path
-    return [*flags, *overrides, pinned]
-
-
-def _output_dir(cfg: DictConfig, multirun: bool) -> tuple[str, str] | None:
-    """(key, path) of the folder Hydra will create, or None where it cannot be resolved yet;
-    UsageError for an empty or unresolvable folder, or a config copy outside it."""
-    from bigtrain.runs.rundir import RunDirError, check_output_subdir, output_dir
-
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    try:
-        check_output_subdir(cfg)
-        value = output_dir(cfg, key)
-    except RunDirError as e:
-        raise UsageError(str(e)) from e
-    return None if value is None else (key, value)
-
-
-@dataclass
-class Checked:
-    """What precheck learned about a single run: its config (no hydra node), the validated
-    RunConfig, the run directory (None where only Hydra's runtime can resolve it), the group
-    choices, and the overrides a language model implied."""
-
-    cfg: DictConfig
-    run: Any
-    run_dir: str | None
-    choices: dict
-    added: list[str]
-
-
-def precheck(argv: Sequence[str]) -> Checked | None:
-    """Compose and validate what `bigtrain argv` would run; raise UsageError or ConfigError.
-    Returns what it found for a single run, None for a multirun or an informational flag."""
-    from bigtrain.checks import validate
-    from bigtrain.cluster.submit import launcher_problem
-    from bigtrain.runs.lock import check_free
-    from bigtrain.runs.rundir import RunDirError, check_run_files, check_writable
-
-    args = parse_args(argv)
-    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or args.resolve:
-        return None
-    overrides = list(args.overrides)
-    jobs = [overrides]
-    if args.multirun:
-        try:
-            jobs = sweep_jobs(overrides)
-        except Exception:
-            return None  # a sweeper-specific syntax (interval(), tag()...): each job validates itself
-    # A grid's jobs compose as Hydra's sweeper will: without implied overrides (see main).
-    compose_job = _compose_plain if args.multirun else compose_run
-    for job in jobs:
-        cfg, added = compose_job(job, args.config_dir, args.config_name or CONFIG_NAME, with_hydra=True)
-        out = _output_dir(cfg, args.multirun)
-        choices = dict(OmegaConf.to_container(cfg.hydra.runtime.choices))
-        launcher = OmegaConf.select(cfg, "hydra.launcher._target_", default=None)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        run = validate(cfg)
-        if args.multirun and (line := launcher_problem(launcher, run.dry_run)):
-            raise UsageError(line)  # before Hydra makes the sweep folder
-        if out is not None:
-            try:
-                check_writable(out[1], what=out[0])
-                check_free(out[1])  # a live run owns it: refused before Hydra writes into it
-                check_run_files(Path(out[1]), what=out[0])
-                _check_not_taken(out, run, args.multirun, choices)
-            except RunDirError as e:
-                raise UsageError(str(e)) from e
-    return None if args.multirun else Checked(cfg, run, None if out is None else out[1], choices, added)
-
-
-def _check_not_taken(out: tuple[str, str], run: Any, multirun: bool, choices: dict) -> None:
-    """A new run (or sweep) must not write into a folder that holds an earlier one; resume=, a
-    SLURM job's own folder after a requeue, and an Optuna sweep (which resumes its study) may."""
-    from bigtrain.cluster.slurm import is_this_jobs_dir
-    from bigtrain.runs.lock import is_rank_zero
-    from bigtrain.runs.paths import check_new_run, check_new_sweep
-
-    key, folder = out
-    if not is_rank_zero() or is_this_jobs_dir(folder):
-        return  # the other ranks join rank zero's folder; a requeued job goes on in its own
-    if multirun:
-        if choices.get("hparams_search") is None:
-            check_new_sweep(Path(folder), key)
-    elif run.resume is None:
-        check_new_run(Path(folder), key, run.overwrite, run.dry_run)
-
-
-def _compose_plain(job, config_dir, config_name, with_hydra):
-    return compose(job, config_dir, config_name, with_hydra=with_hydra), []
 
 
 def _rank() -> int:
@@ -194,22 +56,31 @@ def _fail(message: str) -> None:
 
 
 def _show_config(cfg: DictConfig, run: Any, choices: dict | None, config_dir: str | None) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
     if run.callbacks.print_config and _rank() == 0:
-        print_config_tree(cfg, choices, full=run.callbacks.print_config == "full", config_dir=config_dir)
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        full = run.callbacks.print_config == "full"
+        print_config_tree(cfg, choices, full=full, config_dir=config_dir, overrides=overrides)
 
 
 def _dry_run(checked: Checked, config_dir: str | None) -> None:
     """The plan alone: no Lightning, no data, no weights; plan.json in the run directory."""
+    from hydra.core.hydra_config import HydraConfig
+
     from bigtrain.runs.plan import run_plan
 
+    if checked.composed is not None:  # no Hydra runtime yet: the overrides precheck composed
+        with open_dict(checked.composed):
+            HydraConfig.instance().set_config(checked.composed)
     _show_config(checked.cfg, checked.run, checked.choices, config_dir)
     run_plan(checked.run, checked.run_dir, _rank())
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_MODULE, config_name=CONFIG_NAME)
 def _task(cfg: DictConfig) -> Any:
-    from hydra.core.hydra_config import HydraConfig
-
+    """Hydra's task where Hydra composed the config itself (a multirun's job, a run directory
+    only Hydra's runtime resolves): validate it, then run it."""
     from bigtrain.checks import validate
     from bigtrain.config import ConfigError
 
@@ -217,6 +88,15 @@ def _task(cfg: DictConfig) -> Any:
         run = validate(cfg)
     except ConfigError as e:
         _fail(str(e))
+    return _job(cfg, run)
+
+
+def _job(cfg: DictConfig, run: Any) -> Any:
+    """One run of a validated config inside Hydra's job (its run directory, log and .hydra/)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from bigtrain.config import ConfigError
+
     # Libraries' warnings (deprecations of their own dependencies) go to bigtrain.log, not the
     # console: conf/hydra/default.yaml gives the py.warnings logger the log file only.
     logging.captureWarnings(True)
@@ -337,7 +217,48 @@ def _run_owned(checked: Checked, argv: list[str], args: Any) -> None:
         if replace and holds_run(run_dir):
             removed = clear_run(run_dir)
             print(f"bigtrain: overwrite=true: removed the earlier run's {', '.join(removed)} from {run_dir}")
-        _task()
+        _run_job(checked, args.config_dir, _rank_overrides(argv))
+
+
+def _run_job(checked: Checked, config_dir: str | None, rank_overrides: list[str]) -> None:
+    """Hydra's job (run directory, logging, .hydra/ copies, Hydra callbacks) around the config
+    precheck composed and validated, as `@hydra.main` would run it but without composing and
+    validating it a second time. Hydra's public `run_job` needs the `Callbacks` of its internal
+    package (listed in docs/architecture.md)."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import configure_log, run_job
+    from hydra.types import HydraContext, RunMode
+
+    from bigtrain.cli.compose import make_hydra
+    from bigtrain.runs.paths import quote_value
+
+    cfg = checked.composed
+    pinned = [f"hydra.run.dir={quote_value(checked.run_dir)}", *rank_overrides]
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.RUN
+        cfg.hydra.run.dir = checked.run_dir
+        if rank_overrides:  # the other ranks: no .hydra/ copy, their own log file
+            cfg.hydra.output_subdir = None
+            cfg.hydra.job.name = rank_overrides[1].split("=", 1)[1]
+        given = {o.split("=", 1)[0] for o in cfg.hydra.overrides.hydra}
+        cfg.hydra.overrides.hydra += [o for o in pinned if o.split("=", 1)[0] not in given]
+    configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
+    callbacks = Callbacks(cfg)
+    context = HydraContext(config_loader=make_hydra(config_dir).config_loader, callbacks=callbacks)
+    try:
+        callbacks.on_run_start(config=cfg, config_name=cfg.hydra.job.config_name)
+        ret = run_job(
+            task_function=lambda job_cfg: _job(job_cfg, checked.run),
+            config=cfg,
+            job_dir_key="hydra.run.dir",
+            job_subdir_key=None,
+            hydra_context=context,
+        )
+        callbacks.on_run_end(config=cfg, config_name=cfg.hydra.job.config_name, job_return=ret)
+        _ = ret.return_value  # raises what the job raised
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def _rank_overrides(argv: Sequence[str]) -> list[str]:

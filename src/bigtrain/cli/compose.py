@@ -241,14 +241,29 @@ def compose_run(
     config_name: str = CONFIG_NAME,
     with_hydra: bool = False,
 ) -> tuple[DictConfig, list[str]]:
-    """compose() plus what a language model implies: (the config, the overrides added)."""
+    """compose() plus what a language model implies: (the config, the overrides added).
+
+    A group a language model implies (data, metrics) needs a second composition; a value it
+    implies (the window, the tokenizer) is set on the composed config as the override would set
+    it, and recorded among the overrides Hydra saves."""
     cfg = compose(overrides, config_dir, config_name, with_hydra=with_hydra)
     check_trust_typed(cfg, overrides)
     added = implied_overrides(cfg, overrides)
     if added:
         cfg = compose([*overrides, *added], config_dir, config_name, with_hydra=with_hydra)
-    window = fit_window(cfg, [*overrides, *added]) + weights_tokenizer(cfg, [*overrides, *added])
-    if window:
-        added += window
-        cfg = compose([*overrides, *added], config_dir, config_name, with_hydra=with_hydra)
-    return cfg, added
+    values = fit_window(cfg, [*overrides, *added]) + weights_tokenizer(cfg, [*overrides, *added])
+    for override in values:
+        key, value = override.split("=", 1)
+        OmegaConf.update(cfg, key, _value_of(cfg, key, value))
+        if with_hydra:
+            with open_dict(cfg):
+                cfg.hydra.overrides.task.append(override)
+    return cfg, added + values
+
+
+def _value_of(cfg: DictConfig, key: str, value: str) -> Any:
+    """An override's value as Hydra would parse it (a quoted path, an integer)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_override(f"{key}={value}")
+    return parsed.value()

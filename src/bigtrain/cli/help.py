@@ -56,20 +56,50 @@ def chosen_groups(choices: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def changed_values(cfg: DictConfig, choices: Mapping[str, str], config_dir: str | None) -> dict[str, Any]:
-    """Values of `cfg` that differ from the YAML of its chosen group options (what experiments
-    and command-line overrides changed), as dotted keys."""
-    base_overrides = [f"{g}={o}" for g, o in choices.items() if g.split("/")[0] not in NOT_DEFAULT_GROUPS]
+def changed_values(
+    cfg: DictConfig, choices: Mapping[str, str], overrides: Sequence[str], config_dir: str | None
+) -> dict[str, Any]:
+    """The values an appended group (`+experiment=`, `+debug=`) and the command line's key=value
+    overrides set, as dotted keys with the values the run has. Read from those files and the
+    overrides alone: no second composition of the config at start-up."""
+    keys: list[str] = []
+    for group, option in choices.items():
+        if group in NOT_DEFAULT_GROUPS and group != "hydra" and option is not None:
+            keys += _leaves(OmegaConf.to_container(_raw_config(f"{group}/{option}", config_dir)))
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if "=" in override and key not in choices and not override.startswith("~"):
+            keys.append(key)
+    absent = object()
+    changed = {}
+    for key in dict.fromkeys(keys):
+        value = OmegaConf.select(cfg, key, default=absent)
+        if value is not absent:
+            changed[key] = (
+                OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+            )
+    return changed
+
+
+def _raw_config(path: str, config_dir: str | None) -> DictConfig:
+    """One group option's YAML as written (its defaults list dropped), from the first config
+    source that has it: the user's --config-dir before conf/ (Hydra's ConfigSource API)."""
+    from hydra.core.global_hydra import GlobalHydra
+
     try:
-        base = OmegaConf.to_container(compose(base_overrides, config_dir), resolve=True)
-    except Exception:  # a base that cannot compose alone: show every value instead
-        base = {}
-    defaults = _leaves(base)
-    ours = _leaves(OmegaConf.to_container(cfg, resolve=True))
-    return {k: v for k, v in ours.items() if defaults.get(k, object()) != v}
+        for source in make_hydra(config_dir).config_loader.get_sources():
+            if source.is_config(path):
+                raw = source.load_config(path).config
+                with open_dict(raw):
+                    raw.pop("defaults", None)
+                return raw
+    finally:
+        GlobalHydra.instance().clear()
+    return OmegaConf.create({})
 
 
 def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of every leaf of a nested container."""
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for key, value in node.items():
@@ -83,6 +113,7 @@ def print_config_tree(
     choices: Mapping[str, Any] | None = None,
     full: bool = False,
     config_dir: str | None = None,
+    overrides: Sequence[str] = (),
 ) -> None:
     """The config at the start of a run: with `full`, every resolved value as a tree, one branch
     per group; otherwise the chosen group options and the values that differ from them (a
@@ -105,7 +136,7 @@ def print_config_tree(
     else:
         groups = chosen_groups(choices)
         tree.add("groups", style="bold").add(yaml(OmegaConf.create(groups)))
-        changed = changed_values(cfg, groups, config_dir)
+        changed = changed_values(cfg, groups, overrides, config_dir)
         if changed:
             tree.add("changed values", style="bold").add(yaml(OmegaConf.create(changed)))
         tree.add("every value: bigtrain --cfg job, or callbacks.print_config=full", style="dim")
