@@ -70,7 +70,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
 def load_config(overrides: list[str]) -> Any:
     """The composed and validated RunConfig of `overrides`."""
     import bigtrain
-    from bigtrain.checks import validate
+    from bigtrain.runs.validate import validate
 
     return validate(bigtrain.compose(overrides))
 

@@ -88,10 +88,10 @@ def handwritten(model_name: str, compile_: bool, steps: int, warmup: int) -> dic
 
     import bigtrain
     from bigtrain.callbacks.meter import gpu_peak_flops
-    from bigtrain.checks import validate
     from bigtrain.data.text import TextDataModule
     from bigtrain.models import build_model
     from bigtrain.runs.plan import make_plan
+    from bigtrain.runs.validate import validate
     from bigtrain.training.optim import build_optimizer, build_scheduler
 
     cfg = validate(bigtrain.compose(overrides(model_name, "auto", compile_, 1, steps, warmup)))

@@ -66,10 +66,10 @@ def measure(overrides: list[str]) -> dict:
 
     import bigtrain
     from bigtrain.callbacks.memory import rss_mb
-    from bigtrain.checks import validate
     from bigtrain.data import data_spec
     from bigtrain.models import build_model
     from bigtrain.runs.plan import make_plan
+    from bigtrain.runs.validate import validate
     from bigtrain.training.optim import build_optimizer
 
     torch.set_num_threads(1)

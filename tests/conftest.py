@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import bigtrain
-from bigtrain.checks import validate
 from bigtrain.config import RunConfig
+from bigtrain.runs.validate import validate
 
 # No progress bar, config tree or model summary: keeps test output readable and steps fast.
 QUIET = [

@@ -80,10 +80,10 @@ def test_the_peer_gpt_is_bigtrains_model_written_another_way():
     sys.path.insert(0, str(SCRIPTS))
     import bigtrain
     from bench_peer import PeerGPT
-    from bigtrain.checks import validate
     from bigtrain.data import data_spec
     from bigtrain.models import build_model
     from bigtrain.models.transformer import split_qkv
+    from bigtrain.runs.validate import validate
 
     cfg = validate(bigtrain.compose(["+experiment=gpt_stdlib"]))
     spec = data_spec(cfg)

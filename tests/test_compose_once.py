@@ -13,11 +13,11 @@ import pytest
 PROBE = """
 import json, sys
 import hydra._internal.hydra as hydra_impl
-import bigtrain.checks
+import bigtrain.runs.validate
 from bigtrain.cli import main
 
 counts = {"compose": 0, "validate": 0}
-compose_config, validate = hydra_impl.Hydra.compose_config, bigtrain.checks.validate
+compose_config, validate = hydra_impl.Hydra.compose_config, bigtrain.runs.validate.validate
 
 def counted_compose(self, *args, **kwargs):
     counts["compose"] += 1
@@ -28,7 +28,7 @@ def counted_validate(cfg):
     return validate(cfg)
 
 hydra_impl.Hydra.compose_config = counted_compose
-bigtrain.checks.validate = counted_validate
+bigtrain.runs.validate.validate = counted_validate
 main(sys.argv[1:])
 print("COUNTS", json.dumps(counts))
 """

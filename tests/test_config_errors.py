@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 
 import bigtrain
 import bigtrain.config as config
-from bigtrain.checks import CHECKS, validate
 from bigtrain.config import VARIANTS, ConfigError, build, build_variant
+from bigtrain.runs.validate import CHECKS, validate
 from conftest import bigtrain_cmd, make_cfg
 
 CONVERSION_MISTAKES = {

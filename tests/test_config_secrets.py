@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bigtrain.config import as_dict
-from bigtrain.runs.secrets import is_secret_key, strip_secrets
+from bigtrain.config.secrets import is_secret_key, strip_secrets
 from conftest import make_cfg
 
 KEPT = ["tokenizer", "max_new_tokens", "tokens", "seq_len", "key_path", "keys", "monitor", "secretary"]

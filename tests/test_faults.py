@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import bigtrain
-from bigtrain.runs.checkpointing import PARTIAL_SUFFIX
+from bigtrain.training.checkpoint_files import PARTIAL_SUFFIX
 from conftest import QUIET, bigtrain_cmd, read_results
 
 # 20 steps an epoch (1257 training samples: 19 of 64 and one of 41), 8 epochs = 160 steps, a

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bigtrain.runs.checkpointing import PARTIAL_SUFFIX, inspect_checkpoint, save_atomic
+from bigtrain.runs.checkpointing import inspect_checkpoint
+from bigtrain.training.checkpoint_files import PARTIAL_SUFFIX, save_atomic
 from conftest import QUIET, bigtrain_cmd, read_results
 from fault_callbacks import fill, gate_at, release, start_run, wait_at_gate
 
@@ -114,7 +115,7 @@ def test_a_live_run_directory_refuses_a_second_run_and_a_resume(second, tmp_path
     assert lines[0].startswith("bigtrain: error: run directory") and holder in lines[0]
     if second == "new_run":  # the run itself refuses too (a second run past the command's check)
         code = (
-            "import sys; from bigtrain import compose; from bigtrain.checks import validate\n"
+            "import sys; from bigtrain import compose; from bigtrain.runs.validate import validate\n"
             "from bigtrain.config import ConfigError; from bigtrain.runs.train import train\n"
             "try:\n    train(validate(compose(sys.argv[1:])), 'run')\n"
             "except ConfigError as e:\n    print(e); sys.exit(2)\n"
@@ -370,7 +371,7 @@ def test_the_lock_refuses_while_its_process_lives_and_frees_when_it_is_killed(tm
 
 
 def test_the_digest_survives_a_kill_between_its_renames_and_catches_a_flipped_byte(tmp_path):
-    from bigtrain.runs.checkpointing import CheckpointError, check_digest, digest_path, write_digests
+    from bigtrain.training.checkpoint_files import CheckpointError, check_digest, digest_path, write_digests
 
     path = tmp_path / "last.ckpt"
     save_atomic({"w": torch.zeros(1000)}, path)

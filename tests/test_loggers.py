@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 
 import bigtrain
 from bigtrain.config import ConfigError, as_dict
-from bigtrain.runs.secrets import strip_secrets
+from bigtrain.config.secrets import strip_secrets
 from conftest import FAST, QUIET, make_cfg
 
 # The last word of a key that names a secret (max_new_tokens and tokenizer are not secrets).

@@ -16,8 +16,8 @@ from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_err
 import bigtrain
 from bigtrain.build import build_module
 from bigtrain.callbacks.finders import loss_limits
-from bigtrain.checks import validate
 from bigtrain.data import build_datamodule, data_spec
+from bigtrain.runs.validate import validate
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -144,7 +144,7 @@ def test_a_language_model_plots_loss_by_step(run):
 def test_weights_with_a_tokenizer_beside_them_bring_it_to_text_data(tmp_path):
     """model.init_from=FOLDER with FOLDER/tokenizer.json: text data is tokenized with it, unless
     the user chose a tokenizer; without one beside the weights, bytes stay."""
-    from bigtrain.cli.compose import compose_run
+    from bigtrain.runs.compose import compose_run
 
     folder = tmp_path / "my weights"
     folder.mkdir()

@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 import bigtrain
 from bigtrain.cli import main
 from bigtrain.data.tensors import TensorLoader
-from bigtrain.runs.checkpointing import PARTIAL_SUFFIX, check_digest, inspect_checkpoint, newest_intact
+from bigtrain.runs.checkpointing import inspect_checkpoint, newest_intact
+from bigtrain.training.checkpoint_files import PARTIAL_SUFFIX, check_digest
 from conftest import QUIET, bigtrain_cmd, read_results
 
 # 5 optimizer steps an epoch, constant learning rate: extending a run by epochs keeps the math
@@ -103,7 +104,7 @@ def test_atomic_save_survives_sigkill_mid_write(tmp_path):
     """A real process saves twice and is SIGKILLed half-way through the second write."""
     target = tmp_path / "checkpoints" / "last.ckpt"
     script = (
-        "import sys, torch; from bigtrain.runs.checkpointing import save_atomic\n"
+        "import sys, torch; from bigtrain.training.checkpoint_files import save_atomic\n"
         "for step in (1, 2):\n"
         "    w = {'w': torch.full((50_000,), float(step))}\n"
         "    save_atomic({'state_dict': w, 'global_step': step, 'optimizer_states': [{}], 'loops': {'fit_loop': {}}}, sys.argv[1])\n"
@@ -170,7 +171,7 @@ def test_checkpoint_needing_unpickling_is_refused_unless_trusted(finished_run, t
     assert "unsafe.ckpt needs unpickling code to load (argparse.Namespace" in line
     assert "trust_checkpoint=true" in line
     assert bigtrain.compose([f"ckpt_path={unsafe}", "trust_checkpoint=true"]).trust_checkpoint
-    from bigtrain.checks import validate
+    from bigtrain.runs.validate import validate
 
     validate(bigtrain.compose([*SHORT, f"ckpt_path={unsafe}", "trust_checkpoint=true"]))  # accepted
     assert not (tmp_path / "outputs").exists()
@@ -291,8 +292,8 @@ def test_resume_accepts_its_own_expanded_command_line(finished_run):
 
 
 def test_resume_and_ckpt_path_together_is_a_config_error(finished_run):
-    from bigtrain.checks import validate
     from bigtrain.config import ConfigError
+    from bigtrain.runs.validate import validate
 
     ckpt = finished_run / "checkpoints" / "last.ckpt"
     with pytest.raises(ConfigError, match="both say where to start: drop ckpt_path"):

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 import bigtrain
 from bigtrain.cli import main
 from bigtrain.config import ConfigError
-from bigtrain.runs.checkpointing import file_sha256, write_digests
+from bigtrain.training.checkpoint_files import file_sha256, write_digests
 from conftest import FAST, bigtrain_cmd, read_results
 from test_extending import NETS
 

@@ -16,9 +16,9 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 import bigtrain
-from bigtrain.checks import validate
 from bigtrain.data import build_datamodule
 from bigtrain.runs.evaluate import evaluate
+from bigtrain.runs.validate import validate
 from conftest import FAST, bigtrain_cmd
 
 

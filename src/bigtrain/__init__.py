@@ -29,7 +29,7 @@ QUIET = ["trainer.enable_progress_bar=false", "callbacks.model_summary_depth=0"]
 def compose(overrides: Sequence[str] = (), config_dir: str | None = None):
     """The composed (unvalidated) config, as a DictConfig without the `hydra` node, with what a
     language model implies added as the command adds it."""
-    from bigtrain.cli.compose import compose_run
+    from bigtrain.runs.compose import compose_run
 
     return compose_run(list(overrides), config_dir)[0]
 
@@ -47,8 +47,8 @@ def train(
 
     from omegaconf import DictConfig, OmegaConf
 
-    from bigtrain.checks import validate
     from bigtrain.runs.train import train as _train
+    from bigtrain.runs.validate import validate
 
     if isinstance(overrides, DictConfig):
         composed, overrides = overrides, []
@@ -154,7 +154,7 @@ def _save_run_config(run_dir: Path, composed, overrides: Sequence[str]) -> None:
     """.hydra/config.yaml and overrides.yaml, as the command writes them: what resume reads."""
     from omegaconf import OmegaConf
 
-    from bigtrain.runs.rundir import write_text_atomic
+    from bigtrain.util import write_text_atomic
 
     hydra_dir = run_dir / ".hydra"
     write_text_atomic(hydra_dir / "config.yaml", OmegaConf.to_yaml(composed))

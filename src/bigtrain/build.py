@@ -16,9 +16,9 @@ from bigtrain.callbacks.requeue import RequeueOnSignal
 from bigtrain.callbacks.samples import Samples
 from bigtrain.cluster.slurm import in_slurm_job
 from bigtrain.config import RunConfig, as_dict
+from bigtrain.config.secrets import strip_secrets
 from bigtrain.distributed.strategy import build_plugins, build_strategy
 from bigtrain.models import build_model, family
-from bigtrain.runs.secrets import strip_secrets
 from bigtrain.training.module import BigtrainModule
 
 
@@ -211,7 +211,7 @@ def build_trainer(
     cfg: RunConfig, run_dir: Path, callbacks: list, loggers: list, max_epochs: int | None = None
 ) -> pl.Trainer:
     """Lightning's Trainer for the run; `max_epochs` replaces trainer.max_epochs when given."""
-    from bigtrain.runs.checkpoint_io import AtomicCheckpointIO
+    from bigtrain.training.checkpoint_io import AtomicCheckpointIO
 
     t = cfg.trainer
     progress = t.enable_progress_bar and cfg.callbacks.progress_bar != "none"

@@ -1,7 +1,7 @@
 """The `bigtrain` command: conf/ (plus the user's --config-dir) composed, checked, then run as Hydra's job.
 
 Before Hydra creates a run directory, `precheck` (cli/precheck.py) composes the config (every
-job of a multirun grid), validates it (bigtrain.checks) and checks that the output directory can
+job of a multirun grid), validates it (bigtrain.runs.validate) and checks that the output directory can
 be written, so that a bad override ends with one line per mistake and exit code 2 in well under
 a second, and nothing is written. A single run is then started from that same config, inside
 Hydra's job (run directory, log, .hydra/ copies): composed once, validated once. Only after that
@@ -27,23 +27,16 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import bigtrain.cluster.slurm  # noqa: F401  (registers the ${bigtrain.*} resolvers that conf/ uses)
-from bigtrain.cli.compose import CONFIG_MODULE, CONFIG_NAME, UsageError, compose, parse_args
 from bigtrain.cli.help import complete_group_option, print_config_tree, print_help
 from bigtrain.cli.precheck import Checked, expand_resume, precheck
+from bigtrain.runs.compose import CONFIG_MODULE, CONFIG_NAME, UsageError, compose, parse_args
+from bigtrain.util import global_rank, is_rank_zero
 
 EXIT_CONFIG_ERROR = 2
 TOOLS = ("eval", "predict")  # subcommands (cli/tools.py); anything else is Hydra's command line
 EXIT_TRAINING_STOPPED = 3  # the non-finite loss policy ended training
 
 __all__ = ["UsageError", "compose", "main", "precheck"]
-
-
-def _rank() -> int:
-    """This process's global rank, from the launcher's environment (0 when run alone)."""
-    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        if key in os.environ:
-            return int(os.environ[key])
-    return 0
 
 
 def _fail(message: str) -> None:
@@ -58,7 +51,7 @@ def _fail(message: str) -> None:
 def _show_config(cfg: DictConfig, run: Any, choices: dict | None, config_dir: str | None) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    if run.callbacks.print_config and _rank() == 0:
+    if run.callbacks.print_config and is_rank_zero():
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
         full = run.callbacks.print_config == "full"
         print_config_tree(cfg, choices, full=full, config_dir=config_dir, overrides=overrides)
@@ -74,15 +67,15 @@ def _dry_run(checked: Checked, config_dir: str | None) -> None:
         with open_dict(checked.composed):
             HydraConfig.instance().set_config(checked.composed)
     _show_config(checked.cfg, checked.run, checked.choices, config_dir)
-    run_plan(checked.run, checked.run_dir, _rank())
+    run_plan(checked.run, checked.run_dir, global_rank())
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_MODULE, config_name=CONFIG_NAME)
 def _task(cfg: DictConfig) -> Any:
     """Hydra's task where Hydra composed the config itself (a multirun's job, a run directory
     only Hydra's runtime resolves): validate it, then run it."""
-    from bigtrain.checks import validate
     from bigtrain.config import ConfigError
+    from bigtrain.runs.validate import validate
 
     try:
         run = validate(cfg)
@@ -179,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (UsageError, ConfigError) as e:
         _fail(str(e))
     if checked is not None and checked.added:
-        if _rank() == 0:
+        if is_rank_zero():
             print(
                 f"bigtrain: a language model: added {' '.join(checked.added)} (set them to choose otherwise)"
             )
@@ -201,7 +194,7 @@ def _run_owned(checked: Checked, argv: list[str], args: Any) -> None:
     refused second command leaves the directory as it was. The folder precheck resolved is pinned
     (a time-stamped default resolved again a second later would be another folder)."""
     from bigtrain.cluster.slurm import is_this_jobs_dir
-    from bigtrain.runs.lock import hold, is_rank_zero
+    from bigtrain.runs.lock import hold
     from bigtrain.runs.paths import RunDirError, clear_run, holds_run, quote_value
 
     if not any(o.startswith(("hydra.run.dir=", "+hydra.run.dir=")) for o in args.overrides):
@@ -230,7 +223,7 @@ def _run_job(checked: Checked, config_dir: str | None, rank_overrides: list[str]
     from hydra.core.utils import configure_log, run_job
     from hydra.types import HydraContext, RunMode
 
-    from bigtrain.cli.compose import make_hydra
+    from bigtrain.runs.compose import make_hydra
     from bigtrain.runs.paths import quote_value
 
     cfg = checked.composed
@@ -265,7 +258,7 @@ def _rank_overrides(argv: Sequence[str]) -> list[str]:
     """Under torchrun or srun every process runs this command. Ranks above zero must not write
     the run directory's .hydra/ copy nor append to rank zero's log: the same overrides Lightning
     gives the processes it launches itself. (All ranks need the same hydra.run.dir.)"""
-    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
-    if rank == "0" or any(a.startswith(("hydra.output_subdir=", "hydra.job.name=")) for a in argv):
+    rank = global_rank()
+    if rank == 0 or any(a.startswith(("hydra.output_subdir=", "hydra.job.name=")) for a in argv):
         return []
     return ["hydra.output_subdir=null", f"hydra.job.name=bigtrain_rank{rank}"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from bigtrain.cli.compose import compose, group_options, make_hydra
+from bigtrain.runs.compose import compose, group_options, make_hydra
 
 # Groups that are not in the primary defaults list (appended with +) or belong to Hydra.
 NOT_DEFAULT_GROUPS = ("hydra", "experiment", "debug", "hparams_search")

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from bigtrain.cli.compose import CONFIG_NAME, UsageError, compose, compose_run, parse_args, sweep_jobs
+from bigtrain.runs.compose import CONFIG_NAME, UsageError, compose, compose_run, parse_args, sweep_jobs
 
 
 def expand_resume(argv: Sequence[str]) -> list[str]:
@@ -20,7 +20,7 @@ def expand_resume(argv: Sequence[str]) -> list[str]:
     The run directory is data: its overrides are replayed without trust flags or hydra.*
     settings, the --config-dir is the one typed now, and a `_target_` outside bigtrain in the
     result needs trust_code=true typed now (targets/trust.py)."""
-    from bigtrain.cli.compose import check_trust_typed
+    from bigtrain.runs.compose import check_trust_typed
     from bigtrain.runs.rundir import (
         RunDirError,
         check_same_config,
@@ -88,10 +88,10 @@ class Checked:
 def precheck(argv: Sequence[str]) -> Checked | None:
     """Compose and validate what `bigtrain argv` would run; raise UsageError or ConfigError.
     Returns what it found for a single run, None for a multirun or an informational flag."""
-    from bigtrain.checks import validate
     from bigtrain.cluster.submit import launcher_problem
     from bigtrain.runs.lock import check_free
     from bigtrain.runs.rundir import RunDirError, check_run_files, check_writable
+    from bigtrain.runs.validate import validate
 
     args = parse_args(argv)
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or args.resolve:
@@ -133,8 +133,8 @@ def _check_not_taken(out: tuple[str, str], run: Any, multirun: bool, choices: di
     """A new run (or sweep) must not write into a folder that holds an earlier one; resume=, a
     SLURM job's own folder after a requeue, and an Optuna sweep (which resumes its study) may."""
     from bigtrain.cluster.slurm import is_this_jobs_dir
-    from bigtrain.runs.lock import is_rank_zero
     from bigtrain.runs.paths import check_new_run, check_new_sweep
+    from bigtrain.util import is_rank_zero
 
     key, folder = out
     if not is_rank_zero() or is_this_jobs_dir(folder):

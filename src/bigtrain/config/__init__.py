@@ -3,7 +3,7 @@
 Hydra composes YAML into a DictConfig; `parse` turns it into frozen dataclasses (RunConfig) or
 raises one `ConfigError` listing every unknown key, missing key, wrong type and out-of-range
 value, one line each. Checks across groups belong to the features that own them and run in
-`bigtrain.checks.validate`, which callers use.
+`bigtrain.runs.validate.validate`, which callers use.
 
 This package imports no other part of bigtrain, and no torch, Lightning or Hydra (omegaconf
 only inside `parse`), so config errors come back in well under a second. The schemas carry
@@ -111,7 +111,7 @@ def from_dict(raw: dict) -> RunConfig:
 
 def parse(cfg: Any) -> RunConfig:
     """A Hydra DictConfig as the typed RunConfig: interpolations resolved, then types and ranges
-    checked against the schemas. No checks across groups: `bigtrain.checks.validate` adds them."""
+    checked against the schemas. No checks across groups: `bigtrain.runs.validate.validate` adds them."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 

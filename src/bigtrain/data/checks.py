@@ -1,7 +1,7 @@
 """Config checks of the data: its pairing with the model family, shapes against the model, and
 the user's files (tables, image folders, text, token files, tokenizers).
 
-Each check takes the RunConfig and yields one line per problem, naming the fix (bigtrain/checks.py
+Each check takes the RunConfig and yields one line per problem, naming the fix (runs/validate.py
 runs them in order). Image folders are listed and every image's header is probed with Pillow
 (an unreadable file or a decompression bomb is named before the run, nothing is decoded); a
 user's table is read and encoded with numpy (data/tables.py), since its errors need its values;
@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bigtrain.config import (
-    IMAGE_DATA,
     LM_DATA,
     REGRESSION_METRICS,
     SPLITS,
@@ -27,24 +26,6 @@ from bigtrain.config import (
     did_you_mean,
     files_in,
 )
-
-
-def check_families(cfg: RunConfig) -> Iterator[str]:
-    """Token data goes with a language-model family, images with an image family (the model's
-    record says which inputs it takes: models/family.py)."""
-    from bigtrain.models.family import family
-
-    lm_data, name = cfg.data.name in LM_DATA, cfg.model.family
-    inputs = family(name).inputs
-    if lm_data and inputs != "tokens":
-        yield f"data={cfg.data.name} is token data but model={name}/*: use model=gpt/tiny (or llama/*)"
-    if not lm_data and inputs == "tokens":
-        yield f"model={name} needs token data but data={cfg.data.name}: use data=stdlib_text, text or tokens"
-    if inputs == "image" and cfg.data.name not in IMAGE_DATA:
-        yield (
-            f"model={name}/* needs image data but data={cfg.data.name} gives flat features; "
-            f"use data=digits or a model=mlp/* preset"
-        )
 
 
 def check_fractions(cfg: RunConfig) -> Iterator[str]:
@@ -351,3 +332,37 @@ def check_train_batches(cfg: RunConfig) -> Iterator[str]:
     line = too_few_samples(cfg, samples) or limit_keeps_nothing(cfg, samples)
     if line is not None:
         yield line
+
+
+def check_data_target(cfg: RunConfig) -> Iterator[str]:
+    """data._target_ imports, is a LightningDataModule, and takes the data's arguments."""
+    d = cfg.data
+    if d.name != "custom":
+        return
+    import pytorch_lightning as pl
+
+    from bigtrain.targets import target_problems
+
+    yield from target_problems(
+        d.target, d.arguments, "data", pl.LightningDataModule, "pytorch_lightning.LightningDataModule"
+    )
+
+
+def check_data_contract(cfg: RunConfig) -> Iterator[str]:
+    """The data module, built (its __init__ only), has num_classes and the loaders a run uses.
+    Needs a target that imports and fits its arguments (check_data_target)."""
+    if cfg.data.name != "custom":
+        return
+    from bigtrain.data.custom import contract_problems, held
+
+    yield from contract_problems(held(cfg.data).dm, cfg.data.target, test=cfg.test_after_fit)
+
+
+def check_custom_data_uses(cfg: RunConfig) -> Iterator[str]:
+    """What needs bigtrain's own data: the finders resize its in-memory batches."""
+    f = cfg.tricks.finders
+    if cfg.data.name == "custom" and (f.lr.enabled or f.batch_size.enabled):
+        yield (
+            "tricks.finders need bigtrain's own in-memory data, and data._target_ is a data module of "
+            "yours: set tricks.finders.lr.enabled=false tricks.finders.batch_size.enabled=false"
+        )

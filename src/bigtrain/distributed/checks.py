@@ -1,7 +1,7 @@
 """Config checks of strategy x hardware x model: parallel sizes, processes, packages, devices.
 
 Each check takes the RunConfig and yields one line per problem, naming the override that fixes
-it (bigtrain/checks.py runs them in order). Nothing here imports torch at module level: the
+it (runs/validate.py runs them in order). Nothing here imports torch at module level: the
 DTensor check looks on disk, and torch is imported only for a GPU, MPS, fp16 or DeepSpeed run.
 """
 

@@ -15,7 +15,7 @@ TP_PLAN_METHOD = "bigtrain_tp_plan"
 
 def _tp_checks(cfg: Any, tp: int) -> Iterator[str]:
     """Tensor parallelism needs the class to give its plan. The class is imported here (its own
-    import errors are reported by targets/checks.py, so they are not repeated)."""
+    import errors are reported by models/checks.check_model_target, so they are not repeated)."""
     from bigtrain.config import ConfigError
     from bigtrain.targets import resolve
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from math import prod
 from typing import Any
 
-from bigtrain.training.groups import audit_rows, optimizer_group_specs, with_tensors
+from bigtrain.models.groups import audit_rows, optimizer_group_specs, with_tensors
 
 
 @dataclass(frozen=True)

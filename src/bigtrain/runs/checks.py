@@ -1,7 +1,7 @@
 """Config checks of a run's inputs and outputs: the checkpoint to start from, resume, loggers,
 the run's name, and the memory the plan needs against this machine's.
 
-Each check takes the RunConfig and yields one line per problem, naming the fix (bigtrain/checks.py
+Each check takes the RunConfig and yields one line per problem, naming the fix (runs/validate.py
 runs them in order). torch is imported only to inspect a given ckpt_path (the only way to know
 whether the file loads) and by the memory check, which plans the model on the meta device.
 """
@@ -93,7 +93,8 @@ def check_checkpoint_contents(cfg: RunConfig) -> Iterator[str]:
     Needs an existing ckpt_path (check_ckpt_path); imports torch."""
     if cfg.ckpt_path is None:
         return
-    from bigtrain.runs.checkpointing import CheckpointError, inspect_checkpoint
+    from bigtrain.runs.checkpointing import inspect_checkpoint
+    from bigtrain.training.checkpoint_files import CheckpointError
 
     try:
         info = inspect_checkpoint(cfg.ckpt_path, trust=cfg.trust_checkpoint)

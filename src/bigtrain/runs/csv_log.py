@@ -20,7 +20,7 @@ from pytorch_lightning.core.saving import save_hparams_to_yaml
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
-from bigtrain.runs.results import atomic_write
+from bigtrain.util import atomic_write
 
 METRICS_FILE = "metrics.csv"
 HPARAMS_FILE = "hparams.yaml"

@@ -40,9 +40,9 @@ def run_config(
     unless `trust_code` was typed (`flag` says how)."""
     from omegaconf import OmegaConf
 
-    from bigtrain.checks import validate
-    from bigtrain.cli.compose import compose_run
+    from bigtrain.runs.compose import compose_run
     from bigtrain.runs.rundir import RunDirError, run_overrides
+    from bigtrain.runs.validate import validate
     from bigtrain.targets.trust import check_trusted
 
     try:
@@ -177,7 +177,7 @@ def _evals_folder(run_dir: Path) -> Path:
 
 def _write(run_dir: Path, result: dict) -> Path:
     from bigtrain.runs.paths import RunDirError, check_inside
-    from bigtrain.runs.rundir import write_text_atomic
+    from bigtrain.util import write_text_atomic
 
     folder = run_dir / "evals"
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")

@@ -122,7 +122,7 @@ def fingerprints(data: Any) -> dict:
 def record(run_dir: str | Path, data: Any, found: dict | None = None) -> dict:
     """Write RUN_DIR/inputs.json (atomically) with the fingerprints of `data` (`found`, when the
     caller computed them just now); returns them."""
-    from bigtrain.runs.rundir import write_text_atomic
+    from bigtrain.util import write_text_atomic
 
     found = fingerprints(data) if found is None else found
     write_text_atomic(Path(run_dir) / FILE, json.dumps(found, indent=1) + "\n")

@@ -73,8 +73,8 @@ def _read_checkpoint(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     warning line on stderr. Whatever is wrong with the file is one ConfigError line naming it."""
     import sys
 
-    from bigtrain.runs.checkpointing import CheckpointError, load_checkpoint_file, read_digests
     from bigtrain.runs.export import PREFIX, load_weights
+    from bigtrain.training.checkpoint_files import CheckpointError, load_checkpoint_file, read_digests
 
     if not ckpt.exists():
         raise ConfigError(f"checkpoint {ckpt} does not exist: give a .ckpt file or a run's checkpoint folder")
@@ -109,7 +109,7 @@ def _load_file(ckpt: Path, verify: bool) -> Any:
     import warnings
     import zipfile
 
-    from bigtrain.runs.checkpointing import load_checkpoint_file
+    from bigtrain.training.checkpoint_files import load_checkpoint_file
 
     with warnings.catch_warnings():  # torch's note on a pickle protocol it did not write
         warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -119,7 +119,7 @@ def _load_file(ckpt: Path, verify: bool) -> Any:
 def _sharded_weights(ckpt: Path, load_weights) -> tuple[dict, dict]:
     """load_weights of a sharded folder, whose reader raises what torch.distributed.checkpoint
     raises: a missing or truncated shard is a CheckpointError."""
-    from bigtrain.runs.checkpointing import CheckpointError
+    from bigtrain.training.checkpoint_files import CheckpointError
 
     try:
         return load_weights(ckpt)

@@ -23,15 +23,14 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from bigtrain.runs.rundir import RunDirError
+from bigtrain.util import is_rank_zero
 
 LOCK_FILE = ".bigtrain.lock"
-# Set by Lightning's launcher, torchrun, srun and jsrun; any of them above zero: not global rank 0.
-RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 # A probe by another command holds the lock for an instant: try this often, 50 ms apart.
 ACQUIRE_TRIES = 20
 # Run directories this process holds (resolved path -> descriptor): the command takes the lock
@@ -41,16 +40,6 @@ _HELD: dict[str, int] = {}
 
 class RunDirBusy(RunDirError):
     """The run directory belongs to a live run; the message names it and says what to do."""
-
-
-def is_rank_zero(env: Mapping[str, str] | None = None) -> bool:
-    """True unless a launcher's variable says this process is not global rank zero."""
-    env = os.environ if env is None else env
-    for key in RANK_VARIABLES:
-        value = env.get(key, "0").strip() or "0"
-        if value.isdigit() and int(value) > 0:
-            return False
-    return True
 
 
 def owner(run_dir: str | Path) -> str:

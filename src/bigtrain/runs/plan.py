@@ -107,7 +107,7 @@ def run_plan(cfg: Any, run_dir: str | Path, rank: int = 0) -> tuple[Any, dict]:
 
     Imports neither Lightning nor the data modules, so `dry_run=true` answers in seconds."""
     from bigtrain.data import data_spec
-    from bigtrain.runs.results import write_json_atomic
+    from bigtrain.util import write_json_atomic
 
     spec = data_spec(cfg)
     plan = make_plan(cfg, spec)

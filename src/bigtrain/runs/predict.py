@@ -9,7 +9,7 @@ carry the target also get `target`, so a file of labelled rows can be checked by
 from __future__ import annotations
 
 import csv
-import os
+import io
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 
 from bigtrain.config.errors import ConfigError
 from bigtrain.data import preprocess
+from bigtrain.util import write_text_atomic
 
 
 def _rows(trained, out: torch.Tensor, names: list[str]) -> list[dict[str, Any]]:
@@ -96,11 +97,9 @@ def write_csv(rows: list[dict[str, Any]], out: str | Path) -> Path:
     out = Path(out)
     if out.exists():
         raise ConfigError(f"{out} already exists: give another --out or move it away")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out, text.getvalue())
     return out

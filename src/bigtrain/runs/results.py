@@ -8,58 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 RESULTS_FILE = "results.json"
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], suffix: str = ".tmp") -> None:
-    """Write `path` so that readers and crashes only ever see the old or the new whole file:
-    `write` fills a temporary file in the same folder, which is fsynced, renamed over `path`
-    (atomic within one POSIX file system), and the folder fsynced so the rename is durable."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    try:
-        os.fchmod(fd, file_mode())  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside `folder` durable."""
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def file_mode() -> int:
-    """The mode a new file gets under the process's umask (mkstemp makes 0600)."""
-    return 0o666 & ~_umask()
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_json_atomic(path: str | Path, payload: dict) -> None:
-    text = json.dumps(payload, indent=2, default=_jsonable) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def read_json(path: str | Path) -> dict | None:
@@ -70,12 +22,6 @@ def read_json(path: str | Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return found if isinstance(found, dict) else None
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
 
 
 def _clean(value: Any) -> Any:

@@ -242,19 +242,6 @@ def _differences(a: Any, b: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]
     return {} if a == b else {prefix: (a, b)}
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def output_dir(cfg: Any, key: str) -> str | None:
     """The folder Hydra will create for `key` (hydra.run.dir or hydra.sweep.dir) of a composed
     config with its hydra node; None where only Hydra's runtime can resolve it (${hydra:...},

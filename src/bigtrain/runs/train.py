@@ -45,10 +45,10 @@ from bigtrain.runs.results import (
     print_summary,
     read_json,
     strip_stage,
-    write_json_atomic,
 )
 from bigtrain.runs.rundir import RunDirError
 from bigtrain.training.module import BigtrainModule
+from bigtrain.util import write_json_atomic
 
 __all__ = ["RunFailed", "RunInterrupted", "start_checkpoint", "train"]
 
@@ -108,7 +108,7 @@ def _save_preprocessing(dm, run_dir: Path) -> dict | None:
     import shutil
 
     from bigtrain.data.preprocess import FILE, with_spec
-    from bigtrain.runs.rundir import write_text_atomic
+    from bigtrain.util import write_text_atomic
 
     prep = with_spec(dm)
     source = prep.pop("tokenizer_source", None)  # where the tokenizer came from: not saved
@@ -430,7 +430,8 @@ def _rel(path: str | os.PathLike, run_dir: Path) -> str:
 
 def _last_good(run_dir: Path) -> str:
     """'the last good checkpoint is checkpoints/x.ckpt (step N)', from what is on disk now."""
-    from bigtrain.runs.checkpointing import CheckpointError, inspect_checkpoint, newest_intact
+    from bigtrain.runs.checkpointing import inspect_checkpoint, newest_intact
+    from bigtrain.training.checkpoint_files import CheckpointError
 
     try:
         found = newest_intact(run_dir / "checkpoints", trust=False, report=lambda _: None, clean=False)

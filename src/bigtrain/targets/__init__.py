@@ -182,3 +182,18 @@ def partial(path: str, arguments: dict) -> Any:
 
     config = {**arguments, "_target_": path, "_partial_": True, "_convert_": "all"}
     return instantiate(config)
+
+
+def target_problems(
+    path: str, arguments: dict, where: str, base: type, base_name: str, supplied: Iterable[str] = ()
+) -> list[str]:
+    """Import, kind and signature problems of one `_target_`, each one line (config checks of the
+    model, data module and extra callbacks given by `_target_` use it)."""
+    try:
+        obj = resolve(path, where)
+    except ConfigError as e:
+        return e.lines
+    line = kind_problem(obj, path, where, base, base_name)
+    if line is not None:
+        return [line]
+    return argument_problems(obj, path, arguments, where, supplied)

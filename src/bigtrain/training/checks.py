@@ -1,8 +1,9 @@
 """Config checks of training: when it stops, metrics and monitors, schedules, optimizer kernels,
 weight averaging, the non-finite loss policy, the finders and the user's extra callbacks.
 
-Each check takes the RunConfig and yields one line per problem, naming the fix (bigtrain/checks.py
-runs them in order). Nothing here imports more than bigtrain.config.
+Each check takes the RunConfig and yields one line per problem, naming the fix (runs/validate.py
+runs them in order). Only check_callback_targets imports more than bigtrain.config: the user's
+callback modules.
 """
 
 from __future__ import annotations
@@ -148,6 +149,22 @@ def check_extra_callbacks(cfg: RunConfig) -> Iterator[str]:
                 f"callbacks.extra[{i}]={_short(item)} is not a callback: give a mapping with a "
                 "_target_, e.g. callbacks.extra=[{_target_: my_pkg.MyCallback, arg: 1}]"
             )
+
+
+def check_callback_targets(cfg: RunConfig) -> Iterator[str]:
+    """Each of callbacks.extra imports, is a Lightning Callback, and takes its arguments. Needs
+    every item to be a mapping with a _target_ (check_extra_callbacks). Imports the user's modules."""
+    if not cfg.callbacks.extra:
+        return
+    import pytorch_lightning as pl
+
+    from bigtrain.targets import target_problems
+
+    for i, item in enumerate(cfg.callbacks.extra):
+        arguments: dict[str, Any] = {k: v for k, v in item.items() if k != "_target_"}
+        yield from target_problems(
+            item["_target_"], arguments, f"callbacks.extra[{i}]", pl.Callback, "pytorch_lightning.Callback"
+        )
 
 
 def _short(value: Any) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bigtrain.training.groups import (
+from bigtrain.models.groups import (
     DEFAULT_NO_DECAY,
     audit_rows,
     decay_groups,

@@ -1,5 +1,5 @@
-"""The CheckpointIO plugin the Trainer gets: atomic saves with a digest file, and weights-only
-loads that check the digest first (see checkpointing)."""
+"""The CheckpointIO plugin the Trainer gets: Lightning writes and reads every checkpoint through
+training/checkpoint_files.py (atomic saves with a digest file, weights-only loads that check it)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from bigtrain.runs.checkpointing import digest_path, load_checkpoint_file, save_atomic
+from bigtrain.training.checkpoint_files import digest_path, load_checkpoint_file, save_atomic
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -23,7 +23,6 @@ from bigtrain.data import checks as data
 from bigtrain.distributed import checks as distributed
 from bigtrain.models import checks as models
 from bigtrain.runs import checks as runs
-from bigtrain.targets import checks as targets
 from bigtrain.training import checks as training
 
 CheckFn = Callable[[RunConfig], Iterable[str]]
@@ -43,9 +42,9 @@ BEFORE_PLAN: tuple[Check, ...] = (
     Check(distributed.check_processes),  # ddp needs several processes; several CPUs need ddp
     Check(distributed.check_batch_split, needs=(distributed.check_parallel,)),
     Check(models.check_shapes),  # the model family's own: heads, widths, patches and depth vs images
-    Check(data.check_families),  # token data with a language model, images with an image model
+    Check(models.check_families),  # token data with a language model, images with an image model
     Check(data.check_fractions),  # val + test fractions leave a training split
-    Check(data.check_seq_len, needs=(data.check_families,)),
+    Check(data.check_seq_len, needs=(models.check_families,)),
     Check(training.check_stopping),
     Check(training.check_metrics),
     Check(training.check_checkpoint_monitor),
@@ -55,7 +54,7 @@ BEFORE_PLAN: tuple[Check, ...] = (
     Check(training.check_nonfinite),
     Check(training.check_finders),
     Check(training.check_extra_callbacks),
-    Check(targets.check_custom_data_uses),  # the finders need bigtrain's own data
+    Check(data.check_custom_data_uses),  # the finders need bigtrain's own data
     Check(runs.check_resume),
     Check(runs.check_run_paths),  # name is a folder name; resume= is not empty
     # Files and installed packages (looked up, not imported).
@@ -76,10 +75,10 @@ BEFORE_PLAN: tuple[Check, ...] = (
     Check(runs.check_logger_packages),
     Check(runs.check_ckpt_path),
     # Your own pieces (_target_): their modules are imported, and torch with them.
-    Check(targets.check_model_target),
-    Check(targets.check_data_target),
-    Check(targets.check_data_contract, needs=(targets.check_data_target,)),  # builds the data module
-    Check(targets.check_callback_targets, needs=(training.check_extra_callbacks,)),
+    Check(models.check_model_target),
+    Check(data.check_data_target),
+    Check(data.check_data_contract, needs=(data.check_data_target,)),  # builds the data module
+    Check(training.check_callback_targets, needs=(training.check_extra_callbacks,)),
     Check(distributed.check_parallel_packages),  # DeepSpeed: imports torch to find a GPU
     # torch, only where the config asks for it.
     Check(distributed.check_hardware),  # GPU, MPS, fp16
