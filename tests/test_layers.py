@@ -93,8 +93,41 @@ def test_the_walk_sees_function_local_imports():
 
 def test_packages_import_downwards_only():
     upward = [
-        f"{where}: {unit} imports {other}"
-        for unit, other, where in edges()
-        if LEVEL[other] <= LEVEL[unit]
+        f"{where}: {unit} imports {other}" for unit, other, where in edges() if LEVEL[other] <= LEVEL[unit]
     ]
     assert not upward, "imports against the layers:\n" + "\n".join(upward)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the modules of bigtrain it imports (any depth of the file)."""
+    files = {_module(p)[0]: p for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        targets = set()
+        for _, module in imports(path):
+            while module and module not in files:  # `from bigtrain.data.tables import load_table`
+                module = module.rpartition(".")[0]
+            if module and module != name:
+                targets.add(module)
+        graph[name] = targets
+    return graph
+
+
+def test_no_module_imports_itself_back():
+    """Inside a package too: a registry that imports its entries lazily must not be imported by
+    them (data/__init__ and its sources, models/family and its records)."""
+    graph, cycles = _module_graph(), []
+
+    def visit(node: str, path: list[str], done: set[str]) -> None:
+        for nxt in sorted(graph[node]):
+            if nxt in path:
+                cycles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
+            elif nxt not in done:
+                visit(nxt, [*path, nxt], done)
+        done.add(node)
+
+    done: set[str] = set()
+    for start in sorted(graph):
+        if start not in done:
+            visit(start, [start], done)
+    assert not cycles, "import cycles:\n" + "\n".join(sorted(set(cycles)))

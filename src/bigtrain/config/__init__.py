@@ -21,8 +21,6 @@ from typing import Any
 from bigtrain.config.convert import VARIANTS, build, build_variant, opt, variant
 from bigtrain.config.errors import ConfigError, close_match, config_error, did_you_mean, files_in, fmt
 from bigtrain.config.schema_data import (
-    IMAGE_DATA,
-    LM_DATA,
     SPLITS,
     TABLE_SUFFIXES,
     ImageFolderDataConfig,
@@ -130,8 +128,6 @@ def as_dict(cfg: RunConfig) -> dict:
 
 __all__ = [
     "REGRESSION_METRICS",
-    "IMAGE_DATA",
-    "LM_DATA",
     "SPLITS",
     "TABLE_SUFFIXES",
     "VARIANTS",

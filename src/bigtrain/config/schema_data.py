@@ -13,10 +13,6 @@ from bigtrain.config.convert import opt, target_variant, variant
 # Split names a `data.split_column` may hold, and the subfolders an image root may have.
 SPLITS = ("train", "val", "test")
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-# Token data (language models), and data sets whose samples are images (C, H, W); the others
-# are flat feature vectors.
-LM_DATA = {"text", "stdlib_text", "tokens"}
-IMAGE_DATA = {"digits", "image_folder"}
 
 
 @variant("data", "digits", "breast_cancer")

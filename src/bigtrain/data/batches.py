@@ -18,16 +18,10 @@ The loaders (data/tensors.py), the config check (data/checks.py) and the plan us
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from bigtrain.config import ConfigError, ImageFolderDataConfig, TabularDataConfig
-
-# Image files a folder data set reads (data/images.py), and the sizes of scikit-learn's sets.
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
-SKLEARN_SAMPLES = {"digits": 1797, "breast_cancer": 569}
+from bigtrain.config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -67,45 +61,14 @@ def split_train_size(samples: int, val: float, test: float) -> int:
     return rest - math.ceil(val / (1.0 - test) * rest)
 
 
-def class_counts(folder: str | Path) -> list[int]:
-    """Image files per class folder of `folder`, in class order (listed, never opened)."""
-    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-    return [
-        sum(1 for e in os.scandir(os.path.join(folder, c)) if Path(e.name).suffix.lower() in IMAGE_EXTENSIONS)
-        for c in classes
-    ]
-
-
-def stratified_train_size(counts: list[int], val: float, test: float, seed: int) -> int | None:
-    """Training samples of data/sklearn.split over classes of `counts` samples; None when it
-    cannot be split (too few per class: the data module's setup says so)."""
-    from sklearn.model_selection import train_test_split
-
-    labels = [i for i, n in enumerate(counts) for _ in range(n)]
-    try:
-        rest, _ = train_test_split(labels, test_size=test, stratify=labels, random_state=seed)
-        train, _ = train_test_split(rest, test_size=val / (1.0 - test), stratify=rest, random_state=seed)
-    except ValueError:
-        return None
-    return len(train)
-
-
 def train_split_size(cfg: Any) -> int | None:
-    """Training samples of the configured data, known without loading it (a user's table is
-    read, from the same cache as validation's); None for text, whose windows need the tokens."""
-    d = cfg.data
-    if d.name in SKLEARN_SAMPLES:
-        return split_train_size(SKLEARN_SAMPLES[d.name], d.val_fraction, d.test_fraction)
-    if isinstance(d, TabularDataConfig):
-        from bigtrain.data.tables import load_table
+    """Training samples of the configured data, known without loading it (the source's record
+    says how: a scikit-learn set's fractions, a table's rows, an image folder's listing); None
+    where only the data module can count them (text, whose windows need the tokens)."""
+    from bigtrain.data import source
 
-        return len(load_table(d, cfg.seed).splits["train"][1])
-    if isinstance(d, ImageFolderDataConfig) and d.root is not None:
-        train = os.path.join(d.root, "train")
-        if os.path.isdir(train):
-            return sum(class_counts(train))
-        return stratified_train_size(class_counts(d.root), d.val_fraction, d.test_fraction, cfg.seed)
-    return None
+    count = source(cfg.data.name).train_samples
+    return count(cfg) if count is not None else None
 
 
 def parallel_size(cfg: Any) -> int:
@@ -168,12 +131,15 @@ def epoch_plan(cfg: Any) -> dict[str, Any]:
     """The plan's per-epoch numbers: training samples, optimizer steps (after
     `trainer.limit_train_batches`), samples dropped, and the last step's batch; None where the
     data must be read first (text)."""
+    from bigtrain.data import source
+
     d, t = cfg.data, cfg.trainer
     drop_last = getattr(d, "drop_last", False)
     out: dict[str, Any] = {"drop_last": drop_last, "train_samples": None, "steps_per_epoch": None}
     out.update({"dropped_per_epoch": None, "last_step_batch": None})
-    if d.name == "tokens":
-        out.update(steps_per_epoch=_token_steps(d), dropped_per_epoch=0, last_step_batch=d.batch_size)
+    fixed = source(d.name).steps_per_epoch
+    if fixed is not None:  # a token corpus draws its windows: its steps are its own
+        out.update(steps_per_epoch=fixed(d), dropped_per_epoch=0, last_step_batch=d.batch_size)
     elif (samples := train_split_size(cfg)) is not None and samples >= d.batch_size:
         e = epoch_batches(samples, d.batch_size, parallel_size(cfg), drop_last)
         out.update(train_samples=samples, steps_per_epoch=e.steps, dropped_per_epoch=e.dropped)
@@ -191,15 +157,3 @@ def limited_steps(steps: int, accumulation: int, limit: int | float) -> int:
     batches = steps * accumulation
     kept = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
     return math.ceil(kept / accumulation)
-
-
-def _token_steps(d: Any) -> int:
-    """Steps of a pre-tokenised corpus (data/tokens.py), from its metadata file; the train range
-    is data/text.split_bounds' (that module imports torch)."""
-    if d.steps_per_epoch is not None:
-        return d.steps_per_epoch
-    from bigtrain.data.codec import read_meta
-
-    n = int(read_meta(d.path)["n_tokens"])
-    train = n - int(n * d.val_fraction) - int(n * d.test_fraction)
-    return max(1, train // (d.seq_len * d.batch_size))

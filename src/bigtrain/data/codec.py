@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bigtrain.config import ConfigError
-from bigtrain.data import DataSpec
+from bigtrain.data.source import DataSpec
 
 BYTE_VOCAB = 256
 SEPARATOR = b"\n\n"

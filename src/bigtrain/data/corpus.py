@@ -1,6 +1,6 @@
 """Which files a text corpus reads and how its token stream splits into windows, without torch.
 
-data/text.py (the data module) and the config check of `data=text` (data/checks.py) share these,
+data/text.py (the data module) and the config check of `data=text` (data/text_record.py) share these,
 so a corpus too small for one window or one global batch is refused at validation, before a run
 directory exists, with the same words as the data module would use. With byte tokens (no
 tokenizer) the token count is the byte count, known from the file sizes without reading them.

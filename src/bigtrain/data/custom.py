@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bigtrain.config.errors import ConfigError
-from bigtrain.data import DataSpec
+from bigtrain.data.source import DataSpec
 
 TASKS = ("binary", "multiclass")
 LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
@@ -147,3 +147,8 @@ def take(d: Any) -> Any:
         )
         dm.describe = lambda: line
     return dm
+
+
+def datamodule(cfg: Any) -> Any:
+    """The run's data module: the one validation built and checked (take)."""
+    return take(cfg.data)

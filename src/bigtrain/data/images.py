@@ -23,30 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from bigtrain.config import SPLITS, ConfigError, ImageFolderDataConfig
-from bigtrain.data import DataSpec
-from bigtrain.data.batches import IMAGE_EXTENSIONS
+from bigtrain.data.images_record import EXTENSIONS, class_names, image_spec, split_folders
 from bigtrain.data.sklearn import SklearnDataModule, split
 from bigtrain.data.tensors import TensorLoader
 
-EXTENSIONS = IMAGE_EXTENSIONS  # one list for loading and for counting at validation
 
-
-def split_folders(cfg: ImageFolderDataConfig) -> dict[str, Path] | None:
-    """{'train': root/train, ...} when the root is split into folders, else None."""
-    root = Path(cfg.root)
-    return {s: root / s for s in SPLITS} if (root / "train").is_dir() else None
-
-
-def class_names(cfg: ImageFolderDataConfig) -> list[str]:
-    """Sorted class folder names (of root, or of root/train)."""
-    folder = Path(cfg.root) / "train" if split_folders(cfg) else Path(cfg.root)
-    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-
-
-def image_spec(cfg: ImageFolderDataConfig) -> DataSpec:
-    """Shape from the config and classes from folder names: no image is opened."""
-    n = len(class_names(cfg))
-    return DataSpec((cfg.channels, cfg.image_size, cfg.image_size), n, "binary" if n == 2 else "multiclass")
+def datamodule(cfg) -> ImageFolderDataModule:
+    """The data module of a validated RunConfig whose data is a folder of class folders."""
+    return ImageFolderDataModule(cfg.data, seed=cfg.seed)
 
 
 def list_images(folder: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
@@ -74,7 +58,7 @@ def decode(files: list[Path], cfg: ImageFolderDataConfig) -> torch.Tensor:
             with Image.open(path) as im:
                 pixels = np.array(im.convert(mode), dtype=np.uint8)
         except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
-            # Validation probes every image first (data/checks.probe_image); a file changed since.
+            # Validation probes every image first (data/images_record.probe_image); a file changed since.
             raise ConfigError(f"cannot read image {path}: {e}; remove or replace the file") from e
         x = torch.from_numpy(pixels.reshape(pixels.shape[0], pixels.shape[1], -1)).permute(2, 0, 1)
         if x.shape[1:] != (size, size):

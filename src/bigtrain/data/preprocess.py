@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from bigtrain.config.errors import ConfigError
-from bigtrain.data import DataSpec
+from bigtrain.data.source import DataSpec
 
 FILE = "preprocessing.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

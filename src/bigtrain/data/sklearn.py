@@ -16,10 +16,13 @@ import pytorch_lightning as pl
 import torch
 
 from bigtrain.config import SklearnDataConfig
-from bigtrain.data import SKLEARN_SPECS
+from bigtrain.data.sklearn_record import SPECS
 from bigtrain.data.tensors import TensorLoader, data_topology
 
-SPECS = SKLEARN_SPECS
+
+def datamodule(cfg) -> SklearnDataModule:
+    """The data module of a validated RunConfig whose data is one of scikit-learn's sets."""
+    return SklearnDataModule(cfg.data, seed=cfg.seed)
 
 
 def load_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -65,10 +68,35 @@ def split(x: np.ndarray, y: np.ndarray, val: float, test: float, seed: int) -> d
     return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
 
 
+class TrainBatches(pl.Callback):
+    """Training batches of the current epoch that Lightning has processed, from the `batch_idx`
+    its hooks receive (after a resume it goes on from the restored count): a batch counts from
+    its `on_train_batch_end`, so a checkpoint saved inside its training step (the non-finite
+    policy's) leaves it out, one saved at its end or at a validation after it counts it. Reset
+    when an epoch starts; after the last epoch it keeps that epoch's count. The data module puts
+    it first among the Trainer's callbacks, so the checkpoints of a batch end see that batch."""
+
+    def __init__(self) -> None:
+        self.processed = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.processed = 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        self.processed = batch_idx
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        self.processed = batch_idx + 1
+
+
 class SklearnDataModule(pl.LightningDataModule):
-    # Where a resumed fit continues in the training data (set from the checkpoint); class-level
-    # so that subclasses with their own __init__ have it too.
+    # Where a resumed fit continues in the training data (set from the checkpoint), and the
+    # count of the epoch's processed training batches (made with the first training loader);
+    # class-level so that subclasses with their own __init__ have them too.
     _resume_at: dict | None = None
+    train_batches: TrainBatches | None = None
 
     def __init__(self, cfg: SklearnDataConfig, seed: int) -> None:
         super().__init__()
@@ -149,7 +177,7 @@ class SklearnDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return 0, 0
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        done = self.train_batches.processed if self.train_batches is not None else 0
         if done >= trainer.num_training_batches:
             return trainer.current_epoch + 1, 0
         return trainer.current_epoch, done
@@ -166,7 +194,18 @@ class SklearnDataModule(pl.LightningDataModule):
         # next starts at this position (the loader's own state is restored too late, see tensors).
         self._resume_at = state.get("train_position")
 
+    def follow_training(self) -> None:
+        """Put this module's TrainBatches first among its Trainer's callbacks (once): Lightning
+        calls a data module no hook per training batch, and the batch-end checkpoints must run
+        after the count of their batch."""
+        if self.train_batches is None:
+            self.train_batches = TrainBatches()
+        callbacks = self.trainer.callbacks if self.trainer is not None else None
+        if callbacks is not None and not any(c is self.train_batches for c in callbacks):
+            callbacks.insert(0, self.train_batches)
+
     def train_dataloader(self) -> TensorLoader:
+        self.follow_training()
         rank, world, accum = self._topology()
         loader = TensorLoader(
             self.splits["train"],

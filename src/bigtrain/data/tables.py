@@ -33,7 +33,7 @@ import numpy as np
 
 from bigtrain.config.errors import ConfigError, files_in
 from bigtrain.config.schema_data import SPLITS, TABLE_SUFFIXES, TabularDataConfig
-from bigtrain.data import DataSpec
+from bigtrain.data.source import DataSpec
 
 # A numeric target with more distinct values than this is regressed under data.task=auto.
 MAX_AUTO_CLASSES = 20

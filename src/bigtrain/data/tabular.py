@@ -12,6 +12,11 @@ from bigtrain.data.sklearn import SklearnDataModule
 from bigtrain.data.tables import load_table
 
 
+def datamodule(cfg) -> TabularDataModule:
+    """The data module of a validated RunConfig (data/tabular_record.py is its record)."""
+    return TabularDataModule(cfg.data, seed=cfg.seed)
+
+
 class TabularDataModule(SklearnDataModule):
     """The in-memory loaders of SklearnDataModule (global batches, sharded evaluation) over a table."""
 

@@ -62,6 +62,11 @@ def token_dtype(vocab: int) -> torch.dtype:
     return torch.uint8 if vocab <= 256 else torch.int16 if vocab <= 32767 else torch.int32
 
 
+def datamodule(cfg) -> TextDataModule:
+    """The data module of a validated RunConfig (data/text_record.py is its record)."""
+    return TextDataModule(cfg.data, seed=cfg.seed)
+
+
 class TextDataModule(pl.LightningDataModule):
     class_names: list[str] | None = None  # next-token prediction: the classes are the vocabulary
 
@@ -89,7 +94,7 @@ class TextDataModule(pl.LightningDataModule):
         bounds = split_bounds(len(tokens), self.cfg.val_fraction, self.cfg.test_fraction)
         arrays = {k: windows(tokens[a:b], self.cfg.seq_len) for k, (a, b) in bounds.items()}
         problems = list(window_problems(self.cfg, {k: len(w) for k, w in arrays.items()}))
-        if problems:  # validation refuses these before the run for byte tokens (data/checks.py)
+        if problems:  # validation refuses these before the run for byte tokens (data/text_record.py)
             raise ConfigError(problems[0])
         vocab, dtype = self.spec.vocab_size, token_dtype(self.spec.vocab_size)
         self.splits = {k: torch.from_numpy(np.ascontiguousarray(w)).to(dtype) for k, w in arrays.items()}

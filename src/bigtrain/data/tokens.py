@@ -129,6 +129,11 @@ class EvalWindowLoader:
             yield (torch.from_numpy(np.stack(rows)),)
 
 
+def datamodule(cfg) -> TokensDataModule:
+    """The data module of a validated RunConfig (data/tokens_record.py is its record)."""
+    return TokensDataModule(cfg.data, seed=cfg.seed)
+
+
 class TokensDataModule(pl.LightningDataModule):
     class_names: list[str] | None = None  # next-token prediction: the classes are the vocabulary
 

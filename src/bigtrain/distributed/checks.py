@@ -61,7 +61,9 @@ def check_batch_split(cfg: RunConfig) -> Iterator[str]:
     """The global batch must split evenly over data-parallel processes and accumulation steps.
     Needs a valid tensor-parallel size (check_parallel)."""
     t = cfg.trainer
-    if cfg.data.name == "custom":  # a data module of your own batches per process itself
+    from bigtrain.data import source
+
+    if source(cfg.data.name).batches_itself:  # a data module of your own batches per process
         return
     per_step = cfg.data_parallel_size * t.accumulate_grad_batches
     if cfg.data.batch_size % per_step:

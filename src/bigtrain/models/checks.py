@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bigtrain.config import IMAGE_DATA, LM_DATA, RunConfig
+from bigtrain.config import RunConfig
+from bigtrain.data import source
 from bigtrain.models.family import family
 
 
@@ -20,17 +21,18 @@ def check_shapes(cfg: RunConfig) -> Iterator[str]:
 
 
 def check_families(cfg: RunConfig) -> Iterator[str]:
-    """Token data goes with a language-model family, images with an image family (the model's
-    record says which inputs it takes: models/family.py)."""
-    lm_data, name = cfg.data.name in LM_DATA, cfg.model.family
-    inputs = family(name).inputs
-    if lm_data and inputs != "tokens":
-        yield f"data={cfg.data.name} is token data but model={name}/*: use model=gpt/tiny (or llama/*)"
-    if not lm_data and inputs == "tokens":
-        yield f"model={name} needs token data but data={cfg.data.name}: use data=stdlib_text, text or tokens"
-    if inputs == "image" and cfg.data.name not in IMAGE_DATA:
+    """Token data goes with a language-model family, images with an image family: the model's
+    record says which inputs it takes (models/family.py), the data source's what it gives
+    (data/source.py)."""
+    d, name = cfg.data.name, cfg.model.family
+    takes, gives = family(name).inputs, source(d).inputs(d)
+    if gives == "tokens" and takes != "tokens":
+        yield f"data={d} is token data but model={name}/*: use model=gpt/tiny (or llama/*)"
+    if gives != "tokens" and takes == "tokens":
+        yield f"model={name} needs token data but data={d}: use data=stdlib_text, text or tokens"
+    if takes == "image" and gives != "image":
         yield (
-            f"model={name}/* needs image data but data={cfg.data.name} gives flat features; "
+            f"model={name}/* needs image data but data={d} gives flat features; "
             f"use data=digits or a model=mlp/* preset"
         )
 

@@ -61,15 +61,14 @@ def _model_vocab(cfg: Any) -> int | None:
     checks report missing files and tokenizers)."""
     if cfg.model.vocab_size is not None:
         return cfg.model.vocab_size
-    from bigtrain.config import LM_DATA
+    from bigtrain.data import source
 
-    if cfg.data.name not in LM_DATA:
+    data = source(cfg.data.name)
+    if data.inputs(cfg.data.name) != "tokens":
         return None
     try:
-        from bigtrain.data.codec import lm_spec
-
-        return lm_spec(cfg.data).vocab_size
-    except Exception:  # a missing tokenizer or token file: reported by data/checks.py
+        return data.spec(cfg).vocab_size
+    except Exception:  # a missing tokenizer or token file: reported by the source's own checks
         return None
 
 

@@ -19,7 +19,8 @@ def _shape(cfg: Any) -> Iterator[str]:
     if side and side % m.patch_size:
         yield (
             f"model.patch_size={m.patch_size} does not divide the {side}x{side} images: "
-            f"choose a divisor of {side}" + (" or change data.image_size" if d.name == "image_folder" else "")
+            f"choose a divisor of {side}"
+            + (" or change data.image_size" if getattr(d, "image_size", None) else "")
         )
 
 

@@ -147,9 +147,11 @@ def check_memory(cfg: RunConfig) -> Iterator[str]:
     Not for a dry run (it plans for any machine), nor with check_memory=false, nor with a
     strategy that offloads to host memory, nor for a model or data module of your own (planning
     them may build them for real). Imports torch; needs every earlier check to have passed."""
+    from bigtrain.data import source
     from bigtrain.models.family import family
 
-    if cfg.dry_run or not cfg.check_memory or family(cfg.model.family).own_code or cfg.data.name == "custom":
+    own_code = family(cfg.model.family).own_code or source(cfg.data.name).batches_itself
+    if cfg.dry_run or not cfg.check_memory or own_code:
         return
     if any(getattr(cfg.strategy, key, False) for key in OFFLOAD_KEYS):
         return

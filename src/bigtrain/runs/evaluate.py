@@ -24,10 +24,8 @@ import torch
 from bigtrain.config.errors import ConfigError
 from bigtrain.data import preprocess
 
+
 # Where each kind of data comes from: an override of one of these points the data elsewhere.
-SOURCE_KEYS = ("path", "train_path", "val_path", "test_path", "root", "paths")
-
-
 def run_config(
     run_dir: Path,
     overrides: Sequence[str],
@@ -57,8 +55,11 @@ def run_config(
 
 
 def _new_source(old, new) -> str | None:
-    """The value of the data source key that the overrides changed, if any."""
-    for key in SOURCE_KEYS:
+    """The value of the data source key that the overrides changed, if any (the keys that point
+    at other data are the source record's `new_data_keys`)."""
+    from bigtrain.data import source
+
+    for key in source(new.name).new_data_keys:
         if getattr(new, key, None) != getattr(old, key, None) and getattr(new, key, None):
             value = getattr(new, key)
             return value if key != "paths" else list(value)

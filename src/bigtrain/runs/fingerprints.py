@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,82 +37,21 @@ def file_entry(path: str | Path) -> dict:
     return {"path": str(path), "bytes": size, "sha256": sha.hexdigest()}
 
 
-def image_listing(root: str) -> dict:
-    """The listing entry of an image folder: every image's path below `root` and size, sorted."""
-    from bigtrain.data.batches import IMAGE_EXTENSIONS
-
-    rows = []
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in names:
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                path = Path(folder) / name
-                rows.append((path.relative_to(root).as_posix(), path.stat().st_size))
-    rows.sort()
-    text = "".join(f"{rel}\t{size}\n" for rel, size in rows)
-    sha = hashlib.sha256(text.encode()).hexdigest()
-    total = sum(s for _, s in rows)
-    return {"what": "data.root", "path": str(root), "files": len(rows), "bytes": total, "sha256": sha}
-
-
-def stdlib_listing(max_bytes: int | None) -> dict:
-    """The listing entry of data=stdlib_text: the bytes the run reads (data/corpus.read_text)."""
-    import sysconfig
-
-    from bigtrain.data.corpus import iter_stdlib_files, read_text
-
-    files = []
-
-    def counted() -> Iterable[Path]:
-        for f in iter_stdlib_files():
-            yield f
-            files.append(f)  # counted once read_text asks for the next one: it has read this one
-
-    data = read_text(counted(), max_bytes)
-    sha = hashlib.sha256(data).hexdigest()
-    where = sysconfig.get_paths()["stdlib"]
-    return {"what": "data=stdlib_text", "path": where, "files": len(files), "bytes": len(data), "sha256": sha}
-
-
-def text_files(data: Any) -> list[Path]:
-    """The files of data=text that the run reads (data.max_bytes may stop before the last ones)."""
-    from bigtrain.data.codec import SEPARATOR
-    from bigtrain.data.corpus import expand_paths
-
-    out, total = [], 0
-    for f in expand_paths(list(data.paths)):
-        if data.max_bytes is not None and total >= data.max_bytes:
-            break
-        out.append(f)
-        total += f.stat().st_size + len(SEPARATOR)
-    return out
-
-
 def input_paths(data: Any) -> list[Path]:
-    """The single files the data config `data` reads (none for scikit-learn's sets and your own
-    data module)."""
-    from bigtrain.data.codec import token_path_base
+    """The single files the data config `data` reads (its source's record names them: none for
+    scikit-learn's sets and your own data module)."""
+    from bigtrain.data import source
 
-    if data.name == "csv":
-        files = [Path(p) for p in data.files().values()]
-    elif data.name == "tokens":
-        base = token_path_base(data.path)
-        files = [Path(base + ".bin"), Path(base + ".json")]
-    elif data.name == "text":
-        files = text_files(data)
-    else:
-        files = []
-    tokenizer = getattr(data, "tokenizer", None) if data.name in ("text", "stdlib_text") else None
-    return files + ([Path(tokenizer)] if tokenizer else [])
+    return source(data.name).files(data)
 
 
 def fingerprints(data: Any) -> dict:
-    """{"files": [...], "listings": [...]} of the data config `data`, as the files are now."""
-    listings = []
-    if data.name == "image_folder":
-        listings.append(image_listing(data.root))
-    elif data.name == "stdlib_text":
-        listings.append(stdlib_listing(data.max_bytes))
+    """{"files": [...], "listings": [...]} of the data config `data`, as the files are now; a
+    listing stands for a folder of many files (an image folder, the standard library)."""
+    from bigtrain.data import source
+
+    listing = source(data.name).listing
+    listings = [entry for entry in [listing(data) if listing else None] if entry is not None]
     files = [file_entry(p) for p in dict.fromkeys(input_paths(data)) if p.is_file()]
     return {"files": files, "listings": listings}
 

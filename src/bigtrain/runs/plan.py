@@ -184,10 +184,11 @@ def _forward_costs(cfg: Any, model: torch.nn.Module, spec: Any, micro: int) -> t
 
 def _micro_batch(cfg: Any) -> int:
     """Samples per device per forward pass: a data module of your own batches per process."""
-    if cfg.data.name == "custom":
-        from bigtrain.data.custom import micro_batch
+    from bigtrain.data import source
 
-        return micro_batch(cfg.data)
+    data = source(cfg.data.name)
+    if data.batches_itself:
+        return data.parts().micro_batch(cfg.data)
     return cfg.micro_batch_size
 
 
@@ -219,16 +220,16 @@ def _memory(cfg: Any, costs: dict, precision: str) -> dict[str, int]:
 def _batch(cfg: Any, micro: int) -> dict:
     """The batch split, and per epoch: training samples, optimizer steps, samples dropped and the
     last step's batch (data/batches.py; null where the data must be read first)."""
+    from bigtrain.data import source
     from bigtrain.data.batches import epoch_plan
 
+    per_step = micro * cfg.data_parallel_size * cfg.trainer.accumulate_grad_batches
     return {
         "micro_batch_size": micro,
         "devices": cfg.trainer.devices,
         "num_nodes": cfg.trainer.num_nodes,
         "accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
-        "global_batch_size": micro * cfg.data_parallel_size * cfg.trainer.accumulate_grad_batches
-        if cfg.data.name == "custom"
-        else cfg.data.batch_size,
+        "global_batch_size": per_step if source(cfg.data.name).batches_itself else cfg.data.batch_size,
         "steps_per_call": 1,  # kept for readers of older plans: Lightning runs one step per batch
         "data_parallel_size": cfg.data_parallel_size,
         "tensor_parallel_size": cfg.trainer.devices * cfg.trainer.num_nodes // cfg.data_parallel_size,

@@ -54,21 +54,19 @@ BEFORE_PLAN: tuple[Check, ...] = (
     Check(training.check_nonfinite),
     Check(training.check_finders),
     Check(training.check_extra_callbacks),
-    Check(data.check_custom_data_uses),  # the finders need bigtrain's own data
     Check(runs.check_resume),
     Check(runs.check_run_paths),  # name is a folder name; resume= is not empty
     # Files and installed packages (looked up, not imported).
-    Check(data.check_lm_files),
-    Check(data.check_corpus_size, needs=(data.check_lm_files, data.check_fractions)),
-    Check(data.check_image_folder),
-    Check(data.check_table, needs=(data.check_fractions,)),  # reads and encodes the user's table
+    # The data source's own (data/<name>_record.py): text and token files, tokenizers, image
+    # folders (every header probed), tables (read and encoded); a data module of yours is
+    # imported, checked against its signature and built.
+    Check(data.check_source, needs=(data.check_fractions,)),
     Check(
         data.check_train_batches,  # at least one global batch of training samples
         needs=(
             distributed.check_parallel,
             distributed.check_batch_split,
-            data.check_image_folder,
-            data.check_table,
+            data.check_source,
             data.check_fractions,
         ),
     ),
@@ -76,8 +74,6 @@ BEFORE_PLAN: tuple[Check, ...] = (
     Check(runs.check_ckpt_path),
     # Your own pieces (_target_): their modules are imported, and torch with them.
     Check(models.check_model_target),
-    Check(data.check_data_target),
-    Check(data.check_data_contract, needs=(data.check_data_target,)),  # builds the data module
     Check(training.check_callback_targets, needs=(training.check_extra_callbacks,)),
     Check(distributed.check_parallel_packages),  # DeepSpeed: imports torch to find a GPU
     # torch, only where the config asks for it.

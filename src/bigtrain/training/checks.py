@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from bigtrain.config import LM_DATA, REGRESSION_METRICS, RunConfig, did_you_mean
+from bigtrain.config import REGRESSION_METRICS, RunConfig, did_you_mean
+from bigtrain.data import source
 
 LM_METRICS = ("ppl", "bpb")
 
@@ -34,8 +35,9 @@ def check_stopping(cfg: RunConfig) -> Iterator[str]:
 
 def check_metrics(cfg: RunConfig) -> Iterator[str]:
     """Language-model metrics for token data, classification metrics for the rest."""
-    names = cfg.metrics.names
-    if cfg.data.name in LM_DATA:
+    names, data = cfg.metrics.names, source(cfg.data.name)
+    tokens = data.inputs(cfg.data.name) == "tokens"
+    if tokens:
         bad = [n for n in names if n not in ("acc", *LM_METRICS)]
         if bad:
             yield f"metrics.names has {bad[0]}, a classification metric: use metrics=lm"
@@ -43,7 +45,7 @@ def check_metrics(cfg: RunConfig) -> Iterator[str]:
         bad = [n for n in names if n in LM_METRICS]
         if bad:
             yield f"metrics.names has {bad[0]}, a language-model metric: use metrics=default"
-    if cfg.data.name not in ("csv", *LM_DATA):  # a table's target decides (data/checks.py)
+    if not tokens and not data.task_from_data:  # a table's target decides (data/tabular_record.py)
         bad = [n for n in names if n in REGRESSION_METRICS]
         if bad:
             yield f"metrics.names has {bad[0]}, a regression metric, but data={cfg.data.name} has classes: use metrics=default"
