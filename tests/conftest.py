@@ -38,6 +38,9 @@ EXPERIMENTS = sorted(
 # Language-model experiments: their metrics differ and the GPU recipes need shrinking on CPU
 # (tests/test_lm.py runs them).
 LM_EXPERIMENTS = ["gpt_125m", "gpt_stdlib", "llama_7b"]
+# Speech experiments: they read a folder of your clips (tests/test_speech.py runs them on the
+# synthesized spoken digits).
+SPEECH_EXPERIMENTS = ["speech_commands_kws", "spoken_digits", "spoken_digits_ctc"]
 
 
 # What one launch of torch.distributed leaves in os.environ (Lightning sets MASTER_PORT in the

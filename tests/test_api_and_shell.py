@@ -74,7 +74,7 @@ def test_bash_completion_of_partial_overrides(tmp_path):
     assert {"logger=mlflow", "logger=wandb", "logger=default"} <= logger
     assert _complete_in_bash("bigtrain optim.l", tmp_path) == ["optim.lr="]
     assert _complete_in_bash("bigtrain data=csv data.tar", tmp_path) == ["data.target="]
-    assert _complete_in_bash("bigtrain +experiment=s", tmp_path) == ["+experiment=seed"]
+    assert _complete_in_bash("bigtrain +experiment=se", tmp_path) == ["+experiment=seed"]
 
 
 def test_package_metadata_and_extras():

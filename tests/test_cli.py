@@ -12,7 +12,7 @@ def test_help_lists_every_group_and_option(tmp_path):
     out = bigtrain_cmd("--help", cwd=tmp_path)
     assert out.returncode == 0
     for line in (
-        "data: breast_cancer, csv, digits, image_folder, stdlib_text, text, tokens",
+        "data: audio_folder, breast_cancer, csv, digits, image_folder, stdlib_text, text, tokens",
         # common: every key of the family once, the base of its presets (selectable too)
         "model/gpt: 1.3b, 125m, 13b, 175b, 2.7b, 350m, 6.7b, 760m, common, tiny",
         "model/llama: 13b, 70b, 7b, common, tiny",
@@ -22,7 +22,7 @@ def test_help_lists_every_group_and_option(tmp_path):
         "optim: adam, adamw, muon, sgd",
         "sched: constant, cosine, exponential, linear, plateau, step, wsd",
         "tricks: default, ema, swa",
-        "experiment: breast_cancer_mlp, digits_cnn, digits_mlp, gpt_125m, gpt_stdlib, llama_7b, seed",
+        "experiment: breast_cancer_mlp, digits_cnn, digits_mlp, gpt_125m, gpt_stdlib, llama_7b, seed, speech_commands_kws, spoken_digits, spoken_digits_ctc",
     ):
         assert line in out.stdout
     assert not (tmp_path / "outputs").exists()

@@ -16,6 +16,7 @@ import bigtrain
 from bigtrain.config.convert import TARGETS, VARIANTS
 from bigtrain.data import build_datamodule, data_spec, source, sources
 from bigtrain.data.batches import loaded_train_size, train_split_size
+from bigtrain.data.source import Inputs
 from conftest import make_cfg
 
 SRC = Path(bigtrain.__file__).parent
@@ -47,7 +48,7 @@ def test_each_record_agrees_with_its_schema_and_module(record):
         assert choice in typing.get_args(typing.get_type_hints(schema)["name"])
         fields = {f.name for f in dataclasses.fields(schema)}
         assert set(record.new_data_keys) <= fields, (choice, record.new_data_keys)
-        assert record.inputs(choice) in ("features", "image", "tokens")
+        assert record.inputs(choice) in typing.get_args(Inputs)
     assert callable(record.parts().datamodule)
     if record.batches_itself:
         assert callable(record.parts().micro_batch)

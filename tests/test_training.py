@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 
 from bigtrain.build import build_module
 from bigtrain.data import build_datamodule, data_spec
-from conftest import EXPERIMENTS, FAST, LM_EXPERIMENTS, make_cfg, read_results
+from conftest import EXPERIMENTS, FAST, LM_EXPERIMENTS, SPEECH_EXPERIMENTS, make_cfg, read_results
 
 RESULT_KEYS = {
     "status",
@@ -31,7 +31,7 @@ METRIC_KEYS = {"acc", "precision", "recall", "f1", "auroc", "loss"}
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("name", [e for e in EXPERIMENTS if e not in LM_EXPERIMENTS])
+@pytest.mark.parametrize("name", [e for e in EXPERIMENTS if e not in (*LM_EXPERIMENTS, *SPEECH_EXPERIMENTS)])
 def test_every_experiment_trains_a_few_steps(run, name):
     results, run_dir = run([f"+experiment={name}", "+debug=fast"])
     assert results["status"] == "completed"

@@ -19,6 +19,7 @@ from bigtrain.config import RunConfig, as_dict
 from bigtrain.config.secrets import strip_secrets
 from bigtrain.distributed.strategy import build_plugins, build_strategy
 from bigtrain.models import build_model, family
+from bigtrain.training.checkpoint_files import checkpoint_folder, shown
 from bigtrain.training.module import BigtrainModule
 
 
@@ -77,6 +78,7 @@ def build_callbacks(
 ) -> RunCallbacks:
     """The run's callbacks; the non-finite policy is attached to `module`."""
     c, n = cfg.callbacks, cfg.tricks.nonfinite
+    ckpt_dir = checkpoint_folder(cfg.checkpoint_dir, run_dir)
     run = RunCallbacks(
         meter=Meter(
             warmup=c.throughput.warmup,
@@ -86,7 +88,7 @@ def build_callbacks(
             precision=cfg.trainer.precision,
             memory_every=cfg.trainer.log_every_n_steps,
         ),
-        nonfinite=NonFinitePolicy(n.policy, n.max_consecutive, run_dir / "checkpoints"),
+        nonfinite=NonFinitePolicy(n.policy, n.max_consecutive, ckpt_dir, shown(ckpt_dir, run_dir)),
         others=lightning_callbacks(cfg, run_dir),
     )
     run.nonfinite.attach(module)
@@ -107,7 +109,7 @@ def lightning_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
     from bigtrain.callbacks.plots import Plots
 
     c = cfg.callbacks
-    out: list[pl.Callback] = checkpoint_callbacks(c.checkpoint, run_dir / "checkpoints")
+    out: list[pl.Callback] = checkpoint_callbacks(c.checkpoint, checkpoint_folder(cfg.checkpoint_dir, run_dir))
     if c.early_stopping.enabled:
         es = c.early_stopping
         out.append(

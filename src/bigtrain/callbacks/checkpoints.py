@@ -6,7 +6,8 @@ the state it saves, and last.ckpt as the newest state of the run.
   changed" and forgets which checkpoint was best. This subclass saves them relative to its folder
   and, on load, re-roots relative and old absolute paths under the folder it has now, so a moved
   run resumes to the same best checkpoint. (State from another run's checkpoint, ckpt_path=..., whose
-  best file is not in this folder, is not loaded: best tracking starts afresh.)
+  best file is not in this folder, is not loaded: best tracking starts afresh.) The folder may be
+  an fsspec URL (`checkpoint_dir=s3://...`): paths inside it are kept relative the same way.
 - `LastCheckpoint`: ModelCheckpoint(save_last=True) rewrites last.ckpt only when it saves a
   monitored checkpoint, so after an epoch that did not improve, last.ckpt is older than the run.
   This callback writes last.ckpt after every epoch (after its validation, or at the epoch's end
@@ -27,12 +28,22 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 
+from bigtrain.training.checkpoint_files import child, exists, is_url
+
 LAST = "last.ckpt"
 PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
 
+def _absolute(path: str) -> bool:
+    """An absolute local path, or a URL."""
+    return os.path.isabs(path) or is_url(path)
+
+
 def relative(path: str, root: str) -> str:
-    """`path` relative to `root` when it lies inside it, else unchanged."""
+    """`path` relative to `root` (a local folder or a URL) when it lies inside it, else unchanged."""
+    if is_url(root) or is_url(path):
+        inside = path.startswith(root.rstrip("/") + "/")
+        return path[len(root.rstrip("/")) + 1 :] if path and inside else path
     if path and os.path.isabs(path) and (path == root or path.startswith(root.rstrip(os.sep) + os.sep)):
         return os.path.relpath(path, root)
     return path
@@ -43,12 +54,12 @@ def rerooted(path: str, old_root: str | None, root: str) -> str:
     were inside the folder the checkpoint was written from."""
     if not path:
         return path
-    if not os.path.isabs(path):
-        return os.path.normpath(os.path.join(root, path))
-    if old_root and os.path.isabs(old_root):
+    if not _absolute(path):
+        return str(child(root, path)) if is_url(root) else os.path.normpath(os.path.join(root, path))
+    if old_root and _absolute(old_root):
         inside = relative(path, old_root)
-        if not os.path.isabs(inside):
-            return os.path.normpath(os.path.join(root, inside))
+        if not _absolute(inside):
+            return rerooted(inside, None, root)
     return path
 
 
@@ -76,15 +87,16 @@ class RunModelCheckpoint(ModelCheckpoint):
             rerooted(p, old, root): v for p, v in state_dict.get("best_k_models", {}).items()
         }
         best = state.get("best_model_path", "")
-        if best and not os.path.exists(best):
+        if best and not exists(best):
             return  # another run's state (ckpt_path=...): this run tracks its own best
         state["dirpath"] = self.dirpath
         super().load_state_dict(state)
 
 
-def checkpoint_callbacks(c: Any, ckpt_dir: Path) -> list[pl.Callback]:
+def checkpoint_callbacks(c: Any, ckpt_dir: str | Path) -> list[pl.Callback]:
     """The run's checkpoint callbacks from `callbacks.checkpoint` (`c`): the monitored best
     first (it is the Trainer's `checkpoint_callback`), the step checkpoint, last.ckpt.
+    `ckpt_dir` is a local folder or an fsspec URL (Lightning's ModelCheckpoint takes both).
 
     last.ckpt is LastCheckpoint's alone: ModelCheckpoint's own save_last would write it only with
     a new best, and a second writer of the name would make it last-v1.ckpt."""
@@ -119,7 +131,7 @@ class LastCheckpoint(Checkpoint):
     """last.ckpt: the newest state of the run (see the module docstring for when it is written)."""
 
     def __init__(self, dirpath: str | Path, every_n_train_steps: int | None = None) -> None:
-        self.path = Path(dirpath) / LAST
+        self.path = child(dirpath, LAST)
         self.every = every_n_train_steps or 0
         self.saved: tuple[int, str] | None = None  # (global step, hook) of the latest save
 

@@ -5,7 +5,8 @@ so a bad batch never reaches the weights. It is not a callback: it needs no hook
 bad loss counts for all), so all ranks stop or skip together.
 
 - stop: save the current weights, which are the last finite ones (the bad batch was not applied),
-  to checkpoints/last-finite.ckpt, and end the run with an error naming the step.
+  to last-finite.ckpt in the checkpoint folder (checkpoints/, or checkpoint_dir), and end the run
+  with an error naming the step and the file.
 - skip: drop the batch (no backward, no update from it; under accumulation only that micro-batch
   is dropped), record where it was, and stop as above after `max_consecutive` in a row.
 """
@@ -19,15 +20,21 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from bigtrain.training.checkpoint_files import child
+
 
 class NonFiniteLossError(RuntimeError):
     """Training stopped on a non-finite loss; the message names the step."""
 
 
 class NonFinitePolicy:
-    def __init__(self, policy: str, max_consecutive: int, ckpt_dir: str | Path) -> None:
+    def __init__(
+        self, policy: str, max_consecutive: int, ckpt_dir: str | Path, shown: str = "checkpoints"
+    ) -> None:
+        """`ckpt_dir`: the checkpoint folder (local, or an fsspec URL); `shown`: that folder as
+        the error line names it (relative to the run directory where it is inside it)."""
         self.policy, self.max_consecutive = policy, max_consecutive
-        self.ckpt_dir = Path(ckpt_dir)
+        self.ckpt_dir, self.shown = ckpt_dir, shown
         self.skipped: list[dict] = []
         self.consecutive = 0
         self.stopped_at_step: int | None = None
@@ -57,12 +64,12 @@ class NonFinitePolicy:
         else:
             reason = f"non-finite training loss ({float(loss):g})"
         self.stopped_at_step = trainer.global_step
-        path = self.ckpt_dir / "last-finite.ckpt"
-        trainer.save_checkpoint(path)
+        name = "last-finite.ckpt"
+        trainer.save_checkpoint(child(self.ckpt_dir, name))
         raise NonFiniteLossError(
             f"{reason} at optimizer step {where['step']} (epoch {where['epoch']}, batch {where['batch']}); "
             f"tricks.nonfinite.policy={self.policy} stopped training; the last finite weights are in "
-            f"checkpoints/{path.name}"
+            f"{child(self.shown, name)}"
         )
 
     def summary(self) -> dict:

@@ -37,6 +37,8 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 
+from bigtrain.training.checkpoint_files import child
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # A signal older than this at the next step boundary gets no checkpoint: the kill that usually
 # follows (SLURM's KillWait, Kubernetes' grace period: 30 s by default) may be close.
@@ -69,7 +71,7 @@ class SignalStop(Checkpoint):
     """Installs the handlers (as a context manager) and stops the Trainer (as its callback)."""
 
     def __init__(self, ckpt_dir: str | Path, grace_s: float = GRACE_S) -> None:
-        self.path = Path(ckpt_dir) / LAST
+        self.path = child(ckpt_dir, LAST)  # a local folder or an fsspec URL (checkpoint_dir)
         self.grace_s = grace_s
         self.signum: int | None = None
         self.noted_at = 0.0

@@ -11,11 +11,22 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from bigtrain.runs.compose import CONFIG_NAME, UsageError, compose, compose_run, parse_args, sweep_jobs
+from bigtrain.runs.compose import (
+    CONFIG_NAME,
+    UsageError,
+    compose,
+    compose_run,
+    parse_args,
+    sweep_jobs,
+    trainer_flags,
+)
 
 
 def expand_resume(argv: Sequence[str]) -> list[str]:
     """`resume=DIR [overrides]` -> the saved overrides of DIR, the new ones, hydra.run.dir=DIR.
+    First, every `trainer.NAME=value` whose NAME bigtrain's trainer schema does not list becomes
+    `++trainer.NAME=value` (runs/compose.trainer_flags: a Lightning Trainer argument), so that
+    Hydra's own composition (--cfg, --multirun) and the saved overrides take it too.
 
     The run directory is data: its overrides are replayed without trust flags or hydra.*
     settings, the --config-dir is the one typed now, and a `_target_` outside bigtrain in the
@@ -31,6 +42,10 @@ def expand_resume(argv: Sequence[str]) -> list[str]:
     from bigtrain.targets.trust import check_trusted
 
     args = parse_args(argv)
+    if not args.shell_completion:
+        flags = dict(zip(args.overrides, trainer_flags(args.overrides), strict=True))
+        argv = [flags.get(a, a) for a in argv]
+        args.overrides = [flags[o] for o in args.overrides]
     run_dir = find_resume(list(args.overrides))
     if run_dir is None or args.help or args.hydra_help or args.info or args.shell_completion:
         return list(argv)

@@ -132,6 +132,64 @@ class ImageFolderDataConfig:
         return self.image_size
 
 
+@variant("data", "audio_folder")
+@dataclass(frozen=True)
+class AudioFolderDataConfig:
+    """Speech: class folders of WAV/FLAC clips (keywords), or a manifest of `path,text` rows
+    (transcripts, trained with CTC). Clips are decoded once, resampled, made mono and cut or
+    padded to `max_seconds`; log-mel features are computed per batch on the model's device."""
+
+    name: Literal["audio_folder"]
+    root: str | None = opt(
+        "folder of class folders (or train/val/test folders); with a manifest, where its paths start"
+    )
+    manifest: str | None = opt("CSV or JSONL of path,text rows: transcription (CTC); null = class folders")
+    text_column: str = opt("the manifest's transcript column", nonempty=True)
+    split_column: str | None = opt("the manifest's column of train/val/test; null = split by fractions")
+    sample_rate: int = opt("clips are resampled to it (Hz)", gt=0)
+    resample: bool = opt("resample other rates; false: a clip at another rate is an error")
+    downmix: bool = opt("average the channels of stereo clips; false: a clip that is not mono is an error")
+    max_seconds: float = opt("clips are cut or zero-padded to this length", gt=0.0)
+    n_mels: int = opt("mel bands", gt=0)
+    win_ms: float = opt("analysis window (Hann)", gt=0.0)
+    hop_ms: float = opt("step between frames", gt=0.0)
+    f_min: float = opt("lowest mel frequency (Hz)", ge=0.0)
+    f_max: float | None = opt("highest mel frequency (Hz); null = sample_rate / 2", gt=0.0)
+    normalize: Literal["dataset", "clip", "none"] = opt(
+        "dataset: per-band mean/std of the train split; clip: of each clip; none"
+    )
+    time_masks: int = opt("SpecAugment: time masks per training clip; 0 = off", ge=0)
+    time_mask_frames: int = opt("SpecAugment: widest time mask, in frames", gt=0)
+    freq_masks: int = opt("SpecAugment: frequency masks per training clip; 0 = off", ge=0)
+    freq_mask_bands: int = opt("SpecAugment: widest frequency mask, in mel bands", gt=0)
+    max_memory_mb: int = opt("limit on the decoded clips held in memory (float32)", gt=0)
+    batch_size: int = opt("global batch per optimizer step", gt=0)
+    eval_batch_size: int = opt("per-device batch for validation and test", gt=0)
+    drop_last: bool = opt("drop the epoch's last, smaller global batch; false = train it as a smaller step")
+    val_fraction: float = opt(gt=0.0, lt=1.0)
+    test_fraction: float = opt(gt=0.0, lt=1.0)
+
+    @property
+    def transcribed(self) -> bool:
+        """Transcripts (a manifest, CTC) rather than classes."""
+        return self.manifest is not None
+
+    @property
+    def samples(self) -> int:
+        """Samples per clip after cutting or padding."""
+        return round(self.max_seconds * self.sample_rate)
+
+    @property
+    def hop(self) -> int:
+        """Samples between frames."""
+        return max(1, round(self.hop_ms * self.sample_rate / 1000))
+
+    @property
+    def frames(self) -> int:
+        """Log-mel frames per clip (centred frames: one per hop, plus one)."""
+        return 1 + self.samples // self.hop
+
+
 @target_variant("data")
 @dataclass(frozen=True)
 class CustomDataConfig:

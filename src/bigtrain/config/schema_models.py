@@ -50,6 +50,36 @@ class ViTConfig:
     dropout: float = opt(ge=0.0, lt=1.0)
 
 
+@variant("model", "kws_cnn")
+@dataclass(frozen=True)
+class KWSCNNConfig:
+    """Keyword spotting on log-mels: 3x3 conv blocks (conv, layer norm, ReLU, 2x2 max-pool),
+    then the maximum over time and frequency and one linear layer."""
+
+    family: Literal["kws_cnn"]
+    channels: list[int] = opt("one conv block per entry", nonempty=True, gt=0)
+    dropout: float = opt(ge=0.0, lt=1.0)
+
+
+@variant("model", "audio_transformer")
+@dataclass(frozen=True)
+class AudioTransformerConfig:
+    """Log-mel patches of `patch_frames` frames x every band, pre-norm encoder blocks (the ViT's),
+    then a classifier over the mean of the tokens, or a CTC head on every token."""
+
+    family: Literal["audio_transformer"]
+    stem_channels: int = opt("a 3x3 conv stem of this many channels before the patches; 0 = none", ge=0)
+    patch_frames: int = opt("frames per token (10 ms hop: 4 frames = 40 ms)", gt=0)
+    dim: int = opt("embedding width; a multiple of heads", gt=0)
+    depth: int = opt(gt=0)
+    heads: int = opt(gt=0)
+    mlp_ratio: float = opt(gt=0.0)
+    dropout: float = opt(ge=0.0, lt=1.0)
+    head: Literal["classify", "ctc"] = opt(
+        "classify: one label per clip; ctc: characters per token (transcripts)"
+    )
+
+
 @variant("model", "transformer")
 @dataclass(frozen=True)
 class TransformerConfig:

@@ -165,7 +165,10 @@ def tensor_parallel_size(strategy: Any) -> int:
 # --------------------------------------------------------------------------- metrics, callbacks, loggers
 
 # ppl and bpb are language-model metrics (perplexity, bits per byte); acc is token accuracy there.
-MetricName = Literal["acc", "precision", "recall", "f1", "auroc", "ppl", "bpb", "mae", "rmse", "r2"]
+# cer and wer are transcription metrics (character and word error rates).
+MetricName = Literal[
+    "acc", "precision", "recall", "f1", "auroc", "ppl", "bpb", "mae", "rmse", "r2", "cer", "wer"
+]
 REGRESSION_METRICS = ("mae", "rmse", "r2")  # the metric names of a regressed target
 
 
@@ -297,6 +300,9 @@ class RunConfig:
     name: str = opt("run directories land in outputs/<name>/", nonempty=True)
     seed: int = opt("seeds Python, NumPy and torch; NumPy takes 0 to 2^32 - 1", ge=0, le=2**32 - 1)
     ckpt_path: str | None = opt("a checkpoint to start from")
+    checkpoint_dir: str | None = opt(
+        "where checkpoints go: a local folder or an fsspec URL (s3://bucket/run1); null = <run dir>/checkpoints"
+    )
     dry_run: bool = opt("print and write the plan, then stop")
     check_memory: bool = opt("refuse a run whose planned memory per device exceeds this machine's")
     test_after_fit: bool

@@ -1,8 +1,11 @@
-"""Lightning Trainer arguments that bigtrain does not list, passed through with +trainer.NAME.
+"""Lightning Trainer arguments that bigtrain does not list, passed through as trainer.NAME.
 
-The names come from `Trainer.__init__`'s signature, read from Lightning's source file with `ast`
-instead of importing Lightning (seconds), so config errors stay fast. Arguments that bigtrain
-builds itself (callbacks, loggers, strategy, plugins, ...) cannot be passed through. Every key of
+`trainer.NAME=value` (or `+trainer.NAME=value`) for a NAME that bigtrain's trainer schema does not
+list is added to the config by runs/compose.py and moved into `trainer.lightning` here, once NAME
+is found among the keyword arguments of Lightning's `Trainer.__init__` (`inspect.signature`).
+Lightning is imported (seconds) only when such a key is there to check: `--help` and configs
+without passed-through arguments never import it. Arguments that bigtrain builds itself
+(callbacks, loggers, strategy, plugins, ...) cannot be passed through. Every key of
 `trainer.lightning` (where passed-through arguments land, and where a YAML file may write them)
 is checked against the same signature, so a misspelt argument is one line before the run
 instead of the Trainer's TypeError after the run directory exists.
@@ -10,10 +13,8 @@ instead of the Trainer's TypeError after the run directory exists.
 
 from __future__ import annotations
 
-import ast
-import importlib.util
+import inspect
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from bigtrain.config.errors import close_match, fmt
@@ -32,24 +33,21 @@ OWNED = {
 
 @cache
 def trainer_arguments() -> frozenset[str]:
-    """The keyword arguments of Lightning's `Trainer.__init__` (empty if Lightning is missing)."""
-    spec = importlib.util.find_spec("pytorch_lightning")
-    if spec is None or spec.origin is None:
+    """The keyword arguments of Lightning's `Trainer.__init__` (empty if Lightning is missing).
+    Imports Lightning: call it only for a key that needs the list."""
+    try:
+        from pytorch_lightning import Trainer
+    except ImportError:
         return frozenset()
-    source = Path(spec.origin).parent / "trainer" / "trainer.py"
-    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ClassDef) and node.name == "Trainer":
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
-                    args = item.args
-                    return frozenset(a.arg for a in [*args.args, *args.kwonlyargs] if a.arg != "self")
-    return frozenset()
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = inspect.signature(Trainer.__init__).parameters.values()
+    return frozenset(p.name for p in params if p.kind in named and p.name != "self")
 
 
 def split_passthrough(trainer: dict, listed: set[str]) -> tuple[dict, dict, list[str]]:
     """(bigtrain's own keys, Trainer arguments to pass through, one error line per key that is
-    neither or that bigtrain owns). An unknown key whose closest name is a Trainer argument is
-    reported here with that name; the schema reports the other unknown keys."""
+    neither or that bigtrain owns). An unknown key with a close name (bigtrain's or a Trainer
+    argument) is reported here with that name; the schema reports the other unknown keys."""
     own, passed, errors = {}, {}, []
     for key, value in trainer.items():
         if key in listed:
@@ -58,11 +56,9 @@ def split_passthrough(trainer: dict, listed: set[str]) -> tuple[dict, dict, list
             errors.append(f"trainer.{key} is built by bigtrain: {OWNED[key]}")
         elif key in trainer_arguments():
             passed[key] = value
-        elif (close := close_match(key, [*listed, *passable()])) in passable():
-            errors.append(
-                f"unknown key 'trainer.{key}': did you mean +trainer.{close}? (a Lightning Trainer "
-                "argument, passed through as +trainer.NAME=value)"
-            )
+        elif close := close_match(key, [*listed, *passable()]):
+            what = "" if close in listed else " (a Lightning Trainer argument)"
+            errors.append(f"unknown key 'trainer.{key}': did you mean trainer.{close}?{what}")
         else:
             own[key] = value  # reported as an unknown key by the schema
     return own, passed, errors
@@ -76,14 +72,14 @@ def passable() -> list[str]:
 def lightning_errors(lightning: Any, listed: set[str]) -> list[str]:
     """One error line per key of `trainer.lightning` that the Trainer would refuse (not one of
     its arguments) or that would clash with what bigtrain passes it (its own `trainer.*` keys and
-    the arguments it builds). Nothing is checked where Lightning's source cannot be read."""
+    the arguments it builds). Nothing is checked where Lightning cannot be imported."""
     if lightning is None:
         return []
     if not isinstance(lightning, dict):
         return [
-            f"trainer.lightning={lightning} must be a mapping of Trainer arguments: write +trainer.NAME=value"
+            f"trainer.lightning={lightning} must be a mapping of Trainer arguments: write trainer.NAME=value"
         ]
-    if not trainer_arguments():
+    if not lightning or not trainer_arguments():  # nothing to check, or no Lightning to check it
         return []
     errors = []
     for key, value in lightning.items():
@@ -100,11 +96,3 @@ def lightning_errors(lightning: Any, listed: set[str]) -> list[str]:
                 "the name, or drop it"
             )
     return errors
-
-
-def passthrough_hint(key: str) -> str:
-    """The `+trainer.NAME=...` hint, for a key where it works; '' elsewhere."""
-    parent, _, leaf = key.rpartition(".")
-    if parent == "trainer" and leaf in trainer_arguments() and leaf not in OWNED:
-        return f"it is a Lightning Trainer argument: write +{key}=..."
-    return ""

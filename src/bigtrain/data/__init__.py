@@ -13,7 +13,7 @@ from typing import Any
 from bigtrain.data.source import DataSpec, Source
 
 # The built-in sources (data/<name>_record.py + data/<name>.py), in the order errors list them.
-BUILT_IN = ("sklearn", "tabular", "images", "text", "tokens", "custom")
+BUILT_IN = ("sklearn", "tabular", "images", "text", "tokens", "audio", "custom")
 
 _RECORDS: dict[str, Source] = {}
 

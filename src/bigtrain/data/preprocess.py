@@ -12,6 +12,10 @@ the model was built for. Kinds:
   image folders, 16 for scikit-learn's digits), the mean and std `per` channel (or per pixel),
   and the class names. Files are decoded and resized by images.decode, as in training.
 - text: the tokenizer (null for bytes, else a tokenizers JSON file kept in the run directory).
+- audio: decoding (sample rate, max_seconds, resample, downmix), the log-mel front end's
+  settings and the train split's per-band mean and std, and the class names or, for
+  transcripts, the labels' characters (`vocabulary`). Clips are decoded by audio.decode and
+  turned into log-mels by the same LogMel as in training.
 """
 
 from __future__ import annotations
@@ -50,6 +54,18 @@ KIND_KEYS = {
     "table": ("target", "task", "classes", "columns"),
     "image": ("channels", "image_size", "scale", "per", "mean", "std"),
     "text": ("tokenizer",),
+    "audio": (
+        "sample_rate",
+        "max_seconds",
+        "n_mels",
+        "win_ms",
+        "hop_ms",
+        "f_min",
+        "f_max",
+        "normalize",
+        "mean",
+        "std",
+    ),
 }
 
 
@@ -144,6 +160,46 @@ def read_images(prep: dict, files: list[Path]):
     else:  # one value per pixel (scikit-learn's digits)
         mean, std = mean.reshape(1, *x.shape[1:]), std.reshape(1, *x.shape[1:])
     return (x - mean) / std
+
+
+# ------------------------------------------------------------------ audio
+
+
+def audio_files(path: str | Path) -> list[Path]:
+    """An audio file, or the .wav/.flac files below a folder (sorted)."""
+    from bigtrain.data.audio_record import EXTENSIONS
+
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in EXTENSIONS and f.is_file())
+        if files:
+            return files
+        raise ConfigError(f"{path} holds no .wav/.flac clips: give an audio file or a folder of them")
+    raise ConfigError(f"{path} does not exist: give an audio file or a folder of clips")
+
+
+def read_audio(prep: dict, files: list[Path], chunk: int = 256):
+    """Model inputs (N, 1, n_mels, frames) of audio files: decoded, resampled and cut as in
+    training, log-mels normalised by the train split's statistics. Files are checked first (an
+    unreadable, empty or unusable one is one ConfigError line naming it)."""
+    import torch
+
+    from bigtrain.data.audio import decode, front_end
+    from bigtrain.data.audio_record import missing_extra, probe_audio
+
+    d = SimpleNamespace(**{k: prep[k] for k in ("sample_rate", "max_seconds")})
+    d.resample, d.downmix = prep.get("resample", True), prep.get("downmix", True)
+    if (line := missing_extra(d.resample)) is not None:
+        raise ConfigError(line)
+    for path in files:
+        if (line := probe_audio(Path(path), d)) is not None:
+            raise ConfigError(line)
+    frontend = front_end(prep)
+    with torch.no_grad():
+        parts = [frontend(decode(files[i : i + chunk], d)) for i in range(0, len(files), chunk)]
+    return torch.cat(parts)
 
 
 # ------------------------------------------------------------------ text

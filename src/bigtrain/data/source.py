@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 Check = Callable[[Any], Iterator[str]]
-Inputs = Literal["features", "image", "tokens"]
+Inputs = Literal["features", "image", "tokens", "audio"]
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,12 @@ class DataSpec:
     Language models (task "lm"): input_shape is (seq_len,) token ids, num_classes the vocabulary;
     `byte_level` says that one token is one byte (so bits per byte is loss / ln 2).
     Regression (task "regression"): one output; `target_stats` is the train split's (mean, std)
-    of the target, which the module standardises by."""
+    of the target, which the module standardises by. Transcription (task "ctc"): num_classes
+    labels per frame, the CTC blank first (data/audio_record.py)."""
 
     input_shape: tuple[int, ...]
     num_classes: int
-    task: Literal["binary", "multiclass", "lm", "regression"]
+    task: Literal["binary", "multiclass", "lm", "regression", "ctc"]
     vocab_size: int | None = None
     seq_len: int | None = None
     byte_level: bool = False
@@ -53,7 +54,7 @@ class Source:
 
     name: str
     # The data=<choice> configs it reads, and what each one's samples are: flat features (any
-    # shape, flattened), images (C, H, W) or token windows.
+    # shape, flattened), images (C, H, W), token windows or audio (log-mels (1, n_mels, frames)).
     choices: Mapping[str, Inputs]
     # The module of its LightningDataModule and `datamodule(cfg)` (imports torch).
     module: str

@@ -21,11 +21,18 @@ def check_shapes(cfg: RunConfig) -> Iterator[str]:
 
 
 def check_families(cfg: RunConfig) -> Iterator[str]:
-    """Token data goes with a language-model family, images with an image family: the model's
-    record says which inputs it takes (models/family.py), the data source's what it gives
-    (data/source.py)."""
+    """Token data goes with a language-model family, images with an image family, audio with an
+    audio family: the model's record says which inputs it takes (models/family.py), the data
+    source's what it gives (data/source.py)."""
     d, name = cfg.data.name, cfg.model.family
     takes, gives = family(name).inputs, source(d).inputs(d)
+    if (takes == "audio") != (gives == "audio"):
+        yield (
+            f"model={name}/* needs audio data but data={d}: use data=audio_folder"
+            if takes == "audio"
+            else f"data={d} is audio but model={name}/*: use model=kws_cnn/* or model=audio_transformer/*"
+        )
+        return
     if gives == "tokens" and takes != "tokens":
         yield f"data={d} is token data but model={name}/*: use model=gpt/tiny (or llama/*)"
     if gives != "tokens" and takes == "tokens":

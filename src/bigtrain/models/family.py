@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 # The built-in families, in the order `--help` and errors list them.
-BUILT_IN = ("mlp", "cnn", "vit", "transformer", "custom")
+BUILT_IN = ("mlp", "cnn", "vit", "transformer", "kws_cnn", "audio_transformer", "custom")
 
 Check = Callable[[Any], Iterator[str]]
 
@@ -35,8 +35,9 @@ class Family:
     """What one model family is, for everything but its nn.Module."""
 
     name: str
-    # features: any shape, flattened (tables, digits); image: (C, H, W); tokens: token windows.
-    inputs: Literal["features", "image", "tokens"]
+    # features: any shape, flattened (tables, digits); image: (C, H, W); tokens: token windows;
+    # audio: log-mel spectrograms (1, n_mels, frames).
+    inputs: Literal["features", "image", "tokens", "audio"]
     # The module of its nn.Module and torch functions (build, blocks, fsdp_units, tp_plan).
     module: str
     # Config checks of the model's own shape and against the data: each takes the RunConfig and

@@ -71,11 +71,10 @@ def compose(
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
+    overrides = trainer_flags(overrides)
     h = make_hydra(config_dir)
     try:
-        cfg = h.compose_config(
-            config_name, list(overrides), run_mode=RunMode.RUN, with_log_configuration=False
-        )
+        cfg = h.compose_config(config_name, overrides, run_mode=RunMode.RUN, with_log_configuration=False)
     except Exception as e:  # Hydra's and OmegaConf's own exceptions
         raise UsageError(_one_line(e, h, overrides, config_dir)) from e
     finally:
@@ -84,6 +83,44 @@ def compose(
         with open_dict(cfg):
             del cfg["hydra"]
     return cfg
+
+
+def trainer_flags(overrides: Sequence[str]) -> list[str]:
+    """`trainer.NAME=value` as `++trainer.NAME=value` where bigtrain's trainer schema does not
+    list NAME: Hydra adds the key (a plain `trainer.NAME=` of a key no YAML file has is an error)
+    where `+trainer.NAME=` puts it, and validation holds NAME to Lightning's Trainer arguments and
+    moves it into trainer.lightning, or refuses it in one line (config/trainer_args.py). Only a
+    plain change of a `trainer.NAME` key is rewritten, its value kept as typed (quotes, sweeps);
+    the command line is rewritten before Hydra sees it (cli/precheck.expand_resume), so the
+    overrides a run saves compose the same config on resume."""
+    if not any(o.startswith("trainer.") for o in overrides):
+        return list(overrides)
+    import dataclasses
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    from bigtrain.config import TrainerConfig
+
+    listed = {f.name for f in dataclasses.fields(TrainerConfig)}
+    parser = OverridesParser.create()
+    out = []
+    for override in overrides:
+        if override.startswith("trainer."):
+            try:
+                parsed = parser.parse_override(override)
+            except Exception:  # Hydra's parse error: compose reports it in one line
+                parsed = None
+            if (
+                parsed is not None
+                and parsed.type == OverrideType.CHANGE
+                and parsed.package is None
+                and parsed.key_or_group.count(".") == 1
+                and parsed.key_or_group.split(".")[1] not in listed
+            ):
+                override = "++" + override
+        out.append(override)
+    return out
 
 
 def group_options(h: Any, group: str) -> list[str]:
@@ -138,10 +175,7 @@ def _one_line(e: Exception, h: Any, overrides: Sequence[str], config_dir: str | 
 
 
 def unknown_key(key: str, overrides: Sequence[str], config_dir: str | None) -> str:
-    """'unknown key X (did you mean Y?)', with the valid keys of X's parent. `+X=...` is offered
-    only where it works: Lightning Trainer arguments that bigtrain does not list."""
-    from bigtrain.config.trainer_args import passthrough_hint
-
+    """'unknown key X (did you mean Y?)', with the valid keys of X's parent."""
     rest = [o for o in overrides if not o.lstrip("+~").startswith(key + "=")]
     parent, _, leaf = key.rpartition(".")
     try:
@@ -153,8 +187,7 @@ def unknown_key(key: str, overrides: Sequence[str], config_dir: str | None) -> s
     close = difflib.get_close_matches(leaf, keys, n=1)
     hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
     valid = f"valid keys{' of ' + parent if parent else ''}: {', '.join(keys)}" if keys else ""
-    extra = passthrough_hint(key)
-    return f"unknown key '{key}': {hint}{valid}{'; ' + extra if extra else ''}"
+    return f"unknown key '{key}': {hint}{valid}"
 
 
 # What a Transformer needs when the command line does not say: text and language-model metrics.

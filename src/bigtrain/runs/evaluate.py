@@ -6,10 +6,10 @@ run's config (same seed, same split, same statistics learned from the same train
 its test split is evaluated: the numbers equal the run's own test metrics for the same
 checkpoint, from the data files the run trained on (inputs.json: a changed one is refused unless
 accept_changed_data=true, runs/fingerprints.py). Overrides that point the data elsewhere
-(`data.path=new.csv`, `data.test_path=...`, `data.root=photos/`) evaluate every row or image
-there, encoded with the run's saved preprocessing (never statistics of the new data); a language
-model's new text is evaluated on its test split. One process, one device (the accelerator the run
-used, CPU when it is missing).
+(`data.path=new.csv`, `data.test_path=...`, `data.root=photos/`, `data.root=new_clips/`,
+`data.manifest=new.csv`) evaluate every row, image or clip there, encoded with the run's saved
+preprocessing (never statistics of the new data); a language model's new text is evaluated on
+its test split. One process, one device (the accelerator the run used, CPU when it is missing).
 """
 
 from __future__ import annotations
@@ -90,6 +90,8 @@ def _loader(trained, cfg, source):
             )
         tensors = (torch.from_numpy(x), torch.from_numpy(y))
         return TensorLoader(tensors, batch, shuffle=False), f"{source}: {rows} rows"
+    if kind == "audio":
+        return _audio_loader(trained, cfg, source)
     from bigtrain.data.images import list_images
 
     files, labels = list_images(Path(source), trained.class_names)
@@ -97,6 +99,27 @@ def _loader(trained, cfg, source):
         raise ConfigError(f"{source} has no images in class folders named {trained.class_names}")
     x = preprocess.read_images(trained.preprocessing, files)
     return TensorLoader((x, torch.from_numpy(labels)), batch, shuffle=False), f"{source}: {len(files)} images"
+
+
+def _audio_loader(trained, cfg, source):
+    """Every clip of new class folders (data.root=...), or every row of a new manifest
+    (data.manifest=...: its split column is not read), as the run's log-mels."""
+    from bigtrain.data.audio import encode_texts, list_clips
+    from bigtrain.data.audio_record import manifest_base, read_manifest
+    from bigtrain.data.tensors import TensorLoader
+
+    prep, d, batch = trained.preprocessing, cfg.data, cfg.data.eval_batch_size
+    if prep.get("vocabulary"):
+        rows = read_manifest(d.manifest, d.text_column, None)
+        files = [manifest_base(d) / r["path"] for r in rows]
+        labels, lengths = encode_texts([r["text"] for r in rows], prep["vocabulary"], str(d.manifest))
+        x = preprocess.read_audio(prep, files)
+        return TensorLoader((x, labels, lengths), batch, shuffle=False), f"{d.manifest}: {len(files)} clips"
+    files, classes = list_clips(Path(source), trained.class_names)
+    if not files:
+        raise ConfigError(f"{source} has no clips in class folders named {trained.class_names}")
+    x = preprocess.read_audio(prep, files)
+    return TensorLoader((x, torch.from_numpy(classes)), batch, shuffle=False), f"{source}: {len(files)} clips"
 
 
 def evaluate(

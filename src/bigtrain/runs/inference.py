@@ -5,7 +5,10 @@ The config comes from the run's .hydra/config.yaml (schema-checked, not cross-ch
 training data need not exist any more), the preprocessing from the checkpoint (or the run's
 preprocessing.json), the weights from the run's best checkpoint (results.json's
 `best_checkpoint`, else checkpoints/last.ckpt) or the one named. A checkpoint whose digest does
-not match its bytes is refused.
+not match its bytes is refused. A run that kept its checkpoints elsewhere (`checkpoint_dir`, a
+folder or an fsspec URL) is read from there only when the caller types that place again (the
+`checkpoint_dir` argument, or the checkpoint itself): a run directory does not choose where
+bigtrain reads (docs/reliability.md, "Security").
 """
 
 from __future__ import annotations
@@ -20,16 +23,49 @@ from bigtrain.config.errors import ConfigError
 from bigtrain.data import preprocess
 
 
-def best_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint a run's test used: results.json's best_checkpoint, else last.ckpt."""
+def best_checkpoint(
+    run_dir: Path, saved_dir: str | None = None, typed_dir: str | None = None, flag: str = "trust_code=True"
+):
+    """The checkpoint a run's test used: results.json's best_checkpoint, else last.ckpt. A run
+    whose config set checkpoint_dir (`saved_dir`) is read from `typed_dir`, the folder the caller
+    typed now (ConfigError saying what to type when there is none)."""
     from bigtrain.runs.export import ResultsError, checkpoint_of
 
+    if saved_dir is not None or typed_dir is not None:
+        return _elsewhere(run_dir, saved_dir, typed_dir, flag)
     try:
         return checkpoint_of(run_dir)
     except ResultsError as e:  # a damaged results.json: named, never a quiet fall back to last.ckpt
         raise ConfigError(str(e)) from e
     except ValueError as e:
         raise ConfigError(f"{run_dir} has no checkpoint (checkpoints/last.ckpt): train the run first") from e
+
+
+def _elsewhere(run_dir: Path, saved_dir: str | None, typed_dir: str | None, flag: str):
+    """The best (else last) checkpoint in the folder the user typed, for a run that kept its
+    checkpoints outside its directory: only the file's name comes from results.json."""
+    from bigtrain.runs.export import ResultsError, _best_of
+    from bigtrain.training.checkpoint_files import base_name, checkpoint_folder, child, exists
+
+    try:
+        best = _best_of(run_dir / "results.json")
+    except ResultsError as e:
+        raise ConfigError(str(e)) from e
+    names = [base_name(best)] if best else []
+    if typed_dir is None:
+        suggested = child(saved_dir, names[0] if names else "last.ckpt")
+        how = f"--checkpoint {suggested}" if flag.startswith("--") else f"checkpoint='{suggested}'"
+        raise ConfigError(
+            f"{run_dir} keeps its checkpoints in checkpoint_dir={saved_dir}, which a run directory cannot "
+            f"choose for you: if you trust that place, name the checkpoint ({how})"
+        )
+    folder = checkpoint_folder(typed_dir, run_dir)
+    for name in [*names, "last.ckpt"]:
+        if exists(child(folder, name)):
+            return child(folder, name)
+    raise ConfigError(
+        f"{run_dir} has no checkpoint in {folder} ({', '.join([*names, 'last.ckpt'])}): train the run first"
+    )
 
 
 def saved_config(run_dir: Path, trust_code: bool = False, flag: str = "trust_code=True"):
@@ -74,23 +110,34 @@ def _read_checkpoint(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     import sys
 
     from bigtrain.runs.export import PREFIX, load_weights
-    from bigtrain.training.checkpoint_files import CheckpointError, load_checkpoint_file, read_digests
+    from bigtrain.training.checkpoint_files import (
+        CheckpointError,
+        base_name,
+        exists,
+        load_checkpoint_file,
+        read_digests,
+    )
 
-    if not ckpt.exists():
+    if not exists(ckpt):
         raise ConfigError(f"checkpoint {ckpt} does not exist: give a .ckpt file or a run's checkpoint folder")
-    verified = ckpt.is_dir() or read_digests(ckpt) is not None  # shards carry no digest (reliability.md)
+    local = isinstance(ckpt, Path)
+    verified = (local and ckpt.is_dir()) or read_digests(ckpt) is not None  # shards carry no digest
     try:
-        if ckpt.is_dir():
+        if local and ckpt.is_dir():
             weights, _ = _sharded_weights(ckpt, load_weights)
             meta = load_checkpoint_file(ckpt / "meta.pt", mmap=True)
         else:
             meta = _load_file(ckpt, verified)
             state = meta.get("state_dict") if isinstance(meta, dict) else None
             if not isinstance(state, dict):
-                raise CheckpointError(f"{ckpt.name} is not a training checkpoint (it has no state_dict)")
+                raise CheckpointError(
+                    f"{base_name(ckpt)} is not a training checkpoint (it has no state_dict)"
+                )
             weights = {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
         if not weights:
-            raise CheckpointError(f"{ckpt.name} holds no model weights (no {PREFIX}* keys in its state_dict)")
+            raise CheckpointError(
+                f"{base_name(ckpt)} holds no model weights (no {PREFIX}* keys in its state_dict)"
+            )
     except CheckpointError as e:
         raise ConfigError(_checkpoint_line(ckpt, e)) from e
     prep = meta.get("bigtrain_preprocessing") if isinstance(meta, dict) else None
@@ -103,17 +150,19 @@ def _read_checkpoint(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     return weights, prep
 
 
-def _load_file(ckpt: Path, verify: bool) -> Any:
+def _load_file(ckpt, verify: bool) -> Any:
     """The checkpoint file, memory-mapped when it is torch's zip format (only the weights are then
-    read); anything else (a plain pickle) is loaded whole, so that what it is gets named."""
+    read); anything else (a plain pickle) is loaded whole, so that what it is gets named. A remote
+    one (a URL) is read whole."""
     import warnings
     import zipfile
 
     from bigtrain.training.checkpoint_files import load_checkpoint_file
 
+    mmap = isinstance(ckpt, Path) and zipfile.is_zipfile(ckpt)
     with warnings.catch_warnings():  # torch's note on a pickle protocol it did not write
         warnings.filterwarnings("ignore", message="Detected pickle protocol")
-        return load_checkpoint_file(ckpt, mmap=zipfile.is_zipfile(ckpt), verify=verify)
+        return load_checkpoint_file(ckpt, mmap=mmap, verify=verify)
 
 
 def _sharded_weights(ckpt: Path, load_weights) -> tuple[dict, dict]:
@@ -128,12 +177,14 @@ def _sharded_weights(ckpt: Path, load_weights) -> tuple[dict, dict]:
         raise CheckpointError(f"{ckpt.name} (a sharded checkpoint) cannot be read ({reason})") from e
 
 
-def _checkpoint_line(ckpt: Path, e: Exception) -> str:
+def _checkpoint_line(ckpt, e: Exception) -> str:
     """A CheckpointError's line with the file's full path, and what to do from eval, predict or
     load (which take no trust flag: bigtrain's own checkpoints never need one)."""
-    text = str(e)
-    if text.startswith(ckpt.name):
-        text = f"{ckpt}{text[len(ckpt.name) :]}"
+    from bigtrain.training.checkpoint_files import base_name
+
+    text, name = str(e), base_name(ckpt)
+    if text.startswith(name):
+        text = f"{ckpt}{text[len(name) :]}"
     text = text.split(": if you trust where it came from", 1)[0]
     return f"{text}: restore it from a copy of the run, or choose another checkpoint"
 
@@ -146,7 +197,7 @@ class Trained:
     cfg: Any  # RunConfig
     preprocessing: dict
     run_dir: Path
-    checkpoint: Path
+    checkpoint: Path | str  # a URL where the run kept its checkpoints elsewhere (checkpoint_dir)
 
     @property
     def kind(self) -> str:
@@ -167,15 +218,17 @@ class Trained:
         return torch.cat([m.predictions(m(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
 
     def predict(self, source: str | Path, **generation: Any) -> Any:
-        """Rows of a table file or images (a file or folder): a list of dicts, one per input
-        (`predicted` and a probability per class, or the predicted value). A language model:
+        """Rows of a table file, images or audio clips (a file or folder): a list of dicts, one per
+        input (`predicted` and a probability per class, the predicted value, or a transcript). A language model:
         the prompt's continuation (str); `generation`: max_new_tokens, temperature, top_k, seed."""
-        from bigtrain.runs.predict import generate_text, predict_images, predict_table
+        from bigtrain.runs.predict import generate_text, predict_audio, predict_images, predict_table
 
         if self.kind == "text":
             return generate_text(self, str(source), **generation)
         if self.kind == "table":
             return predict_table(self, source)
+        if self.kind == "audio":
+            return predict_audio(self, source)
         return predict_images(self, source)
 
 
@@ -184,16 +237,24 @@ def load(
     checkpoint: str | Path | None = None,
     trust_code: bool = False,
     flag: str = "trust_code=True",
+    checkpoint_dir: str | None = None,
 ) -> Trained:
-    """The trained model of `run_dir` (its best checkpoint, or `checkpoint`). `trust_code`: build
-    a `_target_` model outside bigtrain that the run's config names (typed by the user now)."""
+    """The trained model of `run_dir` (its best checkpoint, or `checkpoint`: a file, a sharded
+    folder or a URL). `trust_code`: build a `_target_` model outside bigtrain that the run's config
+    names; `checkpoint_dir`: where a run that set checkpoint_dir keeps its checkpoints (both typed
+    by the user now)."""
     from bigtrain.build import build_module
+    from bigtrain.training.checkpoint_files import location
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir} does not exist: give the run directory of a finished run")
     cfg = saved_config(run_dir, trust_code, flag)
-    ckpt = Path(checkpoint) if checkpoint is not None else best_checkpoint(run_dir)
+    ckpt = (
+        location(checkpoint)
+        if checkpoint is not None
+        else best_checkpoint(run_dir, cfg.checkpoint_dir, checkpoint_dir, flag)
+    )
     weights, prep = _read_checkpoint(ckpt)
     if prep is None:
         saved = run_dir / preprocess.FILE

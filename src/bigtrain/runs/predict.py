@@ -1,8 +1,9 @@
-"""Predictions of a trained run on raw inputs: table rows, images, a text prompt; and the
-predictions.csv that `bigtrain predict` writes.
+"""Predictions of a trained run on raw inputs: table rows, images, audio clips, a text prompt;
+and the predictions.csv that `bigtrain predict` writes.
 
-One row per input: `input` (the row number or the image file), `predicted` (the class name, or
-the regressed value in the target's units), and for classifiers `p_<class>` per class. Rows that
+One row per input: `input` (the row number, the image or audio file), `predicted` (the class name,
+the regressed value in the target's units, or a clip's transcript), and for classifiers
+`p_<class>` per class. Rows that
 carry the target also get `target`, so a file of labelled rows can be checked by eye.
 """
 
@@ -60,6 +61,24 @@ def predict_images(trained, path: str | Path) -> list[dict[str, Any]]:
     x = preprocess.read_images(trained.preprocessing, files)
     names = [str(f) for f in files]
     return _rows(trained, trained.outputs(x), names)
+
+
+def predict_audio(trained, path: str | Path) -> list[dict[str, Any]]:
+    """An audio file or every clip below a folder: the class with a probability per class, or
+    (a CTC run) the greedy transcript."""
+    from bigtrain.training.metrics import ctc_greedy
+
+    files = preprocess.audio_files(path)
+    x = preprocess.read_audio(trained.preprocessing, files)
+    names = [str(f) for f in files]
+    vocab = trained.preprocessing.get("vocabulary")
+    if not vocab:
+        return _rows(trained, trained.outputs(x), names)
+    said = ctc_greedy(trained.outputs(x))
+    return [
+        {"input": n, "predicted": "".join(vocab[i] for i in labels)}
+        for n, labels in zip(names, said, strict=True)
+    ]
 
 
 def generate_text(

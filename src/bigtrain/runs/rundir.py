@@ -50,7 +50,17 @@ TYPED_EACH_TIME = (*TRUST_KEYS, "accept_changed_data")
 RESUME_OWN = ("resume", *TYPED_EACH_TIME)
 # Top-level keys added after runs were saved without them, with the value that behaves as those
 # runs did: a resume of such a run composes them with these values, which is no change.
-ADDED_KEYS = {"overwrite": False, "check_memory": True, "accept_changed_data": False, "trust_code": False}
+ADDED_KEYS = {
+    "overwrite": False,
+    "check_memory": True,
+    "accept_changed_data": False,
+    "trust_code": False,
+    "checkpoint_dir": None,
+}
+# Where a run writes (its checkpoints, when elsewhere than the run directory): a resume or an eval
+# does not take it from the run's saved overrides but asks the user to type it again, as it asks
+# for a saved --config-dir (docs/reliability.md, "Security").
+TYPED_AGAIN = ("checkpoint_dir",)
 # Below this much free space a run cannot even write its first checkpoint of a tiny model.
 MIN_FREE_BYTES = 16 * 2**20
 
@@ -154,16 +164,21 @@ def resume_overrides(
     # an override the run was started with, repeated verbatim, changes nothing.
     hydra_own = [o for o in new if override_key(o).startswith("hydra.")]
     new = [o for o in new if override_key(o) != "resume" and o not in hydra_own]
+    check_typed_again(saved, new, "resume", run_dir)
     for o in new:
-        if override_key(o) not in RESUME_SAFE and o not in saved:
+        key = override_key(o)
+        # A TYPED_AGAIN key the run set was just checked to be typed with the run's own value.
+        again = key in TYPED_AGAIN and (_override_value(saved, key) or (None, None))[1] is not None
+        if key not in RESUME_SAFE and o not in saved and not again:
             raise RunDirError(
-                f"{override_key(o)} cannot change on resume (the run would not be the one that was "
+                f"{key} cannot change on resume (the run would not be the one that was "
                 f"checkpointed): allowed are {', '.join(RESUME_SAFE)}; start a new run instead"
             )
+    config_dir = config_dir_of(run, config_dir, "resume", run_dir)
     changed = {override_key(o) for o in new}
     old = [o for o in saved if override_key(o) not in changed | {"resume"}]
     merged = old + new + hydra_own + [f"resume={quote_value(str(run))}"]
-    return merged, config_dir_of(run, config_dir, "resume", run_dir)
+    return merged, config_dir
 
 
 def run_overrides(
@@ -173,9 +188,48 @@ def run_overrides(
     the config of a run to evaluate on other data (nothing is resumed, so anything may change)."""
     run = Path(run_dir).absolute()
     saved = saved_overrides(run, "eval")
+    config_dir = config_dir_of(run, config_dir, "eval", run_dir)
+    check_typed_again(saved, list(new), "eval", run_dir)
     changed = {override_key(o) for o in new}
     kept = [o for o in saved if override_key(o) not in changed]
-    return kept + list(new), config_dir_of(run, config_dir, "eval", run_dir)
+    return kept + list(new), config_dir
+
+
+def _override_value(overrides: list[str], key: str) -> tuple[str, str | None] | None:
+    """(the last override of `key`, its value without quotes; None for null) or None."""
+    found = [o for o in overrides if override_key(o) == key and "=" in o]
+    if not found:
+        return None
+    value = found[-1].split("=", 1)[1].strip().strip("'\"")
+    return found[-1], (None if value in ("", "null") else value)
+
+
+def check_typed_again(saved: list[str], new: list[str], command: str, run_dir: str | Path) -> None:
+    """A key of TYPED_AGAIN that the run's saved overrides set (checkpoint_dir: where the run
+    writes its checkpoints) must be typed now: a path or URL read from a run directory does not
+    decide where bigtrain writes or reads (RunDirError says what to type). A resume must type the
+    same value (it continues from the checkpoints there); an eval may name another folder."""
+    for key in TYPED_AGAIN:
+        found = _override_value(saved, key)
+        if found is None or found[1] is None:
+            continue
+        override, value = found
+        typed = _override_value(new, key)
+        what, how = (
+            (f"resume={run_dir}", f"bigtrain resume={run_dir} {override}")
+            if command == "resume"
+            else (f"eval {run_dir}", f"bigtrain eval {run_dir} {override}")
+        )
+        if typed is None:
+            raise RunDirError(
+                f"{what}: the run keeps its checkpoints in {key}={value}, which a run directory cannot "
+                f"choose for you: type it if you trust that place ({how})"
+            )
+        if command == "resume" and typed[1] != value:
+            raise RunDirError(
+                f"{what}: {typed[0]} is not where the run keeps its checkpoints ({key}={value}): a resume "
+                f"continues from them, so type that one ({how}), or start a new run"
+            )
 
 
 def config_dir_of(run: Path, typed: str | None, command: str, run_dir: str | Path) -> str | None:

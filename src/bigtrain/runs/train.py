@@ -37,6 +37,7 @@ from bigtrain.data import build_datamodule
 from bigtrain.data.batches import check_loaded
 from bigtrain.runs.lock import hold
 from bigtrain.runs.loggers import build_loggers, close_loggers, log_final_hparams, log_run_files
+from bigtrain.runs.paths import quote_value
 from bigtrain.runs.plan import run_plan
 from bigtrain.runs.results import (
     RESULTS_FILE,
@@ -47,6 +48,7 @@ from bigtrain.runs.results import (
     strip_stage,
 )
 from bigtrain.runs.rundir import RunDirError
+from bigtrain.training.checkpoint_files import checkpoint_folder, child, is_url, shown
 from bigtrain.training.module import BigtrainModule
 from bigtrain.util import write_json_atomic
 
@@ -132,17 +134,18 @@ def _best_val(module: BigtrainModule, ckpt_cb, monitor: str) -> dict:
 def start_checkpoint(cfg: RunConfig, run_dir: Path, expected: dict[str, tuple] | None = None) -> str | None:
     """Where fit starts: ckpt_path; or, for `resume=` and inside a SLURM job that already left
     checkpoints in its run directory (a requeue), the newest intact checkpoint of the run that
-    fits the `expected` parameter shapes."""
-    from bigtrain.runs.checkpointing import newest_intact
+    fits the `expected` parameter shapes. The checkpoints are in `checkpoint_dir` when it is set
+    (a local folder or a URL), else in the run directory's checkpoints/."""
+    from bigtrain.runs.checkpointing import has_checkpoints, newest_intact
 
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = checkpoint_folder(cfg.checkpoint_dir, run_dir)
     if in_slurm_job() and cfg.resume is None:
         # The run directory is named after the job id: a checkpoint in it was left by this same
         # job before a requeue. Lightning's hpc checkpoint (a preemption) is the newest state.
         hpc, _ = newest_hpc_checkpoint(run_dir)
         if hpc is not None:
             return str(hpc)
-        if not (ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt"))):
+        if not has_checkpoints(ckpt_dir):
             return cfg.ckpt_path
     elif cfg.resume is None:
         return cfg.ckpt_path
@@ -150,7 +153,7 @@ def start_checkpoint(cfg: RunConfig, run_dir: Path, expected: dict[str, tuple] |
     found = newest_intact(
         ckpt_dir, cfg.trust_checkpoint, say, clean=rank_zero_only.rank == 0, expected=expected
     )
-    if found is None and ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")):
+    if found is None and has_checkpoints(ckpt_dir):
         raise ConfigError(
             f"resume={cfg.resume}: no checkpoint in {ckpt_dir} is usable (see above): restore them from a "
             "copy of the run, or start a new run"
@@ -159,15 +162,21 @@ def start_checkpoint(cfg: RunConfig, run_dir: Path, expected: dict[str, tuple] |
     return str(found) if found else None
 
 
-def _check_output(run_dir: Path, plan: dict) -> None:
-    """Before training: the run directory takes files and has room for the checkpoints."""
+def _check_output(cfg: RunConfig, run_dir: Path, plan: dict) -> None:
+    """Before training: the run directory takes files, and the checkpoint folder (the run
+    directory's, or a local checkpoint_dir) has room for the checkpoints. A remote checkpoint_dir
+    tells nobody its free space."""
     from bigtrain.runs.rundir import RunDirError, check_writable
 
     # A checkpoint holds weights and two Adam moments (fp32: 12 bytes a parameter); a save needs
     # room for the new file while the old one still exists, and best and last are kept.
     need = 12 * plan["params"]["total"] * 3
+    folder = checkpoint_folder(cfg.checkpoint_dir, run_dir)
+    elsewhere = cfg.checkpoint_dir is not None
     try:
-        check_writable(run_dir, what="run directory", need=need)
+        check_writable(run_dir, what="run directory", need=0 if elsewhere else need)
+        if elsewhere and isinstance(folder, Path):
+            check_writable(folder, what="checkpoint_dir", need=need)
     except RunDirError as e:
         raise ConfigError(str(e)) from e
 
@@ -180,7 +189,7 @@ def _fit_and_test(cfg: RunConfig, run_dir: Path, parts: Parts, results: dict) ->
     trainer.enable_autolog_hparams = False
     swa = cfg.tricks.swa.enabled
     if swa:  # the average exists only now, after fit: save it and test it
-        trainer.save_checkpoint(run_dir / "checkpoints" / "swa.ckpt")
+        trainer.save_checkpoint(child(checkpoint_folder(cfg.checkpoint_dir, run_dir), "swa.ckpt"))
     if requeue_cb is not None and requeue_cb.requeue_requested:
         results["status"] = "requeued"
         return
@@ -203,7 +212,9 @@ def _collect(
     results["epochs"] = trainer.current_epoch
     results["val"] = _best_val(module, ckpt_cb, cfg.callbacks.checkpoint.monitor)
     if ckpt_cb is not None and ckpt_cb.best_model_path:
-        results["best_checkpoint"] = os.path.relpath(ckpt_cb.best_model_path, run_dir)
+        best = ckpt_cb.best_model_path  # a checkpoint_dir elsewhere: in full (an absolute path, a URL)
+        inside = cfg.checkpoint_dir is None
+        results["best_checkpoint"] = os.path.relpath(best, run_dir) if inside else shown(best, run_dir)
     results["throughput"] = callbacks.meter.summary()
     results.update(trick_results(cfg, callbacks))
     results["resumed"] = module.resumed
@@ -226,12 +237,12 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
             stack.enter_context(hold(run_dir))
         except RunDirError as e:
             raise ConfigError(str(e)) from e
-        stop = stack.enter_context(SignalStop(run_dir / "checkpoints"))
+        stop = stack.enter_context(SignalStop(checkpoint_folder(cfg.checkpoint_dir, run_dir)))
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         spec, plan = run_plan(cfg, run_dir, rank_zero_only.rank)
         if cfg.dry_run:
             return {"status": "planned", "plan": plan}
-        _check_output(run_dir, plan)
+        _check_output(cfg, run_dir, plan)
         return _run(cfg, run_dir, spec, plan, stop, start)
 
 
@@ -256,7 +267,7 @@ def _run(cfg: RunConfig, run_dir: Path, spec, plan: dict, stop: SignalStop, star
     continuing = cfg.resume is not None or (parts.ckpt_path is not None and cfg.ckpt_path is None)
     note = _finish(cfg, run_dir, results, previous if continuing else None, parts, start)
     if failure is not None:
-        outcome = _outcome(failure, stop, run_dir, parts, note)
+        outcome = _outcome(failure, stop, run_dir, parts, note, cfg.checkpoint_dir)
         if outcome is failure:
             raise failure
         raise outcome from failure
@@ -389,13 +400,23 @@ def _finish(
     return note
 
 
-def _outcome(failure: BaseException, stop: SignalStop, run_dir: Path, parts: Parts, note: str | None):
+def _outcome(
+    failure: BaseException,
+    stop: SignalStop,
+    run_dir: Path,
+    parts: Parts,
+    note: str | None,
+    checkpoint_dir: str | None = None,
+):
     """What to raise: RunInterrupted or RunFailed with their one line (empty on ranks other than
-    zero: one process says it), or the failure itself."""
+    zero: one process says it), or the failure itself. `checkpoint_dir`: the run's (the resume
+    command names it: a resume asks for it typed again)."""
+    ckpt_dir = checkpoint_folder(checkpoint_dir, run_dir)
     signum = _signal_of(failure, stop)
     zero = parts.trainer.is_global_zero if parts.trainer is not None else rank_zero_only.rank == 0
     step = parts.trainer.global_step if parts.trainer is not None else 0
-    resume = f"continue with: bigtrain resume={run_dir}" + (f"; {note}" if note else "")
+    again = f" checkpoint_dir={quote_value(checkpoint_dir)}" if checkpoint_dir is not None else ""
+    resume = f"continue with: bigtrain resume={run_dir}{again}" + (f"; {note}" if note else "")
     if signum is not None:
         e = failure if isinstance(failure, RunInterrupted) else RunInterrupted(signum, step)
         step = e.step if e.step is not None else step
@@ -406,7 +427,7 @@ def _outcome(failure: BaseException, stop: SignalStop, run_dir: Path, parts: Par
                 f"interrupted by {e.signal_name} at step {step}: saved {_rel(e.saved, run_dir)}; {resume}"
             )
         else:
-            e.line = f"interrupted by {e.signal_name} at step {step}: no new checkpoint; {_last_good(run_dir)}; {resume}"
+            e.line = f"interrupted by {e.signal_name} at step {step}: no new checkpoint; {_last_good(run_dir, ckpt_dir)}; {resume}"
         return e
     fault = storage_fault(failure, run_dir)
     if fault is not None:
@@ -415,7 +436,7 @@ def _outcome(failure: BaseException, stop: SignalStop, run_dir: Path, parts: Par
         what, fix = STORAGE_FAULTS[fault.errno]
         where = f" writing {_rel(fault.filename, run_dir)}" if fault.filename else ""
         return RunFailed(
-            f"the run stopped at step {step}: {what} ({fault.strerror}{where}); {_last_good(run_dir)}; "
+            f"the run stopped at step {step}: {what} ({fault.strerror}{where}); {_last_good(run_dir, ckpt_dir)}; "
             f"{fix}, then {resume}"
         )
     if note:
@@ -424,17 +445,20 @@ def _outcome(failure: BaseException, stop: SignalStop, run_dir: Path, parts: Par
 
 
 def _rel(path: str | os.PathLike, run_dir: Path) -> str:
+    if is_url(path):
+        return str(path)
     rel = os.path.relpath(Path(path).absolute(), run_dir.absolute())
     return str(path) if rel.startswith("..") else rel
 
 
-def _last_good(run_dir: Path) -> str:
-    """'the last good checkpoint is checkpoints/x.ckpt (step N)', from what is on disk now."""
+def _last_good(run_dir: Path, ckpt_dir) -> str:
+    """'the last good checkpoint is checkpoints/x.ckpt (step N)', from what is in the checkpoint
+    folder `ckpt_dir` now."""
     from bigtrain.runs.checkpointing import inspect_checkpoint, newest_intact
     from bigtrain.training.checkpoint_files import CheckpointError
 
     try:
-        found = newest_intact(run_dir / "checkpoints", trust=False, report=lambda _: None, clean=False)
+        found = newest_intact(ckpt_dir, trust=False, report=lambda _: None, clean=False)
         if found is not None:
             step = inspect_checkpoint(found, verify=False)["global_step"]
             return f"the last good checkpoint is {_rel(found, run_dir)} (step {step})"

@@ -15,6 +15,7 @@ from bigtrain.config import REGRESSION_METRICS, RunConfig, did_you_mean
 from bigtrain.data import source
 
 LM_METRICS = ("ppl", "bpb")
+CTC_METRICS = ("cer", "wer")  # training/metrics.py's; this module stays torch-free
 
 
 def check_stopping(cfg: RunConfig) -> Iterator[str]:
@@ -34,9 +35,20 @@ def check_stopping(cfg: RunConfig) -> Iterator[str]:
 
 
 def check_metrics(cfg: RunConfig) -> Iterator[str]:
-    """Language-model metrics for token data, classification metrics for the rest."""
+    """Language-model metrics for token data, error rates for transcripts, classification
+    metrics for the rest."""
     names, data = cfg.metrics.names, source(cfg.data.name)
     tokens = data.inputs(cfg.data.name) == "tokens"
+    transcribed = getattr(cfg.data, "transcribed", False)
+    if transcribed:
+        bad = [n for n in names if n not in CTC_METRICS]
+        if bad:
+            yield f"metrics.names has {bad[0]}, but data.manifest gives transcripts: use metrics=ctc"
+        return
+    bad = [n for n in names if n in CTC_METRICS]
+    if bad:
+        yield f"metrics.names has {bad[0]}, a transcription metric, but data={cfg.data.name} has no transcripts: use metrics=default"
+        return
     if tokens:
         bad = [n for n in names if n not in ("acc", *LM_METRICS)]
         if bad:
@@ -129,6 +141,11 @@ def check_nonfinite(cfg: RunConfig) -> Iterator[str]:
 def check_finders(cfg: RunConfig) -> Iterator[str]:
     """The finders run on one device, over a range that is not empty."""
     f = cfg.tricks.finders
+    if (f.lr.enabled or f.batch_size.enabled) and source(cfg.data.name).inputs(cfg.data.name) == "audio":
+        yield (
+            f"the finders train on the data's samples as they are in memory, and data={cfg.data.name} "
+            "makes its features per batch: set tricks.finders.lr.enabled=false and tricks.finders.batch_size.enabled=false"
+        )
     if (f.lr.enabled or f.batch_size.enabled) and cfg.data_parallel_size > 1:
         yield (
             "the finders measure one device before training: run them with trainer.devices=1 "

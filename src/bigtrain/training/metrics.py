@@ -12,6 +12,13 @@ Language models: `acc` is token accuracy (argmax == next token, micro over all t
 (exp of the mean token cross-entropy) and `bpb` (bits per byte: loss / ln 2 / bytes per token)
 are functions of the token-weighted mean loss, so the module derives them from the synced loss
 and they are exact on any number of devices; see `lm_from_loss`.
+
+Transcripts (task "ctc"): cer and wer, torchmetrics' character and word error rates (edit
+distance over the reference's characters or words, summed over the epoch). Greedy decoding
+(`ctc_greedy`) takes each frame's best label, merges repeats and drops blanks. The rates are
+computed on label indices written as text (`label_text`: the space label is a space, every other
+label one character of its own), which gives the rates of the real characters without the
+module knowing the alphabet.
 """
 
 from __future__ import annotations
@@ -22,9 +29,12 @@ from collections.abc import Sequence
 import torchmetrics
 from torchmetrics import classification as C
 from torchmetrics import regression as R
+from torchmetrics import text as T
 from torchmetrics.aggregation import CatMetric
 
 from bigtrain.config import REGRESSION_METRICS
+
+CTC_METRICS = ("cer", "wer")  # the metric names of transcripts
 
 
 def build_metrics(task: str, num_classes: int, names: Sequence[str]) -> torchmetrics.MetricCollection:
@@ -61,6 +71,9 @@ def build_metrics(task: str, num_classes: int, names: Sequence[str]) -> torchmet
     elif task == "lm":
         table = {"acc": lambda: C.MulticlassAccuracy(num_classes=num_classes, average="micro", **v)}
         names = [n for n in names if n in table]
+    elif task == "ctc":
+        table = {"cer": lambda: T.CharErrorRate(), "wer": lambda: T.WordErrorRate()}
+        names = [n for n in names if n in table] or list(CTC_METRICS)
     else:
         raise ValueError(f"unknown task {task!r}")
     # compute_groups=False: the groups would share state between metrics, which is only a saving
@@ -71,7 +84,7 @@ def build_metrics(task: str, num_classes: int, names: Sequence[str]) -> torchmet
 def build_curves(task: str, num_classes: int) -> torchmetrics.MetricCollection:
     """Test-time artefacts: the confusion matrix and the ROC curve(s); for regression every
     prediction and target (for the predicted-vs-true plot)."""
-    if task == "lm":
+    if task in ("lm", "ctc"):
         return torchmetrics.MetricCollection({}, compute_groups=False)
     if task == "regression":
         return torchmetrics.MetricCollection(
@@ -98,3 +111,18 @@ def lm_from_loss(loss: float, names: Sequence[str], bytes_per_token: float) -> d
     if "bpb" in names:
         out["bpb"] = loss / math.log(2) / bytes_per_token
     return out
+
+
+def ctc_greedy(logits, blank: int = 0) -> list[list[int]]:
+    """Best path decoding of (B, T, labels) logits: each frame's argmax, repeats merged, blanks
+    dropped."""
+    best = logits.argmax(-1)
+    keep = best != blank
+    keep[:, 1:] &= best[:, 1:] != best[:, :-1]
+    return [row[mask].tolist() for row, mask in zip(best.cpu(), keep.cpu(), strict=True)]
+
+
+def label_text(labels: list[int], space: int = 1) -> str:
+    """Label indices as text for the error rates: the space label a space, each other label one
+    private-use character (U+E000 + index), so words split where the transcript's words do."""
+    return "".join(" " if i == space else chr(0xE000 + i) for i in labels)

@@ -18,7 +18,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 
 from bigtrain.training.accumulation import StepTokenMean
-from bigtrain.training.metrics import build_curves, build_metrics, lm_from_loss
+from bigtrain.training.metrics import build_curves, build_metrics, ctc_greedy, label_text, lm_from_loss
 from bigtrain.training.optim import build_optimizer, build_scheduler
 
 # What the progress bar shows besides train/loss; everything is in the logs.
@@ -102,7 +102,7 @@ class BigtrainModule(pl.LightningModule):
             return logits.squeeze(-1) * self.target_std + self.target_mean
         if self.task == "binary":
             return torch.sigmoid(logits.squeeze(-1))
-        return torch.softmax(logits, dim=-1)
+        return torch.softmax(logits, dim=-1)  # ctc: (N, tokens, labels), one distribution per token
 
     def loss_and_probs(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Label smoothing regularises the training loss only; evaluation losses stay comparable.
@@ -133,9 +133,30 @@ class BigtrainModule(pl.LightningModule):
             self.stage_metrics[stage].update(logits.detach().argmax(-1).flatten(), y.flatten())
         return loss
 
+    def _ctc_step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor | None:
+        """CTC loss of transcripts (labels padded with 0, the blank; their lengths): every
+        token of the clip is an input frame. torch's mean divides each clip's loss by its
+        transcript length, then averages over the micro-batch; a clip too short for its
+        transcript adds 0 (zero_infinity) rather than an infinite loss."""
+        x, labels, lengths = batch
+        logits = self(x)
+        log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (tokens, N, labels)
+        frames = torch.full((len(lengths),), log_probs.shape[0], dtype=torch.long, device=log_probs.device)
+        loss = F.ctc_loss(log_probs, labels, frames, lengths, blank=0, zero_infinity=True)
+        if stage == "fit" and self.loss_gate is not None and not self.loss_gate(self, loss):
+            return None
+        self.stage_loss[stage].update(loss.detach(), weight=len(lengths))
+        if stage in self.stage_metrics:
+            said = [label_text(p) for p in ctc_greedy(logits.detach())]
+            truth = [label_text(row[:n].tolist()) for row, n in zip(labels.cpu(), lengths.cpu(), strict=True)]
+            self.stage_metrics[stage].update(said, truth)
+        return loss
+
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor | None:
         if self.task == "lm":
             return self._lm_step(batch, stage)
+        if self.task == "ctc":
+            return self._ctc_step(batch, stage)
         x, y = batch
         loss, probs = self.loss_and_probs(self(x), y)
         if stage == "fit" and self.loss_gate is not None and not self.loss_gate(self, loss):
@@ -217,7 +238,7 @@ class BigtrainModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
-        if self.task == "lm":
+        if self.task in ("lm", "ctc"):
             return
         curves = self.curves.compute()
         self.curves.reset()
