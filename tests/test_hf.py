@@ -191,7 +191,8 @@ def test_mismatch_stops_the_command_before_its_run_directory(tmp_path):
     assert out.returncode == 2
     assert out.stderr.splitlines() == [
         f"bigtrain: error: model.init_from={tmp_path / 'hf'}: config.json activation_function=gelu_new "
-        "needs model.mlp=gelu_tanh, the model has gelu: set model.mlp=gelu_tanh or choose the preset that matches"
+        "needs model.mlp=gelu_tanh, the model has gelu: set model.mlp=gelu_tanh, or model=hf to take every key "
+        "from the folder"
     ]
     assert not (tmp_path / "run").exists()
 

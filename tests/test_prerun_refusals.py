@@ -71,7 +71,9 @@ def test_an_unknown_lightning_trainer_argument_is_one_line(tmp_path):
             "is built by bigtrain: add Lightning callbacks with callbacks.extra",
         ),
         ("trainer.lightning=5", "trainer.lightning=5 must be a mapping of Trainer arguments"),
-        ("+trainer.max_tim=1", "unknown key 'trainer.max_tim': did you mean +trainer.max_time?"),
+        ("+trainer.max_tim=1", "unknown key 'trainer.max_tim': did you mean trainer.max_time?"),
+        ("trainer.max_tim=1", "unknown key 'trainer.max_tim': did you mean trainer.max_time?"),
+        ("trainer.max_epoch=3", "unknown key 'trainer.max_epoch': did you mean trainer.max_epochs?"),
     ],
 )
 def test_trainer_arguments_are_checked_against_the_trainer(override, want):

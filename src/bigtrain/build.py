@@ -109,7 +109,9 @@ def lightning_callbacks(cfg: RunConfig, run_dir: Path) -> list[pl.Callback]:
     from bigtrain.callbacks.plots import Plots
 
     c = cfg.callbacks
-    out: list[pl.Callback] = checkpoint_callbacks(c.checkpoint, checkpoint_folder(cfg.checkpoint_dir, run_dir))
+    out: list[pl.Callback] = checkpoint_callbacks(
+        c.checkpoint, checkpoint_folder(cfg.checkpoint_dir, run_dir)
+    )
     if c.early_stopping.enabled:
         es = c.early_stopping
         out.append(

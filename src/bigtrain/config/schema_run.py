@@ -43,7 +43,7 @@ class TrainerConfig:
     limit_test_batches: int | float | None = opt("int: batches; float: that fraction; null = all", gt=0)
     deterministic: bool
     enable_progress_bar: bool
-    lightning: Any = opt("more Trainer arguments, added with +trainer.NAME=value (config/trainer_args.py)")
+    lightning: Any = opt("more Trainer arguments, added with trainer.NAME=value (config/trainer_args.py)")
 
     def __post_init__(self) -> None:
         """Lightning's meaning of the batch limits: an int counts batches, a float is a fraction,

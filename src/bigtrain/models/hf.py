@@ -2,10 +2,11 @@
 
 A folder as `save_pretrained` writes it for GPT2LMHeadModel (`model_type: gpt2`, the layout of
 `model=gpt/*`) or LlamaForCausalLM (`model_type: llama`, `model=llama/*`). Reading: config.json
-fixes the shape, and each setting it fixes must equal the preset's (one line per field that
-differs, naming the override that makes it match); the vocabulary must equal the model's
-(`model.vocab_size`, or the data's when that is null). Writing: config.json and
-model.safetensors that `transformers.AutoModelForCausalLM.from_pretrained` loads.
+fixes the shape: `model=hf` takes every key it fixes from it (`model_keys`;
+transformer_record.from_folder, at composition); with another preset each must equal the preset's (one line per field that differs, naming the
+override that makes it match); the vocabulary must equal the model's (`model.vocab_size`, or the
+data's when that is null). Writing: config.json and model.safetensors that
+`transformers.AutoModelForCausalLM.from_pretrained` loads.
 
 The layouts differ from bigtrain's names (tok_emb, pos_emb, blocks[i].{norm1, attn.{wqkv,wo},
 norm2, mlp.{w1,w2,w3}}, norm_f, head) in four ways: the names; GPT-2 stores its projections as
@@ -96,7 +97,8 @@ def weight_files(folder: str | Path) -> list[Path]:
 def _rope_theta(hf: dict) -> float:
     """RoPE's base: `rope_theta` (transformers 4) or `rope_parameters.rope_theta` (5)."""
     params = hf.get("rope_parameters") or {}
-    return float(hf.get("rope_theta", params.get("rope_theta", 10000.0)))
+    theta = hf.get("rope_theta")
+    return float(theta if theta is not None else params.get("rope_theta") or 10000.0)
 
 
 def implied(hf: dict) -> list[tuple[str, str, Any]]:
@@ -151,6 +153,18 @@ def unsupported(hf: dict) -> Iterator[str]:
         yield "config.json scales RoPE (rope_scaling): bigtrain's rotary embeddings are unscaled"
 
 
+def model_keys(hf: dict) -> dict[str, tuple[str, Any]]:
+    """{model key: (config.json key, value)} for every key `model=hf` takes: implied()'s, the vocabulary, LLaMA's
+    context (RoPE has no table: a run may choose another) and GPT-2's unused RoPE base."""
+    keys = {field: (key, want) for field, key, want in implied(hf) if want is not None}
+    keys["vocab_size"] = ("vocab_size", hf.get("vocab_size"))
+    if hf["model_type"] == GPT2:
+        keys["rope_theta"] = ("model_type", 10000.0)
+    else:
+        keys["max_seq_len"] = ("max_position_embeddings", hf.get("max_position_embeddings", 2048))
+    return keys
+
+
 def _have(m: Any, field: str) -> Any:
     return {"n_kv_heads": m.kv_heads, "d_ff": m.ffn_dim}.get(field, getattr(m, field))
 
@@ -164,7 +178,7 @@ def mismatches(hf: dict, m: Any) -> Iterator[str]:
         family = "gpt" if kind == GPT2 else "llama"
         yield (
             f"config.json model_type={kind} needs model.norm={shape[0]} and model.positions={shape[1]}, "
-            f"the model has {m.norm} and {m.positions}: choose a model={family}/* preset"
+            f"the model has {m.norm} and {m.positions}: choose a model={family}/* preset or model=hf"
         )
         return
     for field, key, want in implied(hf):
@@ -175,7 +189,7 @@ def mismatches(hf: dict, m: Any) -> Iterator[str]:
             shown = hf["model_type"] if key == "model_type" else fmt(hf.get(key, want))
             yield (
                 f"config.json {key}={shown} needs model.{field}={fmt(want)}, the model has {fmt(have)}: "
-                f"set model.{field}={fmt(want)} or choose the preset that matches"
+                f"set model.{field}={fmt(want)}, or model=hf to take every key from the folder"
             )
 
 

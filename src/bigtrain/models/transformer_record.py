@@ -1,5 +1,6 @@
 """The Transformer family's record (models/family.py): token windows in, GPT and LLaMA shapes as
-presets, a Megatron-style tensor-parallel plan, Hugging Face GPT-2 and LLaMA layouts. Its
+presets, a Megatron-style tensor-parallel plan, Hugging Face GPT-2 and LLaMA layouts (and
+`model=hf`, the model from a folder's config.json: from_folder). Its
 nn.Module and torch functions: models/transformer.py; its torch-free shape tables, for the plan:
 models/shapes.py; its Hugging Face maps: models/hf.py."""
 
@@ -54,6 +55,63 @@ def check_init_from(cfg: Any) -> Iterator[str]:
     from bigtrain.models.hf import folder_problems
 
     yield from folder_problems(m.init_from, m, _model_vocab(cfg))
+
+
+# `model=hf` (conf/model/hf.yaml, runs/compose.folder_model): each of these keys the user did not
+# type is the folder's (models/hf.py `model_keys` maps config.json to them, for both layouts).
+PRESET = "hf"
+FOLDER_KEYS = ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_ff", "vocab_size", "max_seq_len", "norm",
+               "mlp", "positions", "tie_embeddings", "bias", "norm_eps", "rope_theta")  # fmt: skip
+# The kind of value each takes (the others: an integer > 0).
+KINDS = {"norm_eps": float, "rope_theta": float, "tie_embeddings": bool, "bias": bool, "norm": str, "mlp": str,
+         "positions": str}  # fmt: skip
+
+
+def _of_kind(field: str, value: Any) -> bool:
+    """Whether config.json's value is of the kind the model key takes (numbers: > 0)."""
+    kind = KINDS.get(field, int)
+    if kind in (bool, str) or isinstance(value, bool):
+        return isinstance(value, kind)
+    return isinstance(value, kind | int) and value > 0
+
+
+def from_folder(folder: str, fill: list[str], typed: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(the values `folder`'s config.json gives the model keys `fill`, one line per problem: an
+    unreadable folder or unsupported setting, a value it lacks, a typed key that disagrees).
+    config.json only, plain JSON: check_init_from then holds the weights to the model, and a
+    typed null (d_ff, vocab_size: computed from other keys or the data) with them."""
+    from bigtrain.config import fmt
+    from bigtrain.models.hf import HFError, implied, model_keys, read_config, unsupported
+
+    where = f"model.init_from={folder}"
+    try:
+        hf = read_config(folder)
+    except HFError as e:
+        return {}, [f"{where} {e}" if not str(e).startswith("config.json") else f"{where}: {e}"]
+    problems = [f"{where}: {line}" for line in unsupported(hf)]
+    keys, values = model_keys(hf), {}
+    for field in [f for f in fill if f in keys and keys[f][1] is not None]:
+        key, value = keys[field]
+        if not _of_kind(field, value):
+            problems.append(f"{where}: config.json {key}={fmt(value)} is not a value model.{field} takes")
+        else:
+            values[field] = float(value) if KINDS.get(field) is float else value
+    for field in [f for f in fill if f not in values and not problems]:
+        problems.append(f"{where}: its config.json gives no model.{field}: set model.{field}=...")
+    fixed = {f for f, _, _ in implied(hf)} | {"vocab_size"}  # LLaMA's context is the run's choice
+    for field, have in [(f, v) for f, v in typed.items() if f in fixed and f in keys]:
+        key, want = keys[field]
+        if have is None and field == "n_kv_heads":  # as many as the query heads
+            have = {**values, **typed}.get("n_heads")
+        if have is not None and want is not None and have != want:
+            shown = (
+                f"model_type={hf['model_type']}" if key == "model_type" else f"{key}={fmt(hf.get(key, want))}"
+            )
+            problems.append(
+                f"model.{field}={fmt(typed[field])} disagrees with {where}: its config.json {shown} needs "
+                f"model.{field}={fmt(want)}; leave model.{field} out to take the folder's"
+            )
+    return values, problems
 
 
 def _model_vocab(cfg: Any) -> int | None:

@@ -1,5 +1,6 @@
-"""Config checks of a run's inputs and outputs: the checkpoint to start from, resume, loggers,
-the run's name, and the memory the plan needs against this machine's.
+"""Config checks of a run's inputs and outputs: the checkpoint to start from, where checkpoints
+go (checkpoint_dir), resume, loggers, the run's name, and the memory the plan needs against this
+machine's.
 
 Each check takes the RunConfig and yields one line per problem, naming the fix (runs/validate.py
 runs them in order). torch is imported only to inspect a given ckpt_path (the only way to know
@@ -15,6 +16,9 @@ from dataclasses import dataclass
 from bigtrain.config import RunConfig, files_in
 
 SHARDING_STRATEGIES = ("fsdp", "tp", "fsdp_tp")
+# Strategies that save a folder of files per checkpoint through their own writer (distributed
+# checkpoint shards, DeepSpeed's engine), not through bigtrain's: local or mounted folders only.
+FOLDER_WRITERS = (*SHARDING_STRATEGIES, "deepspeed_zero2", "deepspeed_zero3")
 LOGGER_PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}
 
 
@@ -69,7 +73,9 @@ def name_max(folder: str = ".") -> int:
 
 def check_ckpt_path(cfg: RunConfig) -> Iterator[str]:
     """ckpt_path must be a file, or a sharded checkpoint's folder (one with meta.pt), which
-    needs a strategy that loads shards."""
+    needs a strategy that loads shards. (checkpoint_dir's checks run here too: the run's other
+    checkpoint path, files and installed packages alike.)"""
+    yield from check_checkpoint_dir(cfg)
     path = cfg.ckpt_path
     if path is None:
         return
@@ -86,6 +92,110 @@ def check_ckpt_path(cfg: RunConfig) -> Iterator[str]:
             f"ckpt_path={path} is a sharded checkpoint, which strategy={cfg.strategy.name} cannot "
             "load: add strategy=fsdp (any number of devices), or export it with python -m bigtrain.runs.export"
         )
+
+
+def check_checkpoint_dir(cfg: RunConfig) -> Iterator[str]:
+    """checkpoint_dir, when set, is a folder or a URL of a file system that fsspec knows and whose
+    package is installed (looked up and imported, nothing read or written there); a URL takes
+    whole-file checkpoints only (not a sharding strategy's folders), and memory:// one process."""
+    value = cfg.checkpoint_dir
+    if value is None:
+        return
+    if not value.strip():
+        yield (
+            "checkpoint_dir= is empty: give a folder or a URL (checkpoint_dir=s3://bucket/run1), or drop "
+            "checkpoint_dir= to keep checkpoints in <run dir>/checkpoints"
+        )
+        return
+    from bigtrain.training.checkpoint_files import is_url
+
+    if not is_url(value):
+        from bigtrain.runs.rundir import RunDirError, check_writable
+
+        if os.path.isfile(value):
+            yield f"checkpoint_dir={value} is a file, not a folder: give a folder (made when missing) or a URL"
+            return
+        try:
+            check_writable(value, what="checkpoint_dir")
+        except RunDirError as e:
+            yield str(e)
+        return
+    problem = fsspec_problem(value)
+    if problem is not None:
+        yield f"checkpoint_dir={value}: {problem}"
+        return
+    name = cfg.strategy.name
+    if name in FOLDER_WRITERS:
+        yield (
+            f"checkpoint_dir={value}: strategy={name} saves each checkpoint as a folder of shards through its "
+            "own writer, which bigtrain sends to a local or mounted folder only: give a folder "
+            "(a shared file system for several nodes), or drop checkpoint_dir"
+        )
+    processes = cfg.trainer.devices * cfg.trainer.num_nodes
+    if value.startswith("memory://") and processes > 1:
+        yield (
+            f"checkpoint_dir={value}: memory:// lives inside one process, and this run has {processes} "
+            "(trainer.devices x trainer.num_nodes): give a shared folder or an object store's URL"
+        )
+
+
+def fsspec_problem(url: str) -> str | None:
+    """What keeps fsspec from opening `url` (each protocol of a chained URL): an unknown
+    protocol, or a package to install; None when it can."""
+    import fsspec
+    from fsspec.utils import get_protocol
+
+    for part in url.split("::"):
+        protocol = get_protocol(part)
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ValueError:
+            known = ", ".join(f"{p}://" for p in ("s3", "gs", "az", "hdfs", "sftp", "memory"))
+            return (
+                f"fsspec knows no {protocol}:// protocol: give a local folder or a URL of one it knows "
+                f"({known}, ...)"
+            )
+        except ImportError as e:
+            missing = getattr(e.__cause__, "name", None) or _package_in(str(e)) or protocol
+            return f"{protocol}:// needs the {missing} package, which is not installed: pip install {missing}"
+    return None
+
+
+def _package_in(message: str) -> str | None:
+    """The package fsspec's message names ('Install s3fs to access S3' -> 's3fs')."""
+    import re
+
+    found = re.search(r"install ['\"]?([\w.-]+)", message, re.IGNORECASE) or re.search(
+        r"['\"]([\w.-]+)['\"] to be installed", message
+    )
+    return found.group(1) if found else None
+
+
+def checkpoint_dir_taken(cfg: RunConfig) -> str | None:
+    """For a new run: a checkpoint_dir that already holds checkpoints (an earlier run's: a resume
+    of this one would pick whichever has the highest step) is one line naming the way on; None
+    otherwise. Not in CHECKS, since eval validates the config of a finished run with the same
+    value: the run checks it before it writes (runs/train.py). A resume, a dry run and a SLURM
+    job (a requeue goes on from its own checkpoints) may use a folder with checkpoints."""
+    if cfg.checkpoint_dir is None or cfg.resume is not None or cfg.dry_run:
+        return None
+    from bigtrain.cluster.slurm import in_slurm_job
+    from bigtrain.training.checkpoint_files import base_name, list_checkpoints
+
+    if in_slurm_job():
+        return None
+    try:
+        found = list_checkpoints(cfg.checkpoint_dir)
+    except Exception as e:  # the file system's own errors: credentials, a missing bucket, the network
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return f"checkpoint_dir={cfg.checkpoint_dir} cannot be listed ({reason}): check the URL and your access to it"
+    if not found:
+        return None
+    names = ", ".join(base_name(p) for p in found[:3]) + (", ..." if len(found) > 3 else "")
+    return (
+        f"checkpoint_dir={cfg.checkpoint_dir} already holds checkpoints ({names}) of an earlier run, which "
+        "a resume of this one could pick: choose another checkpoint_dir, or continue that run with resume="
+    )
 
 
 def check_checkpoint_contents(cfg: RunConfig) -> Iterator[str]:

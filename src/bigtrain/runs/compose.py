@@ -178,12 +178,15 @@ def unknown_key(key: str, overrides: Sequence[str], config_dir: str | None) -> s
     """'unknown key X (did you mean Y?)', with the valid keys of X's parent."""
     rest = [o for o in overrides if not o.lstrip("+~").startswith(key + "=")]
     parent, _, leaf = key.rpartition(".")
+    node = None
     try:
         base = compose(rest, config_dir)
         node = OmegaConf.select(base, parent) if parent else base
         keys = [str(k) for k in node] if isinstance(node, DictConfig) else []
     except UsageError:
         keys = []
+    if isinstance(node, DictConfig) and not keys:  # an empty mapping (trainer.lightning: {})
+        return f"unknown key '{key}': {parent} is empty: add the key with +{key}=..."
     close = difflib.get_close_matches(leaf, keys, n=1)
     hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
     valid = f"valid keys{' of ' + parent if parent else ''}: {', '.join(keys)}" if keys else ""
@@ -254,6 +257,35 @@ def weights_tokenizer(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
     return [f"data.tokenizer={value}"]
 
 
+def folder_model(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
+    """`model.KEY=VALUE` for each model key the user did not type, from the `model.init_from`
+    folder's config.json, where the model group's choice is `hf` (transformer_record.from_folder;
+    conf/model/hf.yaml's own values are placeholders). UsageError, one line each, where there
+    is no folder, it cannot be read, or a key the user typed disagrees with it."""
+    from bigtrain.models.transformer_record import FOLDER_KEYS, PRESET, from_folder
+
+    model = cfg.get("model")
+    if OmegaConf.select(cfg, "hydra.runtime.choices.model") != PRESET or not isinstance(model, DictConfig):
+        return []
+    given = _given(overrides)
+    fill = [k for k in FOLDER_KEYS if f"model.{k}" not in given]
+    if not fill:  # every key typed (a resume replays them): validation holds them to the folder
+        return []
+    folder = model.get("init_from")  # None where it is ??? too
+    if folder is None:
+        raise UsageError(
+            f"model={PRESET} takes the model's {len(FOLDER_KEYS)} shape keys from a Hugging Face folder's "
+            "config.json: add model.init_from=FOLDER"
+        )
+    from bigtrain.config import fmt
+
+    typed = {k: model.get(k) for k in FOLDER_KEYS if k not in fill}
+    values, problems = from_folder(str(folder), fill, typed)
+    if problems:
+        raise UsageError("\n".join(problems))
+    return [f"model.{k}={fmt(v)}" for k, v in values.items()]
+
+
 def check_trust_typed(cfg: DictConfig, overrides: Sequence[str]) -> None:
     """UsageError when a trust flag is true but no override sets it: a YAML file (an experiment,
     a --config-dir preset) said so, and only the command line may (docs/reliability.md)."""
@@ -277,21 +309,32 @@ def compose_run(
     """compose() plus what a language model implies: (the config, the overrides added).
 
     A group a language model implies (data, metrics) needs a second composition; a value it
-    implies (the window, the tokenizer) is set on the composed config as the override would set
-    it, and recorded among the overrides Hydra saves."""
-    cfg = compose(overrides, config_dir, config_name, with_hydra=with_hydra)
+    implies (the shape a model=hf folder gives, the window, the tokenizer) is set on the
+    composed config as the override would set it, and recorded among the overrides Hydra saves."""
+    cfg = compose(overrides, config_dir, config_name, with_hydra=True)  # its group choices
     check_trust_typed(cfg, overrides)
     added = implied_overrides(cfg, overrides)
     if added:
-        cfg = compose([*overrides, *added], config_dir, config_name, with_hydra=with_hydra)
-    values = fit_window(cfg, [*overrides, *added]) + weights_tokenizer(cfg, [*overrides, *added])
+        cfg = compose([*overrides, *added], config_dir, config_name, with_hydra=True)
+    values = _set(cfg, folder_model(cfg, overrides), with_hydra)  # first: the window fits its context
+    given = [*overrides, *added, *values]
+    values += _set(cfg, fit_window(cfg, given) + weights_tokenizer(cfg, given), with_hydra)
+    if not with_hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg, added + values
+
+
+def _set(cfg: DictConfig, values: list[str], with_hydra: bool) -> list[str]:
+    """Set implied values on the composed config as their overrides would set them, and record
+    them among the overrides Hydra saves (a resume replays them)."""
     for override in values:
         key, value = override.split("=", 1)
         OmegaConf.update(cfg, key, _value_of(cfg, key, value))
         if with_hydra:
             with open_dict(cfg):
                 cfg.hydra.overrides.task.append(override)
-    return cfg, added + values
+    return values
 
 
 def _value_of(cfg: DictConfig, key: str, value: str) -> Any:

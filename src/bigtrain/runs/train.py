@@ -162,6 +162,15 @@ def start_checkpoint(cfg: RunConfig, run_dir: Path, expected: dict[str, tuple] |
     return str(found) if found else None
 
 
+def _check_checkpoint_dir(cfg: RunConfig) -> None:
+    """A new run does not start in a checkpoint_dir that holds an earlier run's checkpoints
+    (runs/checks.checkpoint_dir_taken); rank zero asks, before anything is written there."""
+    from bigtrain.runs.checks import checkpoint_dir_taken
+
+    if rank_zero_only.rank == 0 and (line := checkpoint_dir_taken(cfg)) is not None:
+        raise ConfigError(line)
+
+
 def _check_output(cfg: RunConfig, run_dir: Path, plan: dict) -> None:
     """Before training: the run directory takes files, and the checkpoint folder (the run
     directory's, or a local checkpoint_dir) has room for the checkpoints. A remote checkpoint_dir
@@ -237,6 +246,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
             stack.enter_context(hold(run_dir))
         except RunDirError as e:
             raise ConfigError(str(e)) from e
+        _check_checkpoint_dir(cfg)
         stop = stack.enter_context(SignalStop(checkpoint_folder(cfg.checkpoint_dir, run_dir)))
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         spec, plan = run_plan(cfg, run_dir, rank_zero_only.rank)
