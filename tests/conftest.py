@@ -4,7 +4,6 @@ runs that write into pytest's tmp_path instead of outputs/."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 
 import bigtrain
 from bigtrain.config import RunConfig
+from bigtrain.runs.compose import compose_run
 from bigtrain.runs.validate import validate
 
 # No progress bar, config tree or model summary: keeps test output readable and steps fast.
@@ -61,13 +61,6 @@ DIST_ENV = (
 
 
 @pytest.fixture(autouse=True)
-def _quiet_lightning():
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    yield
-
-
-@pytest.fixture(autouse=True)
 def _isolated_distributed_env():
     """Each test starts without the distributed variables and process group of the one before."""
     before = {k: os.environ.get(k) for k in DIST_ENV}
@@ -85,7 +78,7 @@ def _isolated_distributed_env():
 
 def make_cfg(overrides: list[str] = (), config_dir: str | None = None) -> RunConfig:
     """A validated RunConfig for `bigtrain OVERRIDES`."""
-    return validate(bigtrain.compose(list(overrides), config_dir))
+    return validate(compose_run(list(overrides), config_dir)[0])
 
 
 @pytest.fixture

@@ -320,6 +320,17 @@ def hf_folder(*args: str) -> Callable:
     return build
 
 
+def transformers_folder(path: Path, runs: Runs) -> None:
+    """docs/lm.md's folder of transformers' GPT-2 or LLaMA (by its name): defaults but the sizes."""
+    import transformers as t
+
+    if path.name.startswith("gpt2"):
+        t.GPT2LMHeadModel(t.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=256)).save_pretrained(path)
+    else:
+        sizes = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=172)
+        t.LlamaForCausalLM(t.LlamaConfig(**sizes, vocab_size=256)).save_pretrained(path)
+
+
 def spoken_digits(path: Path, runs: Runs) -> None:
     """docs/audio.md's spoken digits, small: scripts/make_spoken_digits.py with 3 voices x 8
     variants (2 held out for test), 2 speeds and pitches per word, 4 strings per speaker; made
@@ -422,19 +433,19 @@ INPUTS: dict[str, tuple[str, Callable]] = {
     "new_rows.csv": ("new_rows.csv", new_rows),
     "digit.png": ("digit.png", digit_png),
     # docs/using.md trains these runs, then evaluates and predicts with them
-    "runs/digits": ("runs/digits", documented_run("hydra.run.dir=runs/digits")),
-    "runs/diabetes": (
-        "runs/diabetes",
+    "outputs/digits": ("outputs/digits", documented_run("hydra.run.dir=outputs/digits")),
+    "outputs/diabetes": (
+        "outputs/diabetes",
         table_run(
             "diabetes.csv",
             diabetes_table,
             "data=csv",
             "data.path=diabetes.csv",
             "data.target=progression",
-            "hydra.run.dir=runs/diabetes",
+            "hydra.run.dir=outputs/diabetes",
         ),
     ),
-    "runs/gpt": ("runs/gpt", documented_run("+experiment=gpt_stdlib", "hydra.run.dir=runs/gpt")),
+    "outputs/gpt": ("outputs/gpt", documented_run("+experiment=gpt_stdlib", "hydra.run.dir=outputs/gpt")),
     "patients.csv": ("patients.csv", patients),
     "patients_split.csv": ("patients_split.csv", patients),
     "patients.parquet": ("patients.parquet", patients),
@@ -449,11 +460,13 @@ INPUTS: dict[str, tuple[str, Callable]] = {
     # docs/extending.md: its config folder, and its package my_pkg/ beside it
     "my_configs": ("my_configs", extending_example),
     # docs/reliability.md's first command makes the run the next two resume
-    "runs/long": ("runs/long", documented_run("+experiment=seed", "hydra.run.dir=runs/long")),
+    "outputs/long": ("outputs/long", documented_run("+experiment=seed", "hydra.run.dir=outputs/long")),
     # docs/lm.md trains a small GPT, then exports it as a Hugging Face folder
-    "runs/gpt_tiny": ("runs/gpt_tiny", documented_run("model=gpt/tiny", "hydra.run.dir=runs/gpt_tiny")),
+    "outputs/gpt_tiny": ("outputs/gpt_tiny", documented_run("model=gpt/tiny", "hydra.run.dir=outputs/gpt_tiny")),
     "no_such_folder": ("no_such_folder", absent),  # docs/lm.md: the error for a missing folder
-    "gpt_tiny_hf": ("gpt_tiny_hf", hf_folder("model=gpt/tiny", "hydra.run.dir=runs/gpt_tiny")),
+    "gpt_tiny_hf": ("gpt_tiny_hf", hf_folder("model=gpt/tiny", "hydra.run.dir=outputs/gpt_tiny")),
+    "gpt2_hf": ("gpt2_hf", transformers_folder),  # docs/lm.md's model=hf
+    "llama_hf": ("llama_hf", transformers_folder),
     # outputs/NAME/RUN: the run directory of the README's `bigtrain`
     "outputs/NAME/RUN/checkpoints/last.ckpt": ("outputs/NAME/RUN", documented_run()),
     "my_texts/": ("my_texts", stdlib_texts),
@@ -463,19 +476,19 @@ INPUTS: dict[str, tuple[str, Callable]] = {
     # docs/audio.md: spoken digits made with espeak-ng, the runs trained on them, and new clips
     "spoken_digits/words": ("spoken_digits/words", spoken_digits),
     "spoken_digits/strings": ("spoken_digits/strings", spoken_digits),
-    "runs/spoken_digits": (
-        "runs/spoken_digits",
+    "outputs/spoken_digits": (
+        "outputs/spoken_digits",
         speech_run(
-            "+experiment=spoken_digits", "data.root=spoken_digits/words", "hydra.run.dir=runs/spoken_digits"
+            "+experiment=spoken_digits", "data.root=spoken_digits/words", "hydra.run.dir=outputs/spoken_digits"
         ),
     ),
-    "runs/spoken_digits_ctc": (
-        "runs/spoken_digits_ctc",
+    "outputs/spoken_digits_ctc": (
+        "outputs/spoken_digits_ctc",
         speech_run(
             "+experiment=spoken_digits_ctc",
             "data.root=spoken_digits/strings",
             "data.manifest=spoken_digits/strings/transcripts.csv",
-            "hydra.run.dir=runs/spoken_digits_ctc",
+            "hydra.run.dir=outputs/spoken_digits_ctc",
         ),
     ),
     "clip.wav": ("clip.wav", word_clip),

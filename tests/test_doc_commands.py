@@ -141,3 +141,19 @@ def test_ci_runs_the_readmes_test_command_word_for_word():
     (command,) = [line for line in readme.splitlines() if line.startswith("pip install") and "pytest" in line]
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert command in ci, f"{command!r} is not a line of .ci/run"
+
+
+def test_documented_run_directories_are_under_outputs():
+    """Every run directory a documented command (README, docs/, `--help`) or Python example names
+    (`hydra.run.dir=DIR`, `run_dir="DIR"`, `resume("DIR"`) is under outputs/, where the program
+    puts runs by default and which outputs/.gitignore keeps out of git; a shared cluster folder
+    (`/shared/...`) and a shell variable aside."""
+    import re
+
+    in_commands = [m for c in COMMANDS for m in re.findall(r"hydra\.run\.dir=(\S+)", c.text)]
+    python = re.compile(r"""(?:run_dir=|bigtrain\.(?:resume|load)\()["']([^"']+)["']""")
+    docs = [REPO / "README.md", *REPO.glob("docs/*.md")]
+    in_python = [m for p in docs for m in python.findall(p.read_text(encoding="utf-8"))]
+    assert len(in_commands) >= 10 and len(in_python) >= 4, (in_commands, in_python)
+    outside = [d for d in in_commands + in_python if not d.startswith(("outputs/", "/shared/", "$"))]
+    assert not outside, outside

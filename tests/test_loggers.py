@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import bigtrain
 from bigtrain.config import ConfigError, as_dict
 from bigtrain.config.secrets import strip_secrets
-from conftest import FAST, QUIET, make_cfg
+from conftest import FAST, QUIET, bigtrain_cmd, make_cfg
 
 # The last word of a key that names a secret (max_new_tokens and tokenizer are not secrets).
 SECRET_KEYS = ("token", "password", "secret", "apikey", "credential", "credentials")
@@ -99,6 +99,19 @@ def test_mlflow_runs_share_one_store_that_the_documented_snippet_reads(tmp_path,
     lines = out.stdout.strip().splitlines()
     assert {line.split()[0] for line in lines[:2]} == {"lr1e-3", "lr3e-2"}
     assert "results.json" in lines[-1] and "plots" in lines[-1]
+
+
+def test_mlflow_run_from_the_command_line_keeps_mlflow_lines_in_the_log(tmp_path):
+    """MLflow's own info lines (database tables created, the experiment created) are in the
+    run's bigtrain.log, not on the console."""
+    pytest.importorskip("mlflow")
+    out = bigtrain_cmd("logger=mlflow", "+debug=fast", "hydra.run.dir=outputs/m1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    console = out.stdout + out.stderr
+    assert "INFO" not in console and "Creating it" not in console, console[-2000:]
+    assert "(completed)" in out.stdout and (tmp_path / "outputs" / "mlflow.db").is_file()
+    log = (tmp_path / "outputs" / "m1" / "bigtrain.log").read_text()
+    assert "mlflow" in log and "Creating it" in log
 
 
 class WandbRunProbe(pl.Callback):

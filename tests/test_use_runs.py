@@ -102,6 +102,12 @@ def test_predict_on_the_training_rows_equals_what_training_saw(run, split_table,
     other = evaluate(run_dir, [f"data.path={train_csv}", "data.split_column=null"])
     assert other["data"].endswith(f"{(y.numel())} rows")
     assert other["test"]["acc"] == pytest.approx(float((probs.argmax(1) == y).float().mean()), abs=1e-6)
+    # A table smaller than one training batch is evaluated too: eval trains nothing.
+    few = tmp_path / "few_rows.csv"
+    few.write_text("".join(train_csv.read_text().splitlines(keepends=True)[:11]))  # header + 10 rows
+    out = bigtrain_cmd("eval", str(run_dir), f"data.path={few}", "data.split_column=null", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("bigtrain eval: "), out.stderr
+    assert f"{few}: 10 rows" in out.stdout.splitlines()[0]
 
 
 def test_a_digits_model_predicts_png_files_as_it_sees_its_own_images(run, tmp_path):

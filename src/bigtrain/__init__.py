@@ -27,11 +27,15 @@ QUIET = ["trainer.enable_progress_bar=false", "callbacks.model_summary_depth=0"]
 
 
 def compose(overrides: Sequence[str] = (), config_dir: str | None = None):
-    """The composed (unvalidated) config, as a DictConfig without the `hydra` node, with what a
-    language model implies added as the command adds it."""
+    """The composed config, as a DictConfig without the `hydra` node, with what a language model
+    implies added as the command adds it. Validated as `train` validates it: ConfigError (every
+    mistake, one line each) for bad input."""
     from bigtrain.runs.compose import compose_run
+    from bigtrain.runs.validate import validate
 
-    return compose_run(list(overrides), config_dir)[0]
+    cfg = compose_run(list(overrides), config_dir)[0]
+    validate(cfg)
+    return cfg
 
 
 def train(
@@ -47,6 +51,7 @@ def train(
 
     from omegaconf import DictConfig, OmegaConf
 
+    from bigtrain.runs.notices import library_notices
     from bigtrain.runs.train import train as _train
     from bigtrain.runs.validate import validate
 
@@ -73,6 +78,8 @@ def train(
             _save_run_config(Path(run_dir), composed, overrides)
         if quiet:
             stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        # Lightning's info lines and libraries' warnings: the run's bigtrain.log, as the command's.
+        stack.enter_context(library_notices(Path(run_dir) / "bigtrain.log"))
         stack.enter_context(_quiet_logs(quiet))
         return _train(cfg, run_dir)
 
@@ -103,10 +110,11 @@ def _claim(run_dir: Path, cfg) -> None:
 
 @contextlib.contextmanager
 def _quiet_logs(quiet: bool):
-    """Lightning's and bigtrain's info lines off while a quiet run trains."""
+    """bigtrain's info lines off while a quiet run trains (Lightning's go to the run's log file:
+    runs/notices.py)."""
     import logging
 
-    loggers = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning.pytorch", "bigtrain")]
+    loggers = [logging.getLogger("bigtrain")]
     levels = [lg.level for lg in loggers]
     if quiet:
         for lg in loggers:

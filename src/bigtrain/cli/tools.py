@@ -91,8 +91,11 @@ def main(argv: Sequence[str]) -> None:
 
     command, rest = argv[0], list(argv[1:])
     args = _parser(command).parse_args(rest)
+    from bigtrain.runs.notices import library_notices
+
     try:
-        (_eval if command == "eval" else _predict)(args)
+        with library_notices(None):  # bigtrain's lines only, as a training run's console
+            (_eval if command == "eval" else _predict)(args)
     except ConfigError as e:
         sys.stderr.write(f"bigtrain: error: {e}\n")
         sys.exit(2)

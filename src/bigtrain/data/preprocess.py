@@ -112,15 +112,16 @@ def class_names(prep: dict) -> list[str] | None:
 # ------------------------------------------------------------------ tables
 
 
-def read_rows(prep: dict, path: str | Path) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """(inputs, targets or None when the file has no target column, rows) of a table file."""
+def read_rows(prep: dict, path: str | Path, key: str = "input") -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(inputs, targets or None when the file has no target column, rows) of a table file;
+    `key` names where the user gave it (`input` of predict, `data.path` of eval)."""
     from bigtrain.data.tables import encode_features, encode_targets, read_columns, read_header
 
     where = f"{path}"
-    header = read_header(str(path), "input")
+    header = read_header(str(path), key)
     columns = [c["name"] for c in prep["columns"]]
     target = prep["target"] if prep["target"] in header else None
-    raw = read_columns(str(path), "input", [*columns, *([target] if target else [])])
+    raw = read_columns(str(path), key, [*columns, *([target] if target else [])])
     rows = len(next(iter(raw.values()))) if raw else 0
     if rows == 0:
         raise ConfigError(f"{path} has no rows: give it at least one")

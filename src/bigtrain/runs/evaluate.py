@@ -40,18 +40,25 @@ def run_config(
 
     from bigtrain.runs.compose import compose_run
     from bigtrain.runs.rundir import RunDirError, run_overrides
-    from bigtrain.runs.validate import validate
+    from bigtrain.runs.validate import EVAL_CHECKS, validate
     from bigtrain.targets.trust import check_trusted
 
     try:
-        # Testing needs no gradients or optimizer state: the training plan's memory is not held
-        # against this machine (a run trained on a larger one is evaluated here).
-        merged, config_dir = run_overrides(run_dir, [*overrides, "check_memory=false"], config_dir)
+        merged, config_dir = run_overrides(run_dir, list(overrides), config_dir)
     except RunDirError as e:
         raise ConfigError(str(e).replace("resume=", "eval ", 1)) from e
     composed = compose_run(merged, config_dir)[0]
     check_trusted(OmegaConf.to_container(composed), trust_code, f"eval {run_dir}", flag)
-    return validate(composed)
+    return validate(composed, EVAL_CHECKS)  # testing trains nothing: not training's checks
+
+
+def _typed_checkpoint_dir(overrides: Sequence[str]) -> str | None:
+    """The checkpoint_dir typed now (`checkpoint_dir=PLACE`), where a run kept its checkpoints
+    outside its directory; None where none was typed."""
+    from bigtrain.runs.rundir import override_key
+
+    values = [o.split("=", 1)[1].strip("'\"") for o in overrides if override_key(o) == "checkpoint_dir"]
+    return values[-1] if values and values[-1] not in ("", "null") else None
 
 
 def _new_source(old, new) -> str | None:
@@ -83,7 +90,7 @@ def _loader(trained, cfg, source):
     if source is None or kind == "text":
         return None, None
     if kind == "table":
-        x, y, rows = preprocess.read_rows(trained.preprocessing, source)
+        x, y, rows = preprocess.read_rows(trained.preprocessing, source, "data.path")
         if y is None:
             raise ConfigError(
                 f"{source} has no column '{trained.preprocessing['target']}': eval needs the target"
@@ -141,8 +148,11 @@ def evaluate(
 
     run_dir = Path(run_dir)
     _evals_folder(run_dir)  # before any work: where the result will go
-    trained = load(run_dir, checkpoint, trust_code, flag)
-    cfg = run_config(run_dir, overrides, config_dir, trust_code, flag)
+    typed_dir = _typed_checkpoint_dir(overrides)
+    trained = load(run_dir, checkpoint, trust_code, flag, checkpoint_dir=typed_dir)
+    # A checkpoint typed now says where it is: the run's checkpoint_dir is not asked for again.
+    named = ["checkpoint_dir=null"] if checkpoint is not None and typed_dir is None else []
+    cfg = run_config(run_dir, [*overrides, *named], config_dir, trust_code, flag)
     _check_own_data(run_dir, trained, cfg)
     loader, described = _loader(trained, cfg, _new_source(trained.cfg.data, cfg.data))
     accelerator = cfg.trainer.accelerator
@@ -164,11 +174,10 @@ def evaluate(
         described = f"the run's test split ({cfg.data.name})"
     else:
         (metrics,) = trainer.test(trained.module, dataloaders=loader, verbose=False)
+    ckpt = trained.checkpoint  # a URL (str) where the run kept its checkpoints elsewhere
     out = {
         "checkpoint": str(
-            trained.checkpoint.relative_to(run_dir)
-            if trained.checkpoint.is_relative_to(run_dir)
-            else trained.checkpoint
+            ckpt.relative_to(run_dir) if isinstance(ckpt, Path) and ckpt.is_relative_to(run_dir) else ckpt
         ),
         "data": described,
         "overrides": list(overrides),

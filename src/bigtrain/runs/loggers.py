@@ -47,8 +47,16 @@ MLFLOW_ROOT, MLFLOW_DB, MLFLOW_ARTIFACTS = "outputs", "mlflow.db", "mlartifacts"
 
 
 def _mlflow_logger(cfg: RunConfig, run_dir: Path):
+    import logging
+
+    import mlflow  # noqa: F401  (on import it gives its loggers a console handler of their own)
     from pytorch_lightning.loggers import MLFlowLogger
 
+    # MLflow's info lines (creating the database's tables, ...) go where every library's go: the
+    # run's log file, the console only from WARNING up (conf/hydra/default.yaml).
+    for name in ("mlflow", "alembic", "sqlalchemy.engine", "huey"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
     m = cfg.logger.mlflow
     uri, artifacts = m.tracking_uri, None
     if uri is None:
