@@ -27,7 +27,8 @@ Whole runs (bench_runs.py), `--reps` fresh processes each:
                a 25M-parameter LLaMA shape (lm_memory.py). Target: within 10%.
 Other cases:
   loader       tokens/s of the token-file loader (data=tokens) and of a plain numpy gather.
-  cli          wall time of `bigtrain --help`, of an invalid override and of two dry runs.
+  cli          wall time of the default run (`bigtrain`, launch to exit; README quotes it), of
+               `bigtrain --help`, of an invalid override and of two dry runs.
 
 Times are seconds per optimizer step over training batches only, after warm-up rounds. Per
 ratio the report gives the median of the repeats' medians, their min-max, and the median and
@@ -63,6 +64,8 @@ RATIOS: dict[str, dict[str, float | None]] = {
 ROUNDS = {"mlp": (40, 2), "transformer": (12, 1), "transformer-peer": (12, 1)}
 # name: (arguments, the exit status they must end with)
 CLI_CASES = {
+    # README's first command, launch to exit (each run in its own outputs/default/<time>/)
+    "the default run (`bigtrain`)": ([], 0),
     "--help": (["--help"], 0),
     "invalid override": (["optim.lr=-1"], 2),
     "dry_run (default run)": (["dry_run=true", "callbacks.print_config=false"], 0),

@@ -12,7 +12,8 @@ def test_help_lists_every_group_and_option(tmp_path):
     out = bigtrain_cmd("--help", cwd=tmp_path)
     assert out.returncode == 0
     for line in (
-        "data: audio_folder, breast_cancer, csv, digits, image_folder, stdlib_text, text, tokens",
+        "data: audio_folder, breast_cancer, csv, digits, image_folder, stdlib_text, target, text, tokens",
+        "model: hf, target",
         # common: every key of the family once, the base of its presets (selectable too)
         "model/gpt: 1.3b, 125m, 13b, 175b, 2.7b, 350m, 6.7b, 760m, common, tiny",
         "model/llama: 13b, 70b, 7b, common, tiny",

@@ -89,7 +89,7 @@ PLACEHOLDER_HOST = re.compile(r"https?://([\w.-]+\.)?example\.(org|com|net)\b")
 
 # Arguments whose values are inputs: bigtrain keys, and the options of the other programs.
 INPUT_KEYS = ("data.path", "data.train_path", "data.val_path", "data.test_path", "data.root", "data.paths")
-INPUT_KEYS += ("data.tokenizer", "resume", "ckpt_path", "model.init_from")
+INPUT_KEYS += ("data.tokenizer", "resume", "ckpt_path", "model.init_from", "model._target_")
 INPUT_OPTIONS = ("--config-dir", "-cd", "--tokenizer")
 # options of bigtrain-tokens that take a value
 VALUE_OPTIONS = (*INPUT_OPTIONS, "--max-bytes")

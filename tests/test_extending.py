@@ -291,3 +291,28 @@ def test_bad_targets_from_the_command_line_are_one_line_each_and_no_run_director
     for fragment in expected:
         assert sum(line.startswith("bigtrain: error: ") and fragment in line for line in lines) == 1, lines
     assert not (cwd / "outputs").exists()  # rejected before a run directory exists
+
+
+def test_targets_from_the_command_line_alone_with_the_target_presets(importable):
+    """`model=target` and `data=target` hold only `_target_`: a class of yours needs no YAML file.
+    `model._target_=...` on one of bigtrain's presets says so in one line."""
+    cfg = make_cfg(
+        [
+            "model=target",
+            f"model._target_={PACKAGE}.nets.TinyNet",
+            "+model.hidden=8",
+            "data=target",
+            f"data._target_={PACKAGE}.data.CancerData",
+            "+data.per_device_batch=16",
+        ]
+    )
+    assert cfg.model.target == f"{PACKAGE}.nets.TinyNet" and cfg.model.arguments == {"hidden": 8}
+    assert cfg.data.target == f"{PACKAGE}.data.CancerData"
+    with pytest.raises(ConfigError) as alone:
+        make_cfg([f"model._target_={PACKAGE}.nets.TinyNet"])
+    assert alone.value.lines == [
+        "unknown key 'model._target_': a model of yours replaces the preset: model=target "
+        "model._target_=... (its arguments: +model.NAME=value; docs/extending.md)"
+    ]
+    with pytest.raises(ConfigError, match=r"^model._target_ has no value: add model._target_=\.\.\.$"):
+        make_cfg(["model=target"])

@@ -181,3 +181,22 @@ def test_unknown_launcher_and_missing_plugin_are_one_line_errors(tmp_path):
         "bigtrain: error: hydra/launcher/submitit_slurm comes from the package hydra-submitit-launcher, "
         "which is not installed: pip install 'bigtrain[slurm]'"
     )
+
+
+def test_the_summary_table_folds_long_values_and_never_cuts_them(monkeypatch, capsys):
+    from bigtrain.cluster.sweep import print_table
+
+    monkeypatch.setenv("COLUMNS", "60")  # a narrow terminal, or a log file's default width
+    lrs = ["0.0015702938475610293", "0.031415926535897934"]
+    rows = [
+        {"job": str(i), "overrides": f"optim.lr={lr} +debug=fast", "status": "completed",
+         "resumed": 0, "global_step": 3, "val/loss": 0.5 + i}
+        for i, lr in enumerate(lrs)
+    ]  # fmt: skip
+    print_table(rows, "val/loss", "val/loss first")
+    out = capsys.readouterr().out
+    assert "…" not in out
+    # Every digit is shown: the cells' pieces, read down the overrides column, give the values.
+    cells = "".join(line.split("│")[3].strip() for line in out.splitlines() if line.count("│") >= 7)
+    for lr in lrs:
+        assert f"optim.lr={lr}" in cells, cells

@@ -185,3 +185,38 @@ def test_max_time_stops_a_python_api_run(tmp_path):
     assert results["status"] == "completed" and 1 <= results["epochs"] < 1000
     saved = list(OmegaConf.load(tmp_path / "run" / ".hydra" / "overrides.yaml"))
     assert "trainer.max_time=00:00:00:01" in saved  # composes the same config again on resume
+
+
+def test_the_documented_table_of_trainer_arguments_is_the_scripts_output():
+    """docs/configuration.md's table is scripts/trainer_args.py's output; for another Lightning
+    version than the table names, every argument it lists must still be one of the Trainer's."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytorch_lightning as pl
+
+    from bigtrain.config.trainer_args import trainer_arguments
+
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "configuration.md").read_text()
+    table = re.search(
+        r"<!-- trainer-args: the output of .*? -->\n(.*?)\n<!-- trainer-args: end -->", doc, re.S
+    )
+    assert table, "docs/configuration.md has no table of Trainer arguments"
+    documented = table.group(1)
+    names = re.findall(r"^\| `(\w+)` \|", documented, re.M)
+    assert {"max_time", "profiler", "detect_anomaly", "callbacks"} <= set(names)
+    if f"Lightning {pl.__version__}'s" in documented:
+        out = subprocess.run(
+            [sys.executable, str(root / "scripts" / "trainer_args.py")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert out.stdout.strip() == documented.strip(), (
+            "regenerate the table: python scripts/trainer_args.py"
+        )
+    else:  # a newer Lightning: the table may miss new arguments, but names none that is gone
+        assert set(names) <= trainer_arguments(), set(names) - trainer_arguments()

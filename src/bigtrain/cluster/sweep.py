@@ -75,7 +75,9 @@ def print_table(rows: list[dict[str, Any]], monitor: str, title: str) -> None:
     shared = set.intersection(*(set(o) for o in split)) if len(rows) > 1 else set()
     table = Table(title=title)
     for column in ("#", "job", "overrides", "status", "resumed", "global_step", monitor):
-        table.add_column(column, justify="right" if column not in ("job", "overrides", "status") else "left")
+        # fold, never cut: a value is read from the table (e.g. the best optim.lr to type again)
+        left = column in ("job", "overrides", "status")
+        table.add_column(column, justify="left" if left else "right", overflow="fold")
     for rank, row in enumerate(rows, 1):
         value = row[monitor]
         varying = " ".join(o for o in row["overrides"].split() if o not in shared)

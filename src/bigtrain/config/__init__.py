@@ -111,10 +111,13 @@ def parse(cfg: Any) -> RunConfig:
     """A Hydra DictConfig as the typed RunConfig: interpolations resolved, then types and ranges
     checked against the schemas. No checks across groups: `bigtrain.runs.validate.validate` adds them."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     try:
         raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as e:  # a `???` of a YAML file: the user's to give
+        key = getattr(e, "full_key", None) or "?"
+        raise ConfigError(f"{key} has no value: add {key}=...") from e
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
         raise ConfigError(f"cannot resolve '{key}': {str(e).splitlines()[0]}") from e

@@ -96,3 +96,27 @@ def lightning_errors(lightning: Any, listed: set[str]) -> list[str]:
                 "the name, or drop it"
             )
     return errors
+
+
+def markdown_table(listed: set[str]) -> str:
+    """Every argument of the installed Lightning's `Trainer.__init__`, with its default and how a
+    bigtrain command sets it (`listed`: bigtrain's own `trainer.*` keys), as a Markdown table."""
+    import pytorch_lightning as pl
+
+    rows = [
+        f"Lightning {pl.__version__}'s `Trainer` arguments (`python scripts/trainer_args.py`):",
+        "",
+        "| argument | Lightning's default | in bigtrain |",
+        "|---|---|---|",
+    ]
+    params = inspect.signature(pl.Trainer.__init__).parameters.values()
+    for p in (p for p in params if p.name in trainer_arguments()):
+        default = "" if p.default is inspect.Parameter.empty else f"`{p.default!r}`"
+        if p.name in listed:
+            how = f"`trainer.{p.name}` (bigtrain's own key: its default is bigtrain's)"
+        elif p.name in OWNED:
+            how = f"built by bigtrain: {OWNED[p.name]}"
+        else:
+            how = f"`trainer.{p.name}=value`"
+        rows.append(f"| `{p.name}` | {default} | {how} |")
+    return "\n".join(rows)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 RESULTS_FILE = "results.json"
 
@@ -37,19 +38,51 @@ def strip_stage(metrics: dict[str, float], stage: str) -> dict[str, float]:
     return {k[len(prefix) :]: _clean(float(v)) for k, v in metrics.items() if k.startswith(prefix)}
 
 
-def empty_results(experiment: str) -> dict:
-    return {
-        "status": "failed",
-        "experiment": experiment,
-        "global_step": 0,
-        "epochs": 0,
-        "val": {},
-        "test": {},
-        "best_checkpoint": None,
-        "params": 0,
-        "wall_seconds": 0.0,
-        "throughput": {"samples_per_s": None, "tokens_per_s": None, "mfu": None},
-    }
+@dataclass(slots=True)  # a misspelt block is an AttributeError, not a key that is never written
+class Results:
+    """What results.json holds, typed: the run fills it as it goes and runs/train.py writes it
+    once, at the end (`as_json`). The optional blocks appear in the file only where the run
+    produced them (a trick that was on, a signal that stopped it, an error)."""
+
+    status: str = "failed"  # completed, interrupted, requeued or failed
+    experiment: str = ""  # the run's name
+    global_step: int = 0
+    epochs: int = 0
+    val: dict[str, float | None] = field(default_factory=dict)
+    test: dict[str, float | None] = field(default_factory=dict)
+    best_checkpoint: str | None = None
+    params: int = 0
+    wall_seconds: float = 0.0
+    throughput: dict[str, float | None] = field(
+        default_factory=lambda: {"samples_per_s": None, "tokens_per_s": None, "mfu": None}
+    )
+    slurm_job_id: str | None = None
+    tags: list[str] = field(default_factory=list)
+    steps_per_call: int = 1  # kept for readers of older results: one optimizer step per batch
+    # Optional blocks (left out of the file while None).
+    data: dict | None = None  # the data module's statistics
+    finders: dict | None = None  # the learning-rate and batch-size finders' results
+    confusion_matrix: list | None = None
+    resumed: int | None = None
+    memory: dict | None = None
+    samples: Any = None  # a language model's last generated samples
+    timing: dict | None = None
+    precision: dict | None = None
+    nonfinite: dict | None = None
+    ema: dict | None = None
+    swa: dict | None = None
+    signal: str | None = None  # the signal that interrupted the run
+    error: str | None = None  # what failed it
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = (
+        "data", "finders", "confusion_matrix", "resumed", "memory", "samples", "timing",
+        "precision", "nonfinite", "ema", "swa", "signal", "error",
+    )  # fmt: skip
+
+    def as_json(self) -> dict[str, Any]:
+        """The results.json object (and the dict `bigtrain.train` returns)."""
+        out = asdict(self)
+        return {k: v for k, v in out.items() if not (k in self.OPTIONAL and v is None)}
 
 
 def echo(*renderables: Any) -> None:

@@ -41,8 +41,8 @@ from bigtrain.runs.paths import quote_value
 from bigtrain.runs.plan import run_plan
 from bigtrain.runs.results import (
     RESULTS_FILE,
+    Results,
     echo,
-    empty_results,
     print_summary,
     read_json,
     strip_stage,
@@ -190,7 +190,7 @@ def _check_output(cfg: RunConfig, run_dir: Path, plan: dict) -> None:
         raise ConfigError(str(e)) from e
 
 
-def _fit_and_test(cfg: RunConfig, run_dir: Path, parts: Parts, results: dict) -> None:
+def _fit_and_test(cfg: RunConfig, run_dir: Path, parts: Parts, results: Results) -> None:
     """fit, then (unless a requeue was asked for) test the best checkpoint, filling `results`."""
     trainer, module, dm, requeue_cb = parts.trainer, parts.module, parts.dm, parts.callbacks.requeue
     trainer.fit(module, datamodule=dm, ckpt_path=parts.ckpt_path)
@@ -200,38 +200,39 @@ def _fit_and_test(cfg: RunConfig, run_dir: Path, parts: Parts, results: dict) ->
     if swa:  # the average exists only now, after fit: save it and test it
         trainer.save_checkpoint(child(checkpoint_folder(cfg.checkpoint_dir, run_dir), "swa.ckpt"))
     if requeue_cb is not None and requeue_cb.requeue_requested:
-        results["status"] = "requeued"
+        results.status = "requeued"
         return
     if cfg.test_after_fit:
         ckpt_cb = trainer.checkpoint_callback
         best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
         tested = trainer.test(module, datamodule=dm, ckpt_path=None if swa else best, verbose=False)
-        results["test"] = strip_stage(tested[0] if tested else {}, "test")
+        results.test = strip_stage(tested[0] if tested else {}, "test")
         if "confusion_matrix" in module.test_artifacts:
-            results["confusion_matrix"] = module.test_artifacts["confusion_matrix"].tolist()
-    results["status"] = "interrupted" if trainer.interrupted else "completed"
+            results.confusion_matrix = module.test_artifacts["confusion_matrix"].tolist()
+    results.status = "interrupted" if trainer.interrupted else "completed"
 
 
 def _collect(
-    cfg, run_dir: Path, trainer, module, callbacks: RunCallbacks, results: dict, start: float
+    cfg, run_dir: Path, trainer, module, callbacks: RunCallbacks, results: Results, start: float
 ) -> None:
     """The results.json blocks that exist whatever way fit ended."""
     ckpt_cb = trainer.checkpoint_callback
-    results["global_step"] = trainer.global_step
-    results["epochs"] = trainer.current_epoch
-    results["val"] = _best_val(module, ckpt_cb, cfg.callbacks.checkpoint.monitor)
+    results.global_step = trainer.global_step
+    results.epochs = trainer.current_epoch
+    results.val = _best_val(module, ckpt_cb, cfg.callbacks.checkpoint.monitor)
     if ckpt_cb is not None and ckpt_cb.best_model_path:
         best = ckpt_cb.best_model_path  # a checkpoint_dir elsewhere: in full (an absolute path, a URL)
         inside = cfg.checkpoint_dir is None
-        results["best_checkpoint"] = os.path.relpath(best, run_dir) if inside else shown(best, run_dir)
-    results["throughput"] = callbacks.meter.summary()
-    results.update(trick_results(cfg, callbacks))
-    results["resumed"] = module.resumed
-    results["memory"] = callbacks.meter.memory_summary()
+        results.best_checkpoint = os.path.relpath(best, run_dir) if inside else shown(best, run_dir)
+    results.throughput = callbacks.meter.summary()
+    for key, block in trick_results(cfg, callbacks).items():
+        setattr(results, key, block)
+    results.resumed = module.resumed
+    results.memory = callbacks.meter.memory_summary()
     if callbacks.samples is not None:
-        results["samples"] = callbacks.samples.last
-    results["wall_seconds"] = round(time.perf_counter() - start, 3)
-    results["timing"] = callbacks.meter.timing_summary()
+        results.samples = callbacks.samples.last
+    results.wall_seconds = round(time.perf_counter() - start, 3)
+    results.timing = callbacks.meter.timing_summary()
 
 
 def train(cfg: RunConfig, run_dir: str | Path) -> dict:
@@ -258,11 +259,12 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
 
 def _run(cfg: RunConfig, run_dir: Path, spec, plan: dict, stop: SignalStop, start: float) -> dict:
     """Build, fit and test; results.json however that ends; then the one-line outcome, if any."""
-    results = empty_results(cfg.name)
-    results["params"] = plan["params"]["total"]
-    results["slurm_job_id"] = job_id() if in_slurm_job() else None
-    results["tags"] = list(cfg.tags)
-    results["steps_per_call"] = 1  # kept for readers of older results: one optimizer step per batch
+    results = Results(
+        experiment=cfg.name,
+        params=plan["params"]["total"],
+        slurm_job_id=job_id() if in_slurm_job() else None,
+        tags=list(cfg.tags),
+    )
     previous = _previous_results(cfg, run_dir)
     parts = Parts()
     failure: BaseException | None = None
@@ -282,15 +284,15 @@ def _run(cfg: RunConfig, run_dir: Path, spec, plan: dict, stop: SignalStop, star
             raise failure
         raise outcome from failure
     if parts.trainer.is_global_zero:
-        print_summary(results, run_dir)
-        if results["status"] == "requeued":
+        print_summary(results.as_json(), run_dir)
+        if results.status == "requeued":
             # Last: SLURM stops this job right away and starts it again with the same id.
             requeue()
-    return results
+    return results.as_json()
 
 
 def _build(
-    cfg: RunConfig, run_dir: Path, spec, plan: dict, stop: SignalStop, results: dict, parts: Parts
+    cfg: RunConfig, run_dir: Path, spec, plan: dict, stop: SignalStop, results: Results, parts: Parts
 ) -> None:
     """Data, module, start checkpoint, callbacks, loggers and Trainer, into `parts`."""
     inputs = _check_inputs(cfg, run_dir)
@@ -300,7 +302,7 @@ def _build(
     _print_data(dm)
     stats = getattr(dm, "stats", {})
     if stats:
-        results["data"] = stats
+        results.data = stats
     module = parts.module = build_module(cfg, spec, stats.get("bytes_per_token", 1.0))
     module.preprocessing = _save_preprocessing(dm, run_dir)
     if rank_zero_only.rank == 0:
@@ -312,7 +314,7 @@ def _build(
     if cfg.tricks.finders.lr.enabled or cfg.tricks.finders.batch_size.enabled:
         from bigtrain.callbacks.finders import run_finders
 
-        results["finders"] = run_finders(module, dm, cfg, run_dir / "plots")
+        results.finders = run_finders(module, dm, cfg, run_dir / "plots")
     parts.callbacks = build_callbacks(cfg, run_dir, module, plan)
     parts.loggers = build_loggers(cfg, run_dir, resuming=parts.ckpt_path is not None)
     # SignalStop last: Lightning runs checkpoint callbacks in their order, after all the others.
@@ -351,16 +353,16 @@ def _signal_of(e: BaseException, stop: SignalStop) -> int | None:
     return stop.signum if isinstance(e, (KeyboardInterrupt, SystemExit)) else None
 
 
-def _record_failure(results: dict, e: BaseException, stop: SignalStop, run_dir: Path) -> None:
+def _record_failure(results: Results, e: BaseException, stop: SignalStop, run_dir: Path) -> None:
     signum = _signal_of(e, stop)
     if signum is not None or isinstance(e, (KeyboardInterrupt, SystemExit)):
-        results["status"] = "interrupted"
+        results.status = "interrupted"
         if signum is not None:
-            results["signal"] = RunInterrupted(signum).signal_name
+            results.signal = RunInterrupted(signum).signal_name
         return
-    results["status"] = "failed"
+    results.status = "failed"
     fault = storage_fault(e, run_dir)
-    results["error"] = f"{type(fault or e).__name__}: {fault or e}"
+    results.error = f"{type(fault or e).__name__}: {fault or e}"
 
 
 def storage_fault(e: BaseException | None, run_dir: Path) -> OSError | None:
@@ -382,26 +384,26 @@ def storage_fault(e: BaseException | None, run_dir: Path) -> OSError | None:
 
 
 def _finish(
-    cfg, run_dir: Path, results: dict, continued: dict | None, parts: Parts, start: float
+    cfg, run_dir: Path, results: Results, continued: dict | None, parts: Parts, start: float
 ) -> str | None:
     """Collect and write the results (rank zero), close the loggers. Returns a note when the
     results file could not be written."""
     if parts.trainer is not None:
         _collect(cfg, run_dir, parts.trainer, parts.module, parts.callbacks, results, start)
     else:
-        results["wall_seconds"] = round(time.perf_counter() - start, 3)
+        results.wall_seconds = round(time.perf_counter() - start, 3)
     zero = parts.trainer.is_global_zero if parts.trainer is not None else rank_zero_only.rank == 0
     note = None
     if zero:
         # A resume that did not complete keeps the completed run's results.json as it was.
         keep = continued is not None and continued.get("status") == "completed"
-        target = run_dir / (RESUME_ERROR_FILE if keep and results["status"] != "completed" else RESULTS_FILE)
+        target = run_dir / (RESUME_ERROR_FILE if keep and results.status != "completed" else RESULTS_FILE)
         try:
-            write_json_atomic(target, results)
+            write_json_atomic(target, results.as_json())
             if target.name == RESULTS_FILE:
                 (run_dir / RESUME_ERROR_FILE).unlink(missing_ok=True)  # an earlier failed attempt's
             if parts.loggers and parts.module is not None:
-                log_final_hparams(parts.loggers, parts.module.hparams, results)
+                log_final_hparams(parts.loggers, parts.module.hparams, results.as_json())
                 log_run_files(parts.loggers, run_dir)
         except OSError as e:
             note = f"{target.name} could not be written either ({e.strerror or e})"
