@@ -157,3 +157,18 @@ def test_documented_run_directories_are_under_outputs():
     assert len(in_commands) >= 10 and len(in_python) >= 4, (in_commands, in_python)
     outside = [d for d in in_commands + in_python if not d.startswith(("outputs/", "/shared/", "$"))]
     assert not outside, outside
+
+
+def test_the_readmes_default_run_time_is_the_benchs_figure():
+    """README's time for the default run is the one docs/performance.md records from
+    `scripts/bench.py --cases cli`, not a number typed elsewhere."""
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    performance = (REPO / "docs" / "performance.md").read_text(encoding="utf-8")
+    quoted = re.search(r"The default run takes ([\d.]+) s on a 2-core CPU", readme)
+    measured = re.search(
+        r"\| the default run \(`bigtrain`\), launch to exit[^|]*\| \*\*([\d.]+) s\*\*", performance
+    )
+    assert quoted and measured, "README or docs/performance.md lost the default run's time"
+    assert float(quoted.group(1)) == round(float(measured.group(1)), 1)
