@@ -22,19 +22,8 @@ from bigtrain.training.checkpoint_files import (
     load_checkpoint_file,
     save_atomic,
 )
-from conftest import QUIET, bigtrain_cmd, make_cfg, read_results
-
-# 5 optimizer steps an epoch (as tests/test_reliability.py): a step checkpoint every 3 steps.
-SHORT = [
-    *QUIET,
-    "model=mlp/tiny",
-    "sched=constant",
-    "callbacks.plots=false",
-    "trainer.limit_train_batches=5",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2",
-    "callbacks.checkpoint.every_n_train_steps=3",
-]
+from conftest import bigtrain_cmd, make_cfg, read_results
+from test_reliability import SHORT  # 5 optimizer steps an epoch, a step checkpoint every 3
 
 
 def _memory_url() -> str:

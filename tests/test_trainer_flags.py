@@ -23,6 +23,7 @@ from pytorch_lightning.callbacks import Timer
 import bigtrain
 from bigtrain.build import build_trainer
 from conftest import FAST, QUIET, bigtrain_cmd, make_cfg, read_results
+from test_prerun_refusals import refused
 
 TESTS = str(Path(__file__).parent)
 RECORD = "rec.json"
@@ -55,18 +56,6 @@ class RecordTrainer(pl.Callback):
 
 def _cmd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return bigtrain_cmd(*args, cwd=cwd, env={"PYTHONPATH": TESTS})
-
-
-def refused(cwd: Path, *args: str) -> str:
-    """The one error line of `bigtrain ARGS` in `cwd`: exit 2, no traceback, nothing made."""
-    before = sorted(p.name for p in cwd.iterdir())
-    out = bigtrain_cmd(*args, "callbacks.print_config=false", cwd=cwd, timeout=120)
-    assert out.returncode == 2, out.stderr[-3000:]
-    assert "Traceback" not in out.stderr + out.stdout, out.stderr[-3000:]
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bigtrain: error: "), out.stderr[-3000:]
-    assert sorted(p.name for p in cwd.iterdir()) == before  # no outputs/, no run directory
-    return lines[0].removeprefix("bigtrain: error: ")
 
 
 # --------------------------------------------------------------------------- the command line
