@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from bigtrain.config.convert import TARGETS
 from bigtrain.config.errors import ConfigError
 
 CONFIG_MODULE = "pkg://bigtrain.conf"
@@ -178,7 +179,7 @@ def unknown_key(key: str, overrides: Sequence[str], config_dir: str | None) -> s
     """'unknown key X (did you mean Y?)', with the valid keys of X's parent."""
     rest = [o for o in overrides if not o.lstrip("+~").startswith(key + "=")]
     parent, _, leaf = key.rpartition(".")
-    if leaf == "_target_" and parent in ("model", "data"):  # a class of yours, on a preset of ours
+    if leaf == "_target_" and parent in TARGETS:  # a class of yours, on a preset of ours
         return (
             f"unknown key '{key}': a {parent} of yours replaces the preset: "
             f"{parent}=target {key}=... (its arguments: +{parent}.NAME=value; docs/extending.md)"

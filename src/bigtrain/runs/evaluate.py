@@ -52,15 +52,6 @@ def run_config(
     return validate(composed, EVAL_CHECKS)  # testing trains nothing: not training's checks
 
 
-def _typed_checkpoint_dir(overrides: Sequence[str]) -> str | None:
-    """The checkpoint_dir typed now (`checkpoint_dir=PLACE`), where a run kept its checkpoints
-    outside its directory; None where none was typed."""
-    from bigtrain.runs.rundir import override_key
-
-    values = [o.split("=", 1)[1].strip("'\"") for o in overrides if override_key(o) == "checkpoint_dir"]
-    return values[-1] if values and values[-1] not in ("", "null") else None
-
-
 def _new_source(old, new) -> str | None:
     """The value of the data source key that the overrides changed, if any (the keys that point
     at other data are the source record's `new_data_keys`)."""
@@ -145,10 +136,11 @@ def evaluate(
     from bigtrain.build import lightning_precision
     from bigtrain.data import build_datamodule
     from bigtrain.runs.inference import load
+    from bigtrain.runs.rundir import typed_value
 
     run_dir = Path(run_dir)
     _evals_folder(run_dir)  # before any work: where the result will go
-    typed_dir = _typed_checkpoint_dir(overrides)
+    typed_dir = typed_value(overrides, "checkpoint_dir")  # where the run kept its checkpoints, if typed
     trained = load(run_dir, checkpoint, trust_code, flag, checkpoint_dir=typed_dir)
     # A checkpoint typed now says where it is: the run's checkpoint_dir is not asked for again.
     named = ["checkpoint_dir=null"] if checkpoint is not None and typed_dir is None else []

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +71,17 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def typed_value(overrides: Sequence[str], key: str) -> str | None:
+    """The value the last override of `key` gives, without quotes; None where none does, or
+    where it gives null or nothing."""
+    found = _override_value(list(overrides), key)
+    return found[1] if found else None
+
+
 def find_resume(overrides: list[str]) -> str | None:
     """The directory of a `resume=DIR` override, if there is one (an empty `resume=` is refused
     by validation: runs/checks.check_run_paths)."""
-    values = [o.split("=", 1)[1].strip("'\"") for o in overrides if override_key(o) == "resume" and "=" in o]
-    return values[-1] if values and values[-1] not in ("", "null") else None
+    return typed_value(overrides, "resume")
 
 
 def _read_yaml(run: Path, name: str, kind: type, what: str) -> Any:
