@@ -70,7 +70,9 @@ class RunCallbacks:
     @property
     def all(self) -> list[pl.Callback]:
         optional = [self.requeue, self.samples, self.ema, self.swa]
-        return [*self.others, self.meter, *(c for c in optional if c is not None)]
+        # The meter first: it counts the data's processed batches (TrainBatches) before any
+        # callback saves a checkpoint at the same batch end.
+        return [self.meter, *self.others, *(c for c in optional if c is not None)]
 
 
 def build_callbacks(

@@ -42,6 +42,7 @@ import pytorch_lightning as pl
 import torch
 
 from bigtrain.callbacks.memory import peak_rss_mb, rss_mb
+from bigtrain.data.tensors import TrainBatches
 
 # The share of the run's steps treated as warm-up for memory.
 WARMUP_FRACTION = 0.1
@@ -81,7 +82,10 @@ def process_age_s() -> float | None:
         return None
 
 
-class Meter(pl.Callback):
+class Meter(TrainBatches):
+    """The run's measurements; also the data's count of processed training batches (one
+    callback less than a separate TrainBatches: Lightning calls every hook of every callback)."""
+
     def __init__(
         self,
         warmup: int = 5,
@@ -91,6 +95,7 @@ class Meter(pl.Callback):
         precision: str = "32-true",
         memory_every: int = 10,
     ) -> None:
+        super().__init__()
         self.warmup = warmup
         self.tokens_per_sample, self.flops_per_token = tokens_per_sample, flops_per_token
         self.peak_flops, self.precision = peak_flops, precision
@@ -129,6 +134,7 @@ class Meter(pl.Callback):
             self.probe.remove()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
         self.last_time = time.perf_counter()
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -138,6 +144,7 @@ class Meter(pl.Callback):
         self.last_time = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         # A batch is timed when `warmup` batches came before it.
         now = time.perf_counter()
         if self.last_time is not None and self.seen >= self.warmup:

@@ -17,7 +17,7 @@ import torch
 
 from bigtrain.config import SklearnDataConfig
 from bigtrain.data.sklearn_record import SPECS
-from bigtrain.data.tensors import TensorLoader, data_topology
+from bigtrain.data.tensors import TensorLoader, TrainBatches, data_topology
 
 
 def datamodule(cfg) -> SklearnDataModule:
@@ -66,31 +66,6 @@ def split(x: np.ndarray, y: np.ndarray, val: float, test: float, seed: int) -> d
         x_rest, y_rest, test_size=val_of_rest, stratify=y_rest, random_state=seed
     )
     return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
-
-
-class TrainBatches(pl.Callback):
-    """Training batches of the current epoch that Lightning has processed, from the `batch_idx`
-    its hooks receive (after a resume it goes on from the restored count): a batch counts from
-    its `on_train_batch_end`, so a checkpoint saved inside its training step (the non-finite
-    policy's) leaves it out, one saved at its end or at a validation after it counts it. Reset
-    when an epoch starts; after the last epoch it keeps that epoch's count. The data module puts
-    it first among the Trainer's callbacks, so the checkpoints of a batch end see that batch."""
-
-    def __init__(self) -> None:
-        self.processed = 0
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.processed = 0
-
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int
-    ) -> None:
-        self.processed = batch_idx
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
-    ) -> None:
-        self.processed = batch_idx + 1
 
 
 class SklearnDataModule(pl.LightningDataModule):
@@ -197,14 +172,18 @@ class SklearnDataModule(pl.LightningDataModule):
         self._resume_at = state.get("train_position")
 
     def follow_training(self) -> None:
-        """Put this module's TrainBatches first among its Trainer's callbacks (once): Lightning
-        calls a data module no hook per training batch, and the batch-end checkpoints must run
-        after the count of their batch."""
-        if self.train_batches is None:
-            self.train_batches = TrainBatches()
+        """Count the epoch's processed batches with the Trainer's first TrainBatches, or put one
+        first among its callbacks: Lightning calls a data module no hook per training batch, and
+        the batch-end checkpoints must run after the count of their batch."""
         callbacks = self.trainer.callbacks if self.trainer is not None else None
-        if callbacks is not None and not any(c is self.train_batches for c in callbacks):
-            callbacks.insert(0, self.train_batches)
+        if callbacks is None:
+            self.train_batches = self.train_batches or TrainBatches()
+            return
+        counting = next((c for c in callbacks if isinstance(c, TrainBatches)), None)
+        if counting is None:
+            counting = self.train_batches or TrainBatches()
+            callbacks.insert(0, counting)
+        self.train_batches = counting
 
     def train_dataloader(self) -> TensorLoader:
         self.follow_training()

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 
 from bigtrain.data.batches import epoch_batches
@@ -143,3 +144,30 @@ class TensorLoader:
             for start in range(0, len(mine), self.batch_size):
                 idx = mine[start : start + self.batch_size]
                 yield self._take(idx)
+
+
+class TrainBatches(pl.Callback):
+    """Training batches of the current epoch that Lightning has processed, from the `batch_idx`
+    its hooks receive (after a resume it goes on from the restored count): a batch counts from
+    its `on_train_batch_end`, so a checkpoint saved inside its training step (the non-finite
+    policy's) leaves it out, one saved at its end or at a validation after it counts it. Reset
+    when an epoch starts; after the last epoch it keeps that epoch's count. The data module puts
+    it first among the Trainer's callbacks unless one there counts already (bigtrain's Meter is one:
+    a callback less is a hook call less per batch), so the checkpoints of a batch end see that
+    batch."""
+
+    def __init__(self) -> None:
+        self.processed = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.processed = 0
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int
+    ) -> None:
+        self.processed = batch_idx
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        self.processed = batch_idx + 1
