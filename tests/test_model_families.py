@@ -153,10 +153,10 @@ def test_your_blocks_are_the_units_of_activation_checkpointing_and_fsdp(tmp_path
     parts = family_of(model)
     assert parts.blocks(model) == ["net.layers.0", "net.layers.1"] == parts.fsdp_units(model)
     parallelize(model, cfg.strategy)
-    assert [type(model.get_submodule(n)).__name__ for n in ("net.layers.0", "net.layers.1")] == [
-        "CheckpointWrapper"
-    ] * 2
-    assert parts.fsdp_units(model) == ["net.layers.0", "net.layers.1"]  # found through the wrappers
+    blocks = [model.get_submodule(n) for n in ("net.layers.0", "net.layers.1")]
+    assert [type(b).__name__ for b in blocks] == ["CheckpointedResidual"] * 2
+    assert all(type(b).__mro__[1].__name__ == "Residual" for b in blocks)  # your class, checkpointed
+    assert parts.fsdp_units(model) == ["net.layers.0", "net.layers.1"]  # still found by your class
 
 
 def test_your_tensor_parallel_plan_is_validated_and_used(tmp_path, monkeypatch):

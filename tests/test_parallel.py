@@ -130,32 +130,44 @@ def test_mlp_tp_plan_pairs_linears_and_leaves_an_odd_last_one_replicated():
 def _grads(model, x, y):
     torch.manual_seed(1)  # same dropout masks in both models; the wrapper replays them in backward
     model.zero_grad()
-    torch.nn.functional.cross_entropy(model(x), y).backward()
+    out = model(x)
+    torch.nn.functional.cross_entropy(out.flatten(0, -2), y.flatten()).backward()
     return {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("family", ["mlp/small", "cnn/tiny", "vit/tiny"])
-def test_activation_checkpointing_keeps_gradients_and_state_dict_keys(family):
-    cfg = make_cfg([f"model={family}", "strategy.activation_checkpointing=true"])
+@pytest.mark.parametrize("mode", ["true", "selective", "every_n:2"])
+@pytest.mark.parametrize("family", ["mlp/small", "cnn/tiny", "vit/tiny", "llama/tiny"])
+def test_activation_checkpointing_keeps_gradients_and_state_dict_keys(family, mode):
+    cfg = make_cfg([f"model={family}", f"strategy.activation_checkpointing={mode}"])
     spec = data_spec(cfg)
     torch.manual_seed(0)
     plain = build_model(cfg.model, spec.input_shape, spec.num_outputs)
     wrapped = build_model(cfg.model, spec.input_shape, spec.num_outputs)
     wrapped.load_state_dict(plain.state_dict())
     parallelize(wrapped, cfg.strategy)
-    assert any(type(m).__name__ == "CheckpointWrapper" for m in wrapped.modules())
+    blocks = family_of(plain).blocks(plain)
+    every = 2 if mode == "every_n:2" else 1
+    kind = "Selective" if mode == "selective" else "Checkpointed"
+    for i, name in enumerate(blocks):
+        block, original = wrapped.get_submodule(name), type(plain.get_submodule(name))
+        assert isinstance(block, original)  # FSDP and TP plans still see the block's own class
+        assert (type(block).__name__ == kind + original.__name__) == (i % every == 0), name
     assert list(wrapped.state_dict()) == list(plain.state_dict())  # checkpoints stay portable
-    # FSDP (applied after checkpointing) still finds its units, by the same names.
-    units = family_of(plain).fsdp_units(plain)
-    assert family_of(wrapped).fsdp_units(wrapped) == units
-    # A unit is the layer itself, or (a ViT block) the checkpointed block, sharded whole.
-    inner = [wrapped.get_submodule(u) for u in units]
-    inner = [getattr(m, "_checkpoint_wrapped_module", m) for m in inner]
-    assert [type(m) for m in inner] == [type(plain.get_submodule(u)) for u in units]
-    x, y = torch.randn(8, *spec.input_shape), torch.randint(0, 10, (8,))
+    assert family_of(wrapped).fsdp_units(wrapped) == family_of(plain).fsdp_units(plain)
+    if spec.task == "lm":
+        x = torch.randint(0, spec.num_outputs, (4, 16))
+        y = torch.randint(0, spec.num_outputs, (4, 16))
+    else:
+        x, y = torch.randn(8, *spec.input_shape), torch.randint(0, 10, (8,))
     g0, g1 = _grads(plain, x, y), _grads(wrapped, x, y)
     for (n0, a), b in zip(g0.items(), g1.values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n0)
+
+
+@pytest.mark.parametrize("value", ["sometimes", "every_n:0", "every_n:x", 3])
+def test_a_bad_activation_checkpointing_value_is_one_line(value):
+    with pytest.raises(ConfigError, match="strategy.activation_checkpointing=.* is not valid: choose full"):
+        make_cfg([f"strategy.activation_checkpointing={value}"])
 
 
 def test_compile_switch_compiles_each_block_in_place():

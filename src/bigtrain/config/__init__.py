@@ -58,26 +58,31 @@ from bigtrain.config.schema_optim import (
 )
 from bigtrain.config.schema_run import (
     REGRESSION_METRICS,
-    AutoStrategyConfig,
     CallbacksConfig,
     CheckpointConfig,
     CSVLoggerConfig,
-    DDPStrategyConfig,
-    DeepSpeedStrategyConfig,
     EarlyStoppingConfig,
-    FSDPStrategyConfig,
-    FSDPTPStrategyConfig,
     LoggerConfig,
     MetricsConfig,
     MLflowLoggerConfig,
     RunConfig,
     SamplesConfig,
-    StrategyConfig,
     TensorBoardLoggerConfig,
     ThroughputConfig,
-    TPStrategyConfig,
     TrainerConfig,
     WandbLoggerConfig,
+)
+from bigtrain.config.schema_strategy import (
+    AutoStrategyConfig,
+    Checkpointing,
+    DDPStrategyConfig,
+    DeepSpeedStrategyConfig,
+    FSDPStrategyConfig,
+    FSDPTPStrategyConfig,
+    StrategyConfig,
+    TPStrategyConfig,
+    checkpointing,
+    gathered_dtype,
     tensor_parallel_size,
 )
 from bigtrain.config.trainer_args import lightning_errors, split_passthrough
@@ -195,5 +200,8 @@ __all__ = [
     "opt",
     "parse",
     "tensor_parallel_size",
+    "checkpointing",
+    "Checkpointing",
+    "gathered_dtype",
     "variant",
 ]

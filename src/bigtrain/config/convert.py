@@ -223,6 +223,8 @@ def build(cls: type, data: dict, path: str = "") -> Any:
                 kwargs[name] = build_variant(name, data[name])
             else:
                 kwargs[name] = convert(data[name], hints[name], full, dict(f.metadata))
+                if "parse" in f.metadata:  # a value with a grammar of its own, normalised here
+                    kwargs[name] = f.metadata["parse"](kwargs[name], full)
         except ConfigError as e:
             errors.extend(e.lines)
     if errors:

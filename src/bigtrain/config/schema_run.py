@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bigtrain.config.convert import opt, variant
+from bigtrain.config.convert import opt
 from bigtrain.config.errors import config_error
 from bigtrain.config.schema_optim import TricksConfig
+from bigtrain.config.schema_strategy import StrategyConfig, tensor_parallel_size
 
 Precision = Literal["32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
 
@@ -69,97 +70,6 @@ def fraction_error(key: str, value: Any) -> str | None:
     return (
         f"trainer.{key}={value} is a fraction above 1: give a float in {lowest}, 1] (1.0 = all), or {whole}"
     )
-
-
-# --------------------------------------------------------------------------- strategies
-# Every strategy has `activation_checkpointing` and `compile`; parallel.py applies them in one
-# order (tensor parallel, activation checkpointing, compile, FSDP). See docs/parallelism.md.
-
-
-@variant("strategy", "auto")
-@dataclass(frozen=True)
-class AutoStrategyConfig:
-    """One process; Lightning picks the device."""
-
-    name: Literal["auto"]
-    activation_checkpointing: bool
-    compile: bool
-
-
-@variant("strategy", "ddp")
-@dataclass(frozen=True)
-class DDPStrategyConfig:
-    """Data parallel: one process per device, gradients all-reduced."""
-
-    name: Literal["ddp"]
-    find_unused_parameters: bool
-    activation_checkpointing: bool
-    compile: bool
-
-
-@variant("strategy", "fsdp")
-@dataclass(frozen=True)
-class FSDPStrategyConfig:
-    """FSDP2 `fully_shard`: weights, gradients and optimizer state sharded over all processes."""
-
-    name: Literal["fsdp"]
-    sharding: Literal["full", "hybrid"] = opt("hybrid: shard within a node, replicate across nodes")
-    cpu_offload: bool = opt("keep sharded weights, gradients and optimizer state in host memory")
-    reshard_after_forward: bool = opt("free gathered weights after forward (ZeRO-3); false = ZeRO-2")
-    activation_checkpointing: bool
-    compile: bool
-
-
-@variant("strategy", "tp")
-@dataclass(frozen=True)
-class TPStrategyConfig:
-    """DTensor tensor parallel inside groups of `tensor_parallel_size` devices; data parallel across."""
-
-    name: Literal["tp"]
-    tensor_parallel_size: int = opt(gt=0)
-    sequence_parallel: bool = opt("also shard norms and residuals along the sequence (transformer)")
-    activation_checkpointing: bool
-    compile: bool
-
-
-@variant("strategy", "fsdp_tp")
-@dataclass(frozen=True)
-class FSDPTPStrategyConfig:
-    """2-D: tensor parallel inside groups, FSDP2 over the data-parallel dimension across groups."""
-
-    name: Literal["fsdp_tp"]
-    tensor_parallel_size: int = opt(gt=0)
-    sequence_parallel: bool
-    reshard_after_forward: bool
-    activation_checkpointing: bool
-    compile: bool
-
-
-@variant("strategy", "deepspeed_zero2", "deepspeed_zero3")
-@dataclass(frozen=True)
-class DeepSpeedStrategyConfig:
-    """DeepSpeed ZeRO stage 2 (optimizer state + gradients sharded) or 3 (+ weights). GPU only."""
-
-    name: Literal["deepspeed_zero2", "deepspeed_zero3"]
-    offload_optimizer: bool
-    offload_parameters: bool = opt("stage 3 only")
-    activation_checkpointing: bool
-    compile: bool
-
-
-StrategyConfig = (
-    AutoStrategyConfig
-    | DDPStrategyConfig
-    | FSDPStrategyConfig
-    | TPStrategyConfig
-    | FSDPTPStrategyConfig
-    | DeepSpeedStrategyConfig
-)
-
-
-def tensor_parallel_size(strategy: Any) -> int:
-    """Devices in one tensor-parallel group (1 when the strategy has no tensor parallel)."""
-    return getattr(strategy, "tensor_parallel_size", 1)
 
 
 # --------------------------------------------------------------------------- metrics, callbacks, loggers

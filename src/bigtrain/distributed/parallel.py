@@ -1,9 +1,10 @@
 """Parallelism applied to a plain model from outside, in one place and one order:
 
 1. tensor parallel (DTensor): each family's plan shards its Linears inside a tensor-parallel group;
-2. activation checkpointing: each block's activations are recomputed in the backward pass;
+2. activation checkpointing: blocks (all, every K-th, or selectively) recompute in the backward;
 3. torch.compile: each block is compiled in place (names and state dict keys unchanged);
-4. FSDP2 (`fully_shard`): one unit per block, then the root, over the data-parallel mesh.
+4. FSDP2 (`fully_shard`): one unit per block, then the root, over the data-parallel mesh, with a
+   mixed-precision policy (bf16 gathers, fp32 gradient reduction) under bf16-mixed.
 
 The order matters: TP must see the original Linears; checkpointing and compile wrap whole blocks
 after TP has replaced their weights by DTensors; FSDP goes last so that its all-gathers happen
@@ -47,13 +48,18 @@ def apply_tp(model: nn.Module, tp_mesh: Any, sequence_parallel: bool = False) ->
     parallelize_module(model, tp_mesh, parts.tp_plan(model, sequence_parallel))
 
 
-def apply_activation_checkpointing(model: nn.Module) -> None:
-    """Wrap each block: the backward recomputes the block's forward instead of storing its
-    intermediate activations (memory per block: its input only; compute: one more forward)."""
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+def apply_activation_checkpointing(model: nn.Module, plan: Any = None) -> None:
+    """Checkpoint blocks as `plan` (config.Checkpointing; default: every block, fully) says: the
+    backward recomputes a block's forward instead of keeping its intermediate tensors (memory per
+    block: its input only; compute: one more forward). `selective` keeps what the costly ops
+    return (see checkpointing.py); `every_n:K` checkpoints blocks 0, K, 2K, ..."""
+    from bigtrain.config import Checkpointing
+    from bigtrain.distributed.checkpointing import checkpoint_block
 
-    for name in family_of(model).blocks(model):
-        _replace(model, name, checkpoint_wrapper(model.get_submodule(name), preserve_rng_state=True))
+    plan = plan or Checkpointing("full", 1)
+    for i, name in enumerate(family_of(model).blocks(model)):
+        if i % plan.every == 0:
+            checkpoint_block(model.get_submodule(name), selective=plan.mode == "selective")
 
 
 def apply_compile(model: nn.Module) -> None:
@@ -63,20 +69,38 @@ def apply_compile(model: nn.Module) -> None:
         model.get_submodule(name).compile()
 
 
-def apply_fsdp(model: nn.Module, mesh: Any, *, reshard_after_forward: bool, cpu_offload: bool) -> None:
+def apply_fsdp(
+    model: nn.Module,
+    mesh: Any,
+    *,
+    reshard_after_forward: bool,
+    cpu_offload: bool,
+    param_dtype: str | None = None,
+    reduce_dtype: str = "float32",
+) -> None:
     """One FSDP2 unit per block (its weights are gathered just before it runs and freed after),
-    and the root for what is left (embeddings, head, norms)."""
-    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
+    and the root for what is left (embeddings, head, norms). With `param_dtype` (bfloat16 under
+    bf16-mixed) each unit gathers its weights in that dtype, the blocks compute in it, and
+    gradients are reduce-scattered in `reduce_dtype` into the float32 shards the optimizer keeps."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     offload = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
-    for name in family_of(model).fsdp_units(model):
+    if param_dtype is None and reduce_dtype == "float32":
+        mixed = MixedPrecisionPolicy()  # the parameters' own dtype throughout
+    else:
+        mixed = MixedPrecisionPolicy(
+            param_dtype=getattr(torch, param_dtype) if param_dtype else None,
+            reduce_dtype=getattr(torch, reduce_dtype),
+        )
+    units = [*(model.get_submodule(n) for n in family_of(model).fsdp_units(model)), model]
+    for unit in units:
         fully_shard(
-            model.get_submodule(name),
+            unit,
             mesh=mesh,
             reshard_after_forward=reshard_after_forward,
             offload_policy=offload,
+            mp_policy=mixed,
         )
-    fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward, offload_policy=offload)
 
 
 def _materialize(model: nn.Module, device: torch.device) -> None:
@@ -97,18 +121,27 @@ def _materialize(model: nn.Module, device: torch.device) -> None:
 
 
 def parallelize(
-    model: nn.Module, strategy: Any, mesh: Any = None, device: Any = None, num_nodes: int = 1
+    model: nn.Module,
+    strategy: Any,
+    mesh: Any = None,
+    device: Any = None,
+    num_nodes: int = 1,
+    precision: str = "32-true",
 ) -> nn.Module:
     """Apply `strategy` (a validated strategy config) to `model` in place; returns it.
 
     `mesh` is Lightning's 2-D device mesh ("data_parallel", "tensor_parallel") for fsdp, tp and
     fsdp_tp; None for auto, ddp and deepspeed (Lightning wraps those itself; only activation
-    checkpointing and compile apply)."""
+    checkpointing and compile apply). `precision` (trainer.precision) picks FSDP's gathered
+    dtype where strategy.param_dtype is auto."""
+    from bigtrain.config import checkpointing, gathered_dtype
+
     name = strategy.name
     if name in ("tp", "fsdp_tp") and mesh["tensor_parallel"].size() > 1:
         apply_tp(model, mesh["tensor_parallel"], strategy.sequence_parallel)
-    if strategy.activation_checkpointing:
-        apply_activation_checkpointing(model)
+    plan = checkpointing(strategy)
+    if plan.on:
+        apply_activation_checkpointing(model, plan)
     if strategy.compile:
         apply_compile(model)
     if name in ("fsdp", "fsdp_tp"):
@@ -117,6 +150,8 @@ def parallelize(
             _fsdp_mesh(strategy, mesh, num_nodes),
             reshard_after_forward=strategy.reshard_after_forward,
             cpu_offload=getattr(strategy, "cpu_offload", False),
+            param_dtype=gathered_dtype(strategy, precision),
+            reduce_dtype=strategy.reduce_dtype,
         )
     if device is not None:
         _materialize(model, torch.device(device))

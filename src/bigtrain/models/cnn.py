@@ -60,9 +60,5 @@ def blocks(model: nn.Module) -> list[str]:
 
 
 def fsdp_units(model: nn.Module) -> list[str]:
-    """One FSDP unit per conv and Linear (names as before activation checkpointing wrapped them)."""
-    return [
-        n.replace("_checkpoint_wrapped_module.", "")
-        for n, x in model.named_modules()
-        if isinstance(x, (nn.Conv2d, nn.Linear))
-    ]
+    """One FSDP unit per conv and Linear (activation checkpointing keeps their names)."""
+    return [n for n, x in model.named_modules() if isinstance(x, (nn.Conv2d, nn.Linear))]

@@ -66,20 +66,15 @@ def declared_blocks(net: Any) -> tuple[type, ...]:
     return tuple(declared) if isinstance(declared, (tuple, list)) else (declared,)
 
 
-def _net(model: nn.Module) -> nn.Module:
-    return getattr(model.net, "_checkpoint_wrapped_module", model.net)  # after checkpointing
-
-
 def _block_names(model: nn.Module) -> list[str] | None:
     """`net.<name>` of each outermost submodule of a declared block class; None: none declared."""
-    types = declared_blocks(_net(model))
+    types = declared_blocks(model.net)
     if not types:
         return None
     names: list[str] = []
     for name, module in model.net.named_modules(prefix="net"):
-        clean = name.replace("._checkpoint_wrapped_module", "")
-        if isinstance(module, types) and not any(clean.startswith(n + ".") for n in names):
-            names.append(clean)
+        if isinstance(module, types) and not any(name.startswith(n + ".") for n in names):
+            names.append(name)
     return names
 
 
@@ -103,12 +98,12 @@ def fsdp_units(model: nn.Module) -> list[str]:
     """The declared blocks; else each child of `net` that has parameters (the items of a
     ModuleList or ModuleDict, which has no forward of its own, each on their own)."""
     found = _block_names(model)
-    return found if found is not None else _children("net", _net(model))
+    return found if found is not None else _children("net", model.net)
 
 
 def tp_plan(model: nn.Module, sequence_parallel: bool = False) -> dict[str, Any]:
     """The plan the user's class gives (`bigtrain_tp_plan`), its names under `net.`; empty when
     it gives none (validation refuses tensor parallelism then)."""
-    method = getattr(_net(model), TP_PLAN_METHOD, None)
+    method = getattr(model.net, TP_PLAN_METHOD, None)
     plan = method(sequence_parallel) if callable(method) else {}
     return {f"net.{name}": style for name, style in plan.items()}

@@ -52,10 +52,9 @@ def blocks(model: nn.Module) -> list[str]:
 
 
 def fsdp_units(model: nn.Module) -> list[str]:
-    """One FSDP unit per Linear (the norms and activations between them hold no or few weights).
-    After activation checkpointing `body` is a wrapper; its layers keep their names."""
-    body = getattr(model.body, "_checkpoint_wrapped_module", model.body)
-    names = [f"body.{i}" for i, m in enumerate(body) if isinstance(m, nn.Linear)]
+    """One FSDP unit per Linear (the norms and activations between them hold no or few weights);
+    activation checkpointing keeps `body` and its layers' names."""
+    names = [f"body.{i}" for i, m in enumerate(model.body) if isinstance(m, nn.Linear)]
     return [*names, "head"]
 
 

@@ -97,6 +97,8 @@ ACT_DTYPES = {
     "bf16-mixed": (4, 2),
     "16-mixed": (4, 2),
     "bf16-true": (2, 2),
+    # FSDP's MixedPrecisionPolicy gathers 16-bit weights: the residual stream is 16-bit too
+    "16-gathered": (2, 2),
 }
 
 
@@ -136,19 +138,65 @@ def ends_activation_bytes(cfg: Any, vocab: int, precision: str) -> int:
     return 16 + norm_saved_bytes(cfg, precision) + a * cfg.d_model + 4 * vocab
 
 
+def matmul_widths(cfg: Any) -> list[int]:
+    """Output features of the block's matmuls per token, in the order its forward runs them:
+    wqkv, wo, w1, then w3 (SwiGLU) and w2."""
+    d, f, hd = cfg.d_model, cfg.ffn_dim, cfg.head_dim
+    widths = [(cfg.n_heads + 2 * cfg.kv_heads) * hd, d, f]
+    if cfg.mlp == "swiglu":
+        widths.append(f)
+    return [*widths, d]
+
+
+def selective_layer_bytes(cfg: Any, precision: str) -> int:
+    """Bytes per token a selectively checkpointed block keeps (distributed/checkpointing.py):
+    its input (residual dtype), attention's output and logsumexp, and the outputs of its 1st,
+    3rd, 5th... matmul (wqkv, w1, and w2 with SwiGLU; wqkv and w1 with GELU)."""
+    r, a = ACT_DTYPES[precision]
+    attention = cfg.n_heads * cfg.head_dim
+    return r * cfg.d_model + a * (sum(matmul_widths(cfg)[0::2]) + attention) + 4 * cfg.n_heads
+
+
+def recomputed_bytes(cfg: Any, precision: str, checkpointed: Any) -> int:
+    """Bytes per token that recomputing one checkpointed block adds in the backward: all that
+    the block saves for its backward (full), or that less what selective checkpointing kept
+    from the forward (its input and w2's output are not part of it)."""
+    r, a = ACT_DTYPES[precision]
+    per_layer = layer_activation_bytes(cfg, precision)
+    if as_checkpointing(checkpointed).mode != "selective":
+        return per_layer
+    reused = selective_layer_bytes(cfg, precision) - r * cfg.d_model - a * cfg.d_model
+    return max(per_layer - reused, 0)
+
+
+def as_checkpointing(checkpointed: Any) -> Any:
+    """A config.Checkpointing from a bool (True: every block, fully) or a record."""
+    from bigtrain.config import Checkpointing
+
+    if isinstance(checkpointed, bool):
+        return Checkpointing("full" if checkpointed else "none", 1)
+    return checkpointed
+
+
 def activation_bytes(
-    cfg: Any, vocab: int, micro_batch: int, seq_len: int, precision: str, checkpointed: bool
+    cfg: Any, vocab: int, micro_batch: int, seq_len: int, precision: str, checkpointed: Any
 ) -> int:
     """Activation memory of one micro-batch: layers x per-layer bytes, plus the ends of the
     network per token (ends_activation_bytes).
 
-    With activation checkpointing every block keeps only its input (d in the residual dtype)
-    and one block's activations exist at a time while it is recomputed in the backward."""
+    `checkpointed`: a bool (every block or none) or a config.Checkpointing. A checkpointed block
+    keeps only its input (full) or selective_layer_bytes (selective), and one block's activations
+    exist at a time while it is recomputed in the backward; `every_n:K` checkpoints ceil(L / K)
+    blocks and the others keep everything."""
     r, _ = ACT_DTYPES[precision]
+    plan = as_checkpointing(checkpointed)
     per_layer = layer_activation_bytes(cfg, precision)
     ends = ends_activation_bytes(cfg, vocab, precision)
-    if checkpointed:
-        per_token = cfg.n_layers * r * cfg.d_model + per_layer + ends
+    done = plan.share(cfg.n_layers)
+    kept = selective_layer_bytes(cfg, precision) if plan.mode == "selective" else r * cfg.d_model
+    if done:
+        recompute = recomputed_bytes(cfg, precision, plan)
+        per_token = done * kept + (cfg.n_layers - done) * per_layer + recompute + ends
     else:
         per_token = cfg.n_layers * per_layer + ends
     return micro_batch * seq_len * per_token
@@ -177,7 +225,7 @@ def block_backward_bytes(cfg: Any, precision: str) -> int:
 
 
 def transient_bytes(cfg: Any, vocab: int, micro_batch: int, seq_len: int, precision: str,
-                    checkpointed: bool, grad_bytes: int, grads_in_backward: bool) -> int:  # fmt: skip
+                    checkpointed: Any, grad_bytes: int, grads_in_backward: bool) -> int:  # fmt: skip
     """Bytes beyond weights + gradients + optimizer state + activations at the step's peak.
 
     Memory above weights and optimizer state, at each moment that can be the peak, per
@@ -189,13 +237,20 @@ def transient_bytes(cfg: Any, vocab: int, micro_batch: int, seq_len: int, precis
       top block:       G' + H + K - N E + N (P + B)   P: its activations, recomputed under
                                        checkpointing (already in K without)
       bottom block:    G + N (P + B)   all weight gradients exist, the other blocks' are freed
-    (Lf, Lb: loss_transient_bytes, B: block_backward_bytes, P: layer_activation_bytes). The
+    (Lf, Lb: loss_transient_bytes, B: block_backward_bytes, P: layer_activation_bytes; under
+    checkpointing the top block's P is what recomputing it adds, recomputed_bytes, and nothing
+    when every_n:K leaves the top block whole). The
     result is the largest minus G + activations: at least N Lf without checkpointing; with it,
     negative where the last step's gradients and the recomputed block are never alive together."""
     n = micro_batch * seq_len
     counted = activation_bytes(cfg, vocab, micro_batch, seq_len, precision, checkpointed)
+    recompute = n * recomputed_bytes(cfg, precision, checkpointed)
+    plan = as_checkpointing(checkpointed)
+    checkpointed = plan.on
+    # under every_n:K the top block may keep its activations: then no recomputation at its backward
+    top_recomputed = checkpointed and (cfg.n_layers - 1) % plan.every == 0
     per_layer = n * layer_activation_bytes(cfg, precision)
-    kept = counted - per_layer if checkpointed else counted  # the recomputed block: backward only
+    kept = counted - recompute if checkpointed else counted  # the recomputed block: backward only
     lf, lb = loss_transient_bytes(vocab, precision)
     g_b = grad_bytes if grads_in_backward else 0
     block = n * block_backward_bytes(cfg, precision)
@@ -205,7 +260,7 @@ def transient_bytes(cfg: Any, vocab: int, micro_batch: int, seq_len: int, precis
     moments = (
         grad_bytes + kept + n * lf,
         g_b + kept + n * lb,
-        g_b + head + kept - ends + block + (per_layer if checkpointed else 0),
+        g_b + head + kept - ends + block + (recompute if top_recomputed else 0),
         grad_bytes + per_layer + block,
     )
     return max(moments) - grad_bytes - counted

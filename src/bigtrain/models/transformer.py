@@ -157,11 +157,13 @@ class Block(nn.Module):
         self.attn = Attention(cfg)
         self.norm2 = make_norm(cfg)
         self.mlp = MLP(cfg)
-        self.drop = nn.Dropout(cfg.dropout)
+        # One dropout module per place it runs: tools that follow modules through a forward
+        # (torch's CommDebugMode, module trackers) expect each module to be called once.
+        self.drop_attn, self.drop_mlp = nn.Dropout(cfg.dropout), nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), rope))
-        return x + self.drop(self.mlp(self.norm2(x)))
+        x = x + self.drop_attn(self.attn(self.norm1(x), rope))
+        return x + self.drop_mlp(self.mlp(self.norm2(x)))
 
 
 class Transformer(nn.Module):

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bigtrain.config import RunConfig, files_in
+from bigtrain.config import RunConfig, checkpointing, files_in
 
 SHARDING_STRATEGIES = ("fsdp", "tp", "fsdp_tp")
 # Strategies that save a folder of files per checkpoint through their own writer (distributed
@@ -245,7 +245,7 @@ def check_logger_packages(cfg: RunConfig) -> Iterator[str]:
 # per-device total then overstates what the device holds, so the memory check stands aside.
 OFFLOAD_KEYS = ("cpu_offload", "offload_optimizer", "offload_parameters")
 # The plan's parts of memory_per_device_bytes that add up to its total.
-MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "transient")
+MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "transient", "fsdp_buffers")
 
 
 def check_memory(cfg: RunConfig) -> Iterator[str]:
@@ -332,7 +332,7 @@ def memory_problem(cfg: RunConfig, plan: dict, machine: Machine) -> str | None:
     )
     fixes = ["a smaller model or data.batch_size", f"sharding over more {more}"]
     ckpt = mem.get("total_checkpointed")
-    if ckpt is not None and not cfg.strategy.activation_checkpointing and ckpt * n <= machine.memory:
+    if ckpt is not None and checkpointing(cfg.strategy).mode != "full" and ckpt * n <= machine.memory:
         fixes.insert(0, f"strategy.activation_checkpointing=true ({_gib(ckpt)} {per})")
     return (
         f"the plan needs {need} ({_count(plan['params']['total'])} parameters: {parts}), more than "

@@ -20,7 +20,11 @@ frees only after the forward).
 plan.json keys are stable (add, never rename): params.total, params.trainable, flops_per_sample,
 flops_per_token, memory_per_device_bytes.{weights,gradients,optimizer,activations,total}, batch.*;
 for the transformer also params.embedding, batch.{seq_len,tokens_per_step} and
-memory_per_device_bytes.{transient,activations_checkpointed,transient_checkpointed,total_checkpointed}.
+memory_per_device_bytes.{transient,activations_checkpointed,transient_checkpointed,total_checkpointed},
+and under fsdp/fsdp_tp memory_per_device_bytes.fsdp_buffers; memory_per_device_bytes.reserved
+for every model (reserved_bytes). `activations` follow strategy.activation_checkpointing (full,
+selective, every_n:K or none); `*_checkpointed` are always full checkpointing, the fix offered
+when a run does not fit.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ ACT_BYTES = {"32-true": 4, "32": 4, "64-true": 8, "bf16-mixed": 2, "16-mixed": 2
 # Optimizer state per parameter: Adam keeps two moments, SGD with momentum one buffer; states are
 # kept in the parameters' dtype.
 OPTIM_STATES = {"adam": 2, "adamw": 2, "sgd": 1}
+# Reserved over allocated bytes of a step's working memory on a GPU (the caching allocator's
+# rounding and fragmentation): an assumption of the plan, held against published runs
+# (tests/test_plan_published.py).
+ALLOCATOR_RESERVE = 1.10
 
 
 def _meta_forward(model: torch.nn.Module, example: torch.Tensor) -> tuple[int, int]:
@@ -65,15 +73,32 @@ def _meta_forward(model: torch.nn.Module, example: torch.Tensor) -> tuple[int, i
     return int(counter.get_total_flops()), saved
 
 
+def activation_precision(cfg: Any, precision: str) -> str:
+    """The precision the blocks' tensors follow: under FSDP's MixedPrecisionPolicy with 16-bit
+    gathered weights the residual stream is 16-bit too (shapes.ACT_DTYPES["16-gathered"])."""
+    from bigtrain.config import gathered_dtype
+
+    if gathered_dtype(cfg.strategy, precision) in ("bfloat16", "float16"):
+        return "16-gathered"
+    return precision
+
+
 def _transformer_costs(cfg: Any, spec: Any, micro: int, precision: str) -> dict:
     """Parameters, FLOPs and activation memory of a transformer from its config alone
     (models/shapes.py), without torch: a meta forward of a 175B model would also work, but the
     formulas say *why*, cover activation checkpointing, which no forward pass can measure, and
     answer in milliseconds."""
+    from bigtrain.config import checkpointing
+
     vocab, seq_len = model_vocab(cfg.model, spec.num_outputs), spec.seq_len
     params = tf.transformer_params(cfg.model, vocab)
     per_token = tf.flops_per_token(cfg.model, vocab, seq_len)
-    casts = tf.matmul_params(cfg.model, vocab) * 2 if precision in ("bf16-mixed", "16-mixed") else 0
+    act = activation_precision(cfg, precision)
+    # autocast keeps a 16-bit copy of each matmul weight for the backward (not of weights that
+    # FSDP already gathered in 16 bits)
+    mixed = precision in ("bf16-mixed", "16-mixed") and act == precision
+    ac = checkpointing(cfg.strategy)
+    block = [p for p in params if p.name.startswith("blocks.0.")]
     return {
         "total": sum(p.numel for p in params),
         "tp_split": sum(p.numel for p in params if p.tp_split),
@@ -81,25 +106,43 @@ def _transformer_costs(cfg: Any, spec: Any, micro: int, precision: str) -> dict:
         "flops_per_token": per_token,
         "flops_per_sample": per_token * seq_len,
         "embedding": sum(p.numel for p in params if p.kind == "embedding"),
-        "activations": tf.activation_bytes(cfg.model, vocab, micro, seq_len, precision, checkpointed=False),
-        "activations_checkpointed": tf.activation_bytes(
-            cfg.model, vocab, micro, seq_len, precision, checkpointed=True
-        ),
-        # autocast keeps a 16-bit copy of each matmul weight for the backward
-        "autocast_weight_copies": casts,
+        "activations": tf.activation_bytes(cfg.model, vocab, micro, seq_len, act, ac),
+        "activations_checkpointed": tf.activation_bytes(cfg.model, vocab, micro, seq_len, act, True),
+        "autocast_weight_copies": tf.matmul_params(cfg.model, vocab) * 2 if mixed else 0,
+        "block_params": (sum(p.numel for p in block), sum(p.numel for p in block if p.tp_split)),
+        "checkpointing": ac,
+        "act_precision": act,
         "vocab": vocab,
         "seq_len": seq_len,
         "micro": micro,
     }
 
 
-def _lm_transient(cfg: Any, lm: dict, precision: str, grad_bytes: int, checkpointed: bool) -> int:
+def _lm_transient(cfg: Any, lm: dict, grad_bytes: int, checkpointed: Any) -> int:
     """Bytes live only around the loss and in the backward, beyond the counted parts
     (shapes.transient_bytes), with this device's share of the gradients."""
     return tf.transient_bytes(
-        cfg.model, lm["vocab"], lm["micro"], lm["seq_len"], precision, checkpointed, grad_bytes,
+        cfg.model, lm["vocab"], lm["micro"], lm["seq_len"], lm["act_precision"], checkpointed, grad_bytes,
         grads_in_backward=cfg.trainer.accumulate_grad_batches > 1,
     )  # fmt: skip
+
+
+def fsdp_buffers(cfg: Any, lm: dict, total: int) -> int:
+    """Bytes FSDP2 holds beyond the shards, at the backward's peak (docs/lm.md): the root unit's
+    gathered weights (embeddings, head, final norm: gathered for the forward and kept for the
+    backward), two blocks' gathered weights (the one running and the one prefetched), and one
+    block's unsharded gradients, in the compute dtype and cast to the reduce dtype for the
+    reduce-scatter. Per device: tensor parallel splits what its plan splits."""
+    from bigtrain.config import gathered_dtype, tensor_parallel_size
+
+    s = cfg.strategy
+    tp = tensor_parallel_size(s)
+    size = {"bfloat16": 2, "float16": 2}.get(gathered_dtype(s, cfg.trainer.precision) or "", 4)
+    reduce = 4 if s.reduce_dtype == "float32" else 2
+    numel, split = lm["block_params"]
+    block = numel - split + split // tp
+    root = (total - cfg.model.n_layers * numel) // (tp if lm["tp_split"] else 1)
+    return root * size + 2 * block * size + block * (size + reduce)
 
 
 def run_plan(cfg: Any, run_dir: str | Path, rank: int = 0) -> tuple[Any, dict]:
@@ -201,9 +244,7 @@ def _memory(cfg: Any, costs: dict, precision: str) -> dict[str, int]:
         optimizer = 0
     activations = costs["saved_fp32"] * ACT_BYTES[precision] // 4
     if lm is not None:
-        # With activation checkpointing only block inputs stay alive across the forward.
-        key = "activations_checkpointed" if cfg.strategy.activation_checkpointing else "activations"
-        activations = lm[key] + lm["autocast_weight_copies"]
+        activations = lm["activations"] + lm["autocast_weight_copies"]
     parts = {
         "weights": total * pbytes,
         "gradients": trainable * pbytes,
@@ -212,8 +253,9 @@ def _memory(cfg: Any, costs: dict, precision: str) -> dict[str, int]:
     }
     out = shard_memory(parts, cfg, costs["tp_split"] / max(total, 1))
     if lm is not None:
-        ckpt = cfg.strategy.activation_checkpointing
-        out["transient"] = _lm_transient(cfg, lm, precision, out["gradients"], ckpt)
+        out["transient"] = _lm_transient(cfg, lm, out["gradients"], lm["checkpointing"])
+        if cfg.strategy.name in ("fsdp", "fsdp_tp"):
+            out["fsdp_buffers"] = fsdp_buffers(cfg, lm, total)
     return out
 
 
@@ -255,6 +297,7 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         "optimizer_groups": costs["groups"],
         "memory_per_device_bytes": {**memory, "total": sum(memory.values())},
     }
+    plan["memory_per_device_bytes"]["reserved"] = reserved_bytes(plan["memory_per_device_bytes"])
     if (lm := costs["lm"]) is not None:
         plan["params"]["embedding"] = lm["embedding"]
         plan["flops_per_token"] = lm["flops_per_token"]
@@ -262,12 +305,23 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         plan["batch"]["tokens_per_step"] = cfg.data.batch_size * spec.seq_len
         mem = plan["memory_per_device_bytes"]
         mem["activations_checkpointed"] = lm["activations_checkpointed"] + lm["autocast_weight_copies"]
-        mem["transient_checkpointed"] = _lm_transient(cfg, lm, precision, mem["gradients"], True)
+        mem["transient_checkpointed"] = _lm_transient(cfg, lm, mem["gradients"], True)
         mem["total_checkpointed"] = (
             mem["total"] - mem["activations"] - mem["transient"]
             + mem["activations_checkpointed"] + mem["transient_checkpointed"]
         )  # fmt: skip
     return plan
+
+
+def reserved_bytes(mem: dict[str, int]) -> int:
+    """What a GPU's caching allocator reserves for the plan (torch.cuda.max_memory_reserved):
+    weights, gradients and optimizer state whole (they live across steps, and the segments of
+    gradients freed between steps stay reserved), plus ALLOCATOR_RESERVE x the step's working
+    memory at its peak (activations, transients, FSDP's buffers: blocks rounded up and the
+    fragments between them). A stated model (docs/lm.md), held against published runs."""
+    states = mem["weights"] + mem["gradients"] + mem["optimizer"]
+    working = mem["total"] - mem["weights"] - mem["optimizer"]
+    return int(states + ALLOCATOR_RESERVE * working)
 
 
 def shard_memory(memory: dict[str, int], cfg: Any, tp_fraction: float) -> dict[str, int]:
@@ -338,12 +392,13 @@ def print_plan(plan: dict) -> None:
             "tensor parallel: devices per group",
             f"{b['tensor_parallel_size']} ({b['data_parallel_size']} groups)",
         )
-    for key in ("weights", "gradients", "optimizer", "activations", "transient"):
+    for key in ("weights", "gradients", "optimizer", "activations", "transient", "fsdp_buffers"):
         if key in m:
-            table.add_row(f"memory per device: {key}", _bytes(m[key]))
+            table.add_row(f"memory per device: {key.replace('_', ' ')}", _bytes(m[key]))
     table.add_row("memory per device: total", _bytes(m["total"]))
-    if "total_checkpointed" in m:
-        table.add_row("  with activation checkpointing", _bytes(m["total_checkpointed"]))
+    if "total_checkpointed" in m and m["total_checkpointed"] != m["total"]:
+        table.add_row("  with full activation checkpointing", _bytes(m["total_checkpointed"]))
+    table.add_row("  reserved by a GPU's allocator", _bytes(m["reserved"]))
     echo(table)
     if plan.get("optimizer_groups"):
         print_group_audit(plan["optimizer_groups"])

@@ -336,7 +336,14 @@ class BigtrainModule(pl.LightningModule):
 
         # The strategy's device: the module itself may still sit on the CPU at this point.
         device = self.trainer.strategy.root_device
-        parallelize(self.model, self.parallel_cfg, self.device_mesh, device, self.num_nodes)
+        parallelize(
+            self.model,
+            self.parallel_cfg,
+            self.device_mesh,
+            device,
+            self.num_nodes,
+            str(self.trainer.precision),
+        )
         group = data_parallel_group(self.device_mesh)
         if group is not None:
             for m in self.modules():
