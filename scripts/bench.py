@@ -23,6 +23,11 @@ Whole runs (bench_runs.py), `--reps` fresh processes each:
   startup      launch to the first optimizer step of `bigtrain +experiment=gpt_stdlib`, in
                seconds (target <= 3.5) and as a ratio to `python -c "import torch"`.
   tail         the same runs' last optimizer step to exit, in seconds (target <= 2.0).
+  peers        the same run against a minimal Lightning script and a hand-written loop training
+               the same GPT (startup_peers.py), fresh processes in rotating order, in whatever
+               install runs the bench (the README's user install: `pip install -e .`): launch to
+               first step (bigtrain / Lightning script <= 1.3), tail, peak RSS (<= 1.15) and
+               tokens/s (bigtrain / hand loop >= 0.98); `--threads` sets OMP_NUM_THREADS.
   memory       the plan's memory against the measured peak for gpt/125m (both vocabularies) and
                a 25M-parameter LLaMA shape (lm_memory.py). Target: within 10%.
 Other cases:
@@ -271,13 +276,18 @@ def markdown(rows: list[dict]) -> str:
     """The rows as Markdown tables: training ratios and times, whole runs, memory, the rest."""
     train = [r for r in rows if r["unit"] == "s/step"]
     runs = [r for r in rows if r["case"] in ("startup", "tail")]
-    memory = [r for r in rows if r["unit"] == "MiB"]
-    other = [r for r in rows if r not in train and r not in runs and r not in memory]
+    peers = [r for r in rows if r["case"] == "peers"]
+    memory = [r for r in rows if r["unit"] == "MiB" and r not in peers]
+    other = [r for r in rows if r not in train and r not in runs and r not in memory and r not in peers]
     out: list[str] = training_markdown(train) if train else []
     if runs:
         from bench_runs import markdown as run_markdown
 
         out += ["", *run_markdown(runs)]
+    if peers:
+        from bench_runs import peer_markdown
+
+        out += ["", *peer_markdown(peers)]
     if memory:
         out += ["", "| case | parameters | plan | measured: median (min-max) | measured / plan | target |"]
         out += ["|---|---|---|---|---|---|"]
@@ -305,9 +315,20 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    choices = ["mlp", "transformer", "transformer-peer", "startup", "tail", "memory", "loader", "cli"]
-    # memory builds models of 25M-125M parameters (about 3 GiB): run when named
-    parser.add_argument("--cases", nargs="+", default=[c for c in choices if c != "memory"], choices=choices)
+    choices = [
+        "mlp",
+        "transformer",
+        "transformer-peer",
+        "startup",
+        "tail",
+        "peers",
+        "memory",
+        "loader",
+        "cli",
+    ]
+    # memory builds models of 25M-125M parameters (about 3 GiB): run when named; so is peers (minutes)
+    named = ("memory", "peers")
+    parser.add_argument("--cases", nargs="+", default=[c for c in choices if c not in named], choices=choices)
     parser.add_argument("--reps", type=int, default=5, help="repeats (fresh processes) per training case")
     parser.add_argument(
         "--rounds", type=int, help="epochs per competitor and repeat (mlp 40, transformer 12)"
@@ -355,6 +376,11 @@ def main() -> None:
 
             rows += run_rows(measure(args.reps, work, args.run_steps), whole)
             print("\n".join(run_markdown(rows[-len(whole) :])) + "\n", flush=True)
+        if "peers" in args.cases:
+            from bench_runs import measure_peers, peer_markdown, peer_rows
+
+            rows += peer_rows(measure_peers(args.reps, work, args.run_steps, args.threads))
+            print("\n".join(peer_markdown(rows[-4:])) + "\n", flush=True)
         if "memory" in args.cases:
             from lm_memory import memory_rows
 

@@ -135,3 +135,111 @@ def markdown(rows_: list[dict]) -> list[str]:
             f"| {s['min']:.2f}-{s['max']:.2f} s | {extra} |"
         )
     return out
+
+
+# --------------------------------------------------------------------------- the peers case
+# bigtrain's gpt_stdlib run against a minimal Lightning script and a hand-written loop training
+# the same GPT (startup_peers.py), each a fresh process, in the order rotated every round.
+PEERS = ("bigtrain", "lightning", "hand")
+PEER_TARGETS = {"first_step": 1.3, "peak_rss": 1.15, "tokens_per_s": 0.98}
+
+
+def measured(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
+    """Run `cmd` to its end: wall seconds, peak resident memory in MiB (the rusage os.wait4
+    returns for that one child), the boot-clock time just before its launch, and its stdout."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        launched = time.clock_gettime(time.CLOCK_BOOTTIME)
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, text=True, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)  # reaped here, so that its rusage is its own
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: `{' '.join(cmd)}` exited {proc.returncode}: {stderr[-2000:]}")
+    return {"wall": seconds, "launched": launched, "stdout": stdout, "rss_mib": usage.ru_maxrss / 1024}
+
+
+def peer_round(workdir: Path, n: int, steps: int, env: dict | None) -> dict:
+    """One round: each competitor once, in an order that rotates with `n`."""
+    here = Path(__file__).resolve().parent
+    got: dict = {}
+    for name in PEERS[n % 3 :] + PEERS[: n % 3]:
+        if name == "bigtrain":
+            run_dir = workdir / f"peers{n}"
+            cmd = [sys.executable, "-m", "bigtrain", "+experiment=gpt_stdlib", f"trainer.max_steps={steps}"]
+            m = measured([*cmd, f"hydra.run.dir={run_dir}"], workdir, env)
+            results = json.loads((run_dir / "results.json").read_text())
+            first, last = results["timing"]["first_step_s"], results["timing"]["last_step_s"]
+            tokens = results["throughput"]["tokens_per_s"]
+        else:
+            m = measured([sys.executable, str(here / "startup_peers.py"), name, str(steps)], workdir, env)
+            line = json.loads(m["stdout"].strip().splitlines()[-1])
+            first, last = line["first_step_boot"] - m["launched"], line["last_step_boot"] - m["launched"]
+            tokens = line["tokens_per_s"]
+        got[name] = {
+            "first_step": first,
+            "tail": m["wall"] - last,
+            "peak_rss": m["rss_mib"],
+            "tokens_per_s": tokens,
+        }
+    return got
+
+
+def measure_peers(reps: int, workdir: Path, steps: int = STEPS, threads: int | None = None) -> list[dict]:
+    """`reps` rounds of the three competitors; `threads` sets OMP_NUM_THREADS for all of them."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+    return [peer_round(workdir, n, steps, env) for n in range(reps)]
+
+
+def peer_rows(rounds: list[dict]) -> list[dict]:
+    """One row per measure: each competitor's median (min-max), and bigtrain's ratio to its peer
+    (the Lightning script for start-up and memory, the hand loop for tokens/s)."""
+    out = []
+    for key, unit, peer in (
+        ("first_step", "s", "lightning"),
+        ("tail", "s", "lightning"),
+        ("peak_rss", "MiB", "lightning"),
+        ("tokens_per_s", "tokens/s", "hand"),
+    ):
+        ratios = [r["bigtrain"][key] / r[peer][key] for r in rounds]
+        out.append(
+            {
+                "case": "peers",
+                "unit": unit,
+                "measure": key,
+                "peer": peer,
+                **{name: _stat([r[name][key] for r in rounds]) for name in PEERS},
+                "ratio": _stat(ratios),
+                "target": PEER_TARGETS.get(key),
+                "reps": len(rounds),
+            }
+        )
+    return out
+
+
+def peer_markdown(rows_: list[dict]) -> list[str]:
+    """The peers' table."""
+    out = [
+        "| case | bigtrain | minimal Lightning script | hand-written loop | bigtrain / peer: median (min-max) | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows_:
+        cells = [f"{r[n]['median']:,.2f} {r['unit']} ({r[n]['min']:,.2f}-{r[n]['max']:,.2f})" for n in PEERS]
+        t, ratio = r["target"], r["ratio"]
+        if t is None:
+            verdict = "reported"
+        else:
+            met = ratio["median"] >= t if r["measure"] == "tokens_per_s" else ratio["median"] <= t
+            verdict = f"{'>=' if r['measure'] == 'tokens_per_s' else '<='} {t}: {'met' if met else 'MISSED'}"
+        out.append(
+            f"| {r['measure'].replace('_', ' ')}, {r['reps']} rounds | {' | '.join(cells)} "
+            f"| **{ratio['median']:.3f}** ({ratio['min']:.3f}-{ratio['max']:.3f}) vs {r['peer']} | {verdict} |"
+        )
+    return out

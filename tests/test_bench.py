@@ -79,7 +79,7 @@ def test_the_peer_gpt_is_bigtrains_model_written_another_way():
 
     sys.path.insert(0, str(SCRIPTS))
     import bigtrain
-    from bench_peer import PeerGPT
+    from peer_gpt import PeerGPT
     from bigtrain.data import data_spec
     from bigtrain.models import build_model
     from bigtrain.models.transformer import split_qkv
@@ -142,3 +142,20 @@ def test_bench_startup_and_tail_come_from_a_real_run(tmp_path):
     assert first > startup["import_torch"]["median"] and first > startup["import_pytorch_lightning"]["median"]
     assert positive(startup["over_import_torch"]["median"]) and startup["over_import_torch"]["median"] > 1
     assert positive(tail["seconds"]["median"])
+
+
+def test_bench_peers_case_runs_bigtrain_a_lightning_script_and_a_hand_loop(tmp_path):
+    rows = {
+        r["measure"]: r
+        for r in run_bench(tmp_path, "--cases", "peers", "--reps", "1", "--run-steps", "12")
+        if r["case"] == "peers"
+    }
+    assert set(rows) == {"first_step", "tail", "peak_rss", "tokens_per_s"}
+    for row in rows.values():
+        for name in ("bigtrain", "lightning", "hand"):
+            assert positive(row[name]["median"]), (row["measure"], name)
+    # The loop imports neither Lightning nor bigtrain: it starts first and holds the least memory.
+    first, rss = rows["first_step"], rows["peak_rss"]
+    assert first["hand"]["median"] < first["lightning"]["median"]
+    assert rss["hand"]["median"] < rss["lightning"]["median"] < 4096
+    assert rows["tokens_per_s"]["peer"] == "hand" and rows["first_step"]["target"] == 1.3

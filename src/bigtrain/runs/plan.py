@@ -395,10 +395,11 @@ def print_plan(plan: dict) -> None:
     for key in ("weights", "gradients", "optimizer", "activations", "transient", "fsdp_buffers"):
         if key in m:
             table.add_row(f"memory per device: {key.replace('_', ' ')}", _bytes(m[key]))
-    table.add_row("memory per device: total", _bytes(m["total"]))
+    table.add_row(
+        "memory per device: total", f"{_bytes(m['total'])} (a GPU reserves {_bytes(m['reserved'])})"
+    )
     if "total_checkpointed" in m and m["total_checkpointed"] != m["total"]:
         table.add_row("  with full activation checkpointing", _bytes(m["total_checkpointed"]))
-    table.add_row("  reserved by a GPU's allocator", _bytes(m["reserved"]))
     echo(table)
     if plan.get("optimizer_groups"):
         print_group_audit(plan["optimizer_groups"])
