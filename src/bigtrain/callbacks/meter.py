@@ -114,6 +114,10 @@ class Meter(TrainBatches):
         # Process age at the first optimizer step's end; perf_counter at the last one's end.
         self.first_step_age: float | None = None
         self.last_step_time: float | None = None
+        # Seconds in validation and test batches since the last optimizer step (the tail's
+        # forward passes), and when the running one started.
+        self.eval_batches_s = 0.0
+        self.eval_started: float | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.world_size = trainer.world_size
@@ -143,8 +147,22 @@ class Meter(TrainBatches):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.last_time = time.perf_counter()
 
+    def on_validation_batch_start(
+        self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self.eval_started = time.perf_counter()
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self.eval_batches_s += time.perf_counter() - (self.eval_started or time.perf_counter())
+
+    on_test_batch_start = on_validation_batch_start
+    on_test_batch_end = on_validation_batch_end
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self.eval_batches_s = 0.0
         # A batch is timed when `warmup` batches came before it.
         now = time.perf_counter()
         if self.last_time is not None and self.seen >= self.warmup:
@@ -207,7 +225,8 @@ class Meter(TrainBatches):
 
     def timing_summary(self) -> dict:
         """results.json's `timing` block: seconds since launch at the first and the last
-        optimizer step's end, and now (the results being collected)."""
+        optimizer step's end, and now (the results being collected); and the seconds that
+        validation and test batches took after the last step (the tail's forward passes)."""
         age = process_age_s()
         last = None
         if age is not None and self.last_step_time is not None:
@@ -216,7 +235,12 @@ class Meter(TrainBatches):
         def s(v):
             return None if v is None else round(v, 3)
 
-        return {"first_step_s": s(self.first_step_age), "last_step_s": s(last), "results_s": s(age)}
+        return {
+            "first_step_s": s(self.first_step_age),
+            "last_step_s": s(last),
+            "results_s": s(age),
+            "eval_batches_after_last_step_s": s(self.eval_batches_s),
+        }
 
     def precision_summary(self) -> dict:
         """results.json's `precision` block."""
