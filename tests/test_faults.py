@@ -4,6 +4,7 @@ never interrupted; and a long run must keep its memory flat."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import random
 import signal
@@ -168,7 +169,10 @@ def test_rss_reading_follows_this_process_and_a_forked_child():
 
     before = rss_mb()
     assert abs(before - vm_rss()) < 2
-    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, written so every page is resident
+    # 64 MiB of fresh pages, written so every page is resident (a fresh mapping: memory that
+    # earlier tests freed may still be resident in the allocator, and reusing it adds nothing)
+    block = mmap.mmap(-1, 64 * 2**20)
+    block.write(b"\x01" * (64 * 2**20))
     assert rss_mb() - before > 60
     read, write = os.pipe()
     pid = os.fork()
@@ -184,4 +188,4 @@ def test_rss_reading_follows_this_process_and_a_forked_child():
     start, grown, kernel, _ = map(float, os.read(read, 200).split())
     assert grown - start > 120 and abs(grown - kernel) < 2
     assert rss_mb() - before < 80  # the parent did not see the child's pages
-    del block
+    block.close()
