@@ -2,17 +2,22 @@
 
 Decoding is greedy at temperature 0, else sampling from softmax(logits / temperature),
 optionally among the `top_k` most likely tokens, with a generator seeded per validation step
-(the same samples for the same checkpoint). No KV cache: each new token reruns the cropped
-context, which is cheap for the few tokens logged. Rank zero generates and logs; the text also
-is kept in `last` (results.json: `samples`).
+(the same samples for the same checkpoint). The built-in Transformer generates with a KV cache
+(models/kv_cache.py): one forward of the prompt, then one of each new token. Past the context
+length, and for other models (a user's, a compiled, sharded or tensor-parallel one), each new
+token reruns the cropped context: the same tokens either way (logits equal to float rounding).
+Rank zero generates and logs; the text also is kept in `last` (results.json: `samples`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
+
+from bigtrain.models.transformer import Transformer
 
 log = logging.getLogger("bigtrain.samples")
 
@@ -29,9 +34,10 @@ def generate(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Continue a (1, T) prompt by `max_new_tokens` tokens; returns (1, T + max_new_tokens)."""
+    next_logits = logits_function(model, context, prompt.shape[1] + max_new_tokens - 1)
     tokens = prompt
     for _ in range(max_new_tokens):
-        logits = model(tokens[:, -context:])[:, -1, :].float()
+        logits = next_logits(tokens).float()
         if temperature == 0:
             nxt = logits.argmax(-1, keepdim=True)
         else:
@@ -43,6 +49,27 @@ def generate(
             nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(tokens.device)
         tokens = torch.cat([tokens, nxt], dim=1)
     return tokens
+
+
+def logits_function(
+    model: torch.nn.Module, context: int, longest: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """tokens so far (1, T) -> the next token's logits (1, vocab), as model(tokens[:, -context:])
+    gives them, for sequences that only grow, up to `longest` tokens. With a KV cache where the
+    model can use one: while the tokens fit the context, only the new ones run."""
+    if not (isinstance(model, Transformer) and model.can_cache()):
+        return lambda tokens: model(tokens[:, -context:])[:, -1, :]
+    limit = min(context, model.config.max_seq_len)
+    cache = model.kv_cache(min(limit, longest))
+
+    def next_logits(tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.shape[1] > limit:
+            # The window slides: every position and what each token saw changes, so the cache
+            # holds nothing of use; rerun the cropped context as without one.
+            return model(tokens[:, -context:])[:, -1, :]
+        return model.forward_cached(tokens[:, cache.length :], cache)[:, -1, :]
+
+    return next_logits
 
 
 class Samples(pl.Callback):

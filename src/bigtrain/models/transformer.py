@@ -17,6 +17,10 @@ tensor parallelism splits wqkv column-wise like any Linear and Attention reshape
 groups: a rank holding a shard runs the same code unchanged. fuse_qkv / split_qkv convert from
 and to separate q, k, v weights (Hugging Face layouts, checkpoints saved before the fusion).
 
+Generation (callbacks/samples.py) can keep each layer's keys and values (KVCache): forward_cached
+runs the prompt once, then one token at a time against the cache. It mirrors forward, which
+training uses and which it leaves untouched; can_cache says whether a model may use it.
+
 Large presets are built on the meta device and materialised where they live:
     with torch.device("meta"): model = Transformer(cfg, vocab)
     model.to_empty(device="cuda"); model.init_weights()
@@ -33,6 +37,7 @@ from torch import nn
 
 from bigtrain.config import TransformerConfig
 from bigtrain.models import shapes
+from bigtrain.models.kv_cache import KVCache
 
 
 class RMSNorm(nn.Module):
@@ -130,6 +135,33 @@ class Attention(nn.Module):
         )
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
+    def forward_cached(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache, layer: int
+    ) -> torch.Tensor:
+        """forward for the tokens at positions cache.length.. (rope: their rows), attending to the
+        cached ones before them too; their keys and values go into `cache`."""
+        B, T, _ = x.shape
+        qkv = self.wqkv(x).view(B, T, -1, self.per_group + 2, self.head_dim)  # as in forward
+        q, k, v = qkv.split([self.per_group, 1, 1], dim=3)
+        q, k, v = q.flatten(2, 3), k.squeeze(3), v.squeeze(3)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        start = cache.length
+        k, v = cache.update(layer, k.transpose(1, 2), v.transpose(1, 2))
+        mask = None  # one new token sees every cached one; a first chunk is causal on its own
+        if start > 0 and T > 1:
+            mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=start == 0 and T > 1,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.per_group > 1,
+        )
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+
 
 class MLP(nn.Module):
     """GELU: w2(gelu(w1 x)), exact (`gelu`) or GPT-2's tanh approximation (`gelu_tanh`).
@@ -163,6 +195,12 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         x = x + self.drop_attn(self.attn(self.norm1(x), rope))
+        return x + self.drop_mlp(self.mlp(self.norm2(x)))
+
+    def forward_cached(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache, layer: int
+    ) -> torch.Tensor:
+        x = x + self.drop_attn(self.attn.forward_cached(self.norm1(x), rope, cache, layer))
         return x + self.drop_mlp(self.mlp(self.norm2(x)))
 
 
@@ -224,6 +262,41 @@ class Transformer(nn.Module):
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, rope)
+        return self.head(self.norm_f(x))
+
+    def can_cache(self) -> bool:
+        """Whether forward_cached computes what forward does: for this class and its own Blocks
+        only, not subclasses (FSDP2's, activation checkpointing's, a user's: their forward adds
+        to the one forward_cached mirrors), and for plain weights held whole, not tensor
+        subclasses (DTensor: FSDP2, tensor parallel) nor DeepSpeed ZeRO-3's empty placeholders,
+        which hooks shard or gather. Blocks compiled in place run eagerly. torch.compile(model)
+        is another class (OptimizedModule): callers check isinstance(model, Transformer) first."""
+        if type(self) is not Transformer or any(type(b) is not Block for b in self.blocks):
+            return False
+        return all(type(p) is nn.Parameter and p.numel() > 0 for p in self.parameters())
+
+    def kv_cache(self, capacity: int) -> KVCache:
+        """An empty cache for forward_cached, for up to `capacity` positions (max_seq_len at most)."""
+        return KVCache(len(self.blocks), min(capacity, self.config.max_seq_len))
+
+    @torch.no_grad()
+    def forward_cached(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """(B, T) token ids at positions cache.length.. -> (B, T, vocab) logits, as forward gives
+        for them after the cached tokens; their keys and values are added to `cache`. Without
+        grad: for generation (training runs forward)."""
+        start, end = cache.length, cache.length + tokens.shape[1]
+        if end > cache.capacity:
+            raise ValueError(f"the KV cache holds {cache.capacity} positions, not {end}")
+        x = self.tok_emb(tokens)
+        rope = None
+        if self.config.positions == "learned":
+            x = x + self.pos_emb(torch.arange(start, end, device=tokens.device))
+        else:
+            rope = (self.rope_cos[start:end], self.rope_sin[start:end])
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block.forward_cached(x, rope, cache, i)
+        cache.length = end
         return self.head(self.norm_f(x))
 
 
