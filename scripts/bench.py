@@ -33,6 +33,10 @@ Whole runs (bench_runs.py), `--reps` fresh processes each:
                a 25M-parameter LLaMA shape (lm_memory.py). Target: within 10%.
 Other cases:
   loader       tokens/s of the token-file loader (data=tokens) and of a plain numpy gather.
+Corpora (bench_corpus.py), run when named:
+  tokenize     MB/s of bigtrain-tokens write (1 and 2 workers) against datasets.map(num_proc=2)
+               writing one memmap as nanoGPT's prepare step does. Target: >= 1.0.
+  shards       training tokens/s from 16 shards against one file. Target: >= 0.98.
   cli          wall time of the default run (`bigtrain`, launch to exit; README quotes it), of
                `bigtrain --help`, of an invalid override and of two dry runs.
 
@@ -187,13 +191,24 @@ def loader_tokens_per_s(workdir: Path, seq_len: int, batch: int, steps: int = 40
     import numpy as np
     import torch
 
-    from bigtrain.data.tokens import RandomWindowLoader
+    from bigtrain.data.shards import Corpus
+    from bigtrain.data.windows import RandomWindowLoader
 
     path = workdir / "tokens.bin"
-    if not path.exists():
+    if not path.exists():  # the single-file layout: ids and their metadata
         np.random.default_rng(0).integers(0, 50257, size=16_000_000, dtype=np.uint16).tofile(path)
-    tokens = np.memmap(path, dtype=np.uint16, mode="r")
-    loader = RandomWindowLoader(tokens, 0, len(tokens), seq_len, batch, steps, seed=1, epoch=lambda: 0)
+        meta = {
+            "dtype": "uint16",
+            "vocab_size": 50257,
+            "n_tokens": 16_000_000,
+            "n_bytes": 0,
+            "tokenizer": None,
+        }
+        path.with_suffix(".json").write_text(json.dumps(meta))
+    corpus = Corpus(str(path))
+    tokens = corpus.shards[0]
+    runs = corpus.runs(0, len(tokens), seq_len, within_documents=False)
+    loader = RandomWindowLoader([(corpus, runs)], [1.0], seq_len, batch, steps, seed=1, epoch=lambda: 0)
     start, n = time.perf_counter(), 0
     for (x,) in loader:
         n += x.numel()
@@ -279,7 +294,8 @@ def markdown(rows: list[dict]) -> str:
     runs = [r for r in rows if r["case"] in ("startup", "tail")]
     peers = [r for r in rows if r["case"] == "peers"]
     memory = [r for r in rows if r["unit"] == "MiB" and r not in peers]
-    other = [r for r in rows if r not in train and r not in runs and r not in memory and r not in peers]
+    corpus = [r for r in rows if r["unit"] in ("MB/s", "tokens/s ratio")]
+    other = [r for r in rows if r not in train + runs + memory + peers + corpus]
     out: list[str] = training_markdown(train) if train else []
     if runs:
         from bench_runs import markdown as run_markdown
@@ -299,6 +315,10 @@ def markdown(rows: list[dict]) -> str:
                 f"({r['measured_min_mib']:.0f}-{r['measured_max_mib']:.0f}) | **{r['ratio']:.3f}** "
                 f"| within {r['target']:.0%}: {verdict} |"
             )
+    if corpus:
+        from bench_corpus import markdown as corpus_markdown
+
+        out += ["", *corpus_markdown(corpus)]
     if other:
         out += ["", "| case | bigtrain | plain |", "|---|---|---|"]
         for r in other:
@@ -326,9 +346,12 @@ def parse_args() -> argparse.Namespace:
         "memory",
         "loader",
         "cli",
+        "tokenize",
+        "shards",
     ]
-    # memory builds models of 25M-125M parameters (about 3 GiB): run when named; so is peers (minutes)
-    named = ("memory", "peers")
+    # memory builds models of 25M-125M parameters (about 3 GiB): run when named; so are peers,
+    # tokenize and shards (minutes each)
+    named = ("memory", "peers", "tokenize", "shards")
     parser.add_argument("--cases", nargs="+", default=[c for c in choices if c not in named], choices=choices)
     parser.add_argument("--reps", type=int, default=5, help="repeats (fresh processes) per training case")
     parser.add_argument(
@@ -390,6 +413,13 @@ def main() -> None:
             rows += loader_rows(args.reps, work)
         if "cli" in args.cases:
             rows += cli_rows(args.reps, work)
+        if "tokenize" in args.cases or "shards" in args.cases:
+            import bench_corpus
+
+            if "tokenize" in args.cases:
+                rows += bench_corpus.tokenize_rows(args.reps, work)
+            if "shards" in args.cases:
+                rows += bench_corpus.shard_rows(args.reps, work)
     print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

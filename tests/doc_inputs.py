@@ -199,29 +199,72 @@ def stdlib_markdown(pattern: Path, runs: Runs) -> None:
 
 
 def tokenizer_json(path: Path, runs: Runs) -> None:
-    """A byte-level BPE tokenizer (512 tokens) trained here on the json package's source."""
+    """A byte-level BPE tokenizer (512 tokens, with <|endoftext|>) trained here on the json
+    package's source."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=512, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=512,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"],  # the end-of-document token bigtrain-tokens appends
+        show_progress=False,
     )
     tokenizer.train([str(p) for p in _stdlib_sources("json")], trainer)
     tokenizer.save(str(path))
 
 
-def token_file(path: Path, runs: Runs) -> None:
-    """corpus.bin and corpus.json: the email package's source as bytes, written by bigtrain-tokens."""
-    if "corpus.bin" not in runs.inputs:
-        made = runs.base / "corpus"
-        stdlib_texts(made / "texts")
-        out = runs.execute("bigtrain-tokens", ["write", "corpus", "texts"], made)
-        assert out.returncode == 0, out.stderr
-        runs.inputs["corpus.bin"] = made
-    for suffix in (".bin", ".json"):
-        shutil.copy2(runs.inputs["corpus.bin"] / f"corpus{suffix}", path.with_suffix(suffix))
+def _email_docs() -> list[str]:
+    return [p.read_text(encoding="utf-8") for p in _stdlib_sources("email")]
+
+
+def jsonl_rows(path: Path, runs: Runs) -> None:
+    """A JSONL file: a {"text", "id"} object per email-package module."""
+    import json as json_module
+
+    rows = (json_module.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(_email_docs()))
+    path.write_text("".join(rows), encoding="utf-8")
+
+
+def parquet_rows(path: Path, runs: Runs) -> None:
+    """A Parquet table with the email package's modules in both a `text` and a `body` column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = _email_docs()
+    pq.write_table(pa.table({"text": docs, "body": docs}), path, row_group_size=8)
+
+
+def saved_dataset(path: Path, runs: Runs) -> None:
+    """A folder saved by datasets' save_to_disk: a DatasetDict whose train split has a text column."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": _email_docs()})}).save_to_disk(
+        str(path)
+    )
+
+
+def written_corpus(*inputs: str):
+    """A corpus folder written by bigtrain-tokens from `inputs` (made beside it) with tok.json."""
+    makers = {"texts": stdlib_texts, "pages.jsonl": jsonl_rows, "articles.parquet": parquet_rows}
+
+    def build(path: Path, runs: Runs) -> None:
+        key = f"corpus:{path.name}"
+        if key not in runs.inputs:
+            made = runs.base / key.replace(":", "_")
+            made.mkdir(parents=True)
+            for name in inputs:
+                makers[name](made / name, runs)
+            tokenizer_json(made / "tok.json", runs)
+            out = runs.execute("bigtrain-tokens", ["write", "out", *inputs, "--tokenizer", "tok.json"], made)
+            assert out.returncode == 0, out.stderr
+            runs.inputs[key] = made / "out"
+        shutil.copytree(runs.inputs[key], path)
+
+    return build
 
 
 def config_dir(folder: Path, runs: Runs) -> None:
@@ -387,6 +430,11 @@ INPUTS: dict[str, tuple[str, Callable]] = {
     "my_texts/": ("my_texts", stdlib_texts),
     "more/*.md": ("more/*.md", stdlib_markdown),
     "tok.json": ("tok.json", tokenizer_json),
-    "corpus.bin": ("corpus.bin", token_file),
+    # docs/lm.md: inputs of bigtrain-tokens, and the corpora its training commands read
+    "pages.jsonl": ("pages.jsonl", jsonl_rows),
+    "articles.parquet": ("articles.parquet", parquet_rows),
+    "my_dataset": ("my_dataset", saved_dataset),
+    "corpus": ("corpus", written_corpus("texts")),
+    "rows": ("rows", written_corpus("pages.jsonl", "articles.parquet")),
     **AUDIO_INPUTS,  # docs/audio.md's (doc_inputs_audio.py)
 }

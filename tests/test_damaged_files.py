@@ -32,7 +32,7 @@ from conftest import QUIET, bigtrain_cmd
 
 TABLE = [*QUIET, "+debug=fast", "model=mlp/tiny", "sched=constant", "data=csv", "data.path=table.csv",
          "data.target=label", "data.batch_size=32"]  # fmt: skip
-TOKENS = [*QUIET, "+debug=fast", "model=llama/tiny", "metrics=lm", "data=tokens", "data.path=corpus.bin",
+TOKENS = [*QUIET, "+debug=fast", "model=llama/tiny", "metrics=lm", "data=tokens", "data.path=corpus",
           "data.seq_len=32", "data.batch_size=8", "data.val_fraction=0.1", "data.test_fraction=0.1",
           "data.max_eval_windows=16", "callbacks.samples.enabled=false"]  # fmt: skip
 ALL = ("eval", "predict", "load", "resume")
@@ -41,7 +41,7 @@ COUNTS: collections.Counter = collections.Counter()  # (expected, outcome) over 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory) -> Path:
-    """A folder holding table.csv (300 rows: 210 train, 45 val, 45 test), corpus.bin/.json and
+    """A folder holding table.csv (300 rows: 210 train, 45 val, 45 test), the corpus folder and
     the finished runs `table` and `tokens` trained on them."""
     root = tmp_path_factory.mktemp("made")
     rng = np.random.default_rng(0)
@@ -99,12 +99,12 @@ MATRIX = {
     "ckpt empty": ("table", ALL, "error", _each_ckpt(lambda p: p.write_bytes(b""))),
     "ckpt a pickle": ("table", ALL, "error", _each_ckpt(_pickle)),
     "ckpt without digest": ("table", ALL, "warning", _each_ckpt(lambda p: Path(f"{p}.sha256").unlink())),
-    "corpus.bin truncated": ("tokens", ("eval", "resume"), "error", lambda r: _truncate(r.parent / "corpus.bin")),
-    "corpus.bin bit-flipped": ("tokens", ("eval", "resume"), "error",
-                               lambda r: _flip(r.parent / "corpus.bin", (r.parent / "corpus.bin").stat().st_size - 100)),
-    "corpus.json not JSON": ("tokens", ("eval", "resume"), "error", lambda r: (r.parent / "corpus.json").write_text("{")),
-    "corpus.json without n_bytes": ("tokens", ("eval", "resume"), "error",
-                                    lambda r: (r.parent / "corpus.json").write_text('{"dtype": "uint16"}')),
+    "shard-00000.bin truncated": ("tokens", ("eval", "resume"), "error", lambda r: _truncate(r.parent / SHARD)),
+    "shard-00000.bin bit-flipped": ("tokens", ("eval", "resume"), "error",
+                                    lambda r: _flip(r.parent / SHARD, (r.parent / SHARD).stat().st_size - 100)),
+    "index.json not JSON": ("tokens", ("eval", "resume"), "error", lambda r: (r.parent / INDEX).write_text("{")),
+    "index.json without n_bytes": ("tokens", ("eval", "resume"), "error",
+                                   lambda r: (r.parent / INDEX).write_text('{"format": "bigtrain-tokens", "version": 2, "dtype": "uint8"}')),
     # A resume writes a new results.json: it names the damaged one in a warning and goes on.
     "results.json a list": ("table", ALL, {"resume": "warning"}, lambda r: (r / "results.json").write_text("[1, 2]")),
     "preprocessing.json not JSON": ("table", ALL, "same", lambda r: (r / "preprocessing.json").write_text("{")),
@@ -112,7 +112,8 @@ MATRIX = {
     "table.csv half the rows": ("table", ("eval", "resume"), "error", lambda r: _half_the_rows(r.parent / "table.csv")),
     "inputs.json not JSON": ("table", ("eval", "resume"), "error", lambda r: (r / "inputs.json").write_text("[")),
 }  # fmt: skip
-NAMES = {"corpus.bin": "corpus.bin", "corpus.json": "corpus.json", "results.json": "results.json",
+SHARD, INDEX = "corpus/shard-00000.bin", "corpus/index.json"
+NAMES = {"shard-00000.bin": "shard-00000.bin", "index.json": "index.json", "results.json": "results.json",
          "table.csv": "table.csv", "inputs.json": "inputs.json", "preprocessing.json": "preprocessing.json"}  # fmt: skip
 
 
@@ -260,10 +261,10 @@ def test_the_executable_prints_one_line_for_a_damaged_checkpoint_and_a_changed_c
     case = tmp_path / "case"
     shutil.copytree(made, case)
     _truncate(case / "table" / _best(case / "table"))
-    _flip(case / "corpus.bin", 1000)
+    _flip(case / SHARD, 1000)
     for args, named in (
         (["eval", "table"], "epoch"),
-        (["resume=tokens", "trainer.max_epochs=2"], "corpus.bin"),
+        (["resume=tokens", "trainer.max_epochs=2"], "shard-00000.bin"),
     ):
         out = bigtrain_cmd(*args, cwd=case)
         errors = [s for s in out.stderr.splitlines() if s.startswith("bigtrain: error: ")]

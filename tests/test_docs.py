@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from bigtrain.data.shards import Corpus
 from conftest import DIST_ENV, bigtrain_cmd
 from doc_commands import DocCommand, commands_in_help, commands_in_markdown, launched_bigtrain, program
 from doc_inputs import INPUTS, Runs
@@ -90,9 +91,18 @@ PLACEHOLDER_HOST = re.compile(r"https?://([\w.-]+\.)?example\.(org|com|net)\b")
 # Arguments whose values are inputs: bigtrain keys, and the options of the other programs.
 INPUT_KEYS = ("data.path", "data.train_path", "data.val_path", "data.test_path", "data.root", "data.paths")
 INPUT_KEYS += ("data.tokenizer", "resume", "ckpt_path", "model.init_from", "model._target_")
-INPUT_OPTIONS = ("--config-dir", "-cd", "--tokenizer")
+INPUT_OPTIONS = ("--config-dir", "-cd", "--tokenizer", "--hf-dataset")
 # options of bigtrain-tokens that take a value
-VALUE_OPTIONS = (*INPUT_OPTIONS, "--max-bytes")
+VALUE_OPTIONS = (
+    *INPUT_OPTIONS,
+    "--max-bytes",
+    "--text-field",
+    "--workers",
+    "--hf-format",
+    "--shard-tokens",
+    "--eod",
+    "--split",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +233,7 @@ def execute(name: str, args: list[str], cwd: Path, env: dict | None = None) -> s
     if name == "bigtrain":
         return bigtrain_cmd(*args, cwd=cwd, env=env, timeout=TIMEOUT)
     if name == "bigtrain-tokens":
-        return _run([sys.executable, "-m", "bigtrain.data.tokens", *args], cwd, env)
+        return _run([sys.executable, "-m", "bigtrain.data.shard_writer", *args], cwd, env)
     if name.startswith("-m "):
         return _run([sys.executable, "-m", name[3:], *args], cwd, env)
     if name.startswith("scripts/"):
@@ -255,6 +265,8 @@ def named_inputs(cmd: DocCommand) -> list[str]:
         key, _, value = a.partition("=")
         if key.lstrip("+~") in INPUT_KEYS and value:
             found += value.strip("[]").split(",") if key.endswith("paths") else [value]
+        elif key == "data.sources":  # a mixture: [{path:A,weight:0.7},...]
+            found += re.findall(r"path:([^,}]+)", value)
         elif a in INPUT_OPTIONS and i + 1 < len(args):
             found.append(args[i + 1])
     if name == "bigtrain-tokens":  # write OUT INPUTS...
@@ -467,7 +479,8 @@ def test_documented_command(cmd: DocCommand, tmp_path, runs):
         out = execute(name, args, cwd)
         assert out.returncode == 0, _show(cmd, out)
         if name == "bigtrain-tokens" and args[0] == "write":
-            assert (cwd / f"{args[1]}.bin").stat().st_size > 0 and (cwd / f"{args[1]}.json").exists()
+            corpus = Corpus(str(cwd / args[1]))  # the index and every shard it names, checked
+            assert corpus.n_tokens > 0 and corpus.meta["documents"] > 0
         if name == "-m bigtrain.runs.export":
             assert (cwd / args[1]).stat().st_size > 0
 

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 
 from bigtrain.config import ConfigError, TransformerConfig
 from bigtrain.data import data_spec
+from bigtrain.data.shards import Corpus
 from bigtrain.data.text import split_bounds, stdlib_files, unigram_loss, windows
-from bigtrain.data.tokens import RandomWindowLoader, open_tokens, read_meta
 from bigtrain.data.tokens import main as tokens_main
+from bigtrain.data.windows import RandomWindowLoader
 from bigtrain.models import build_model
 from bigtrain.models.transformer import Transformer, apply_rope
 from bigtrain.runs.plan import make_plan
@@ -201,17 +202,20 @@ def test_stdlib_corpus_is_this_interpreters_source():
 def test_tokens_writer_and_reproducible_global_batches(tmp_path):
     (tmp_path / "a.txt").write_text("hello world, " * 400)
     tokens_main(["write", str(tmp_path / "corpus"), str(tmp_path / "a.txt")])
-    meta = read_meta(str(tmp_path / "corpus.bin"))
-    arr = open_tokens(str(tmp_path / "corpus.json"))
+    corpus = Corpus(str(tmp_path / "corpus"))
+    meta = corpus.meta
+    arr = corpus.shards[0]
+    # Byte tokens in uint8, the document ended by byte 0.
     assert (
-        meta["dtype"] == "uint16"
+        meta["dtype"] == "uint8"
         and meta["vocab_size"] == 256
-        and len(arr) == meta["n_tokens"] == 13 * 400 + 2
+        and len(arr) == meta["n_tokens"] == 13 * 400 + 1
     )
-    assert bytes(arr[:13].tolist()) == b"hello world, "
+    assert bytes(arr[:13].tolist()) == b"hello world, " and arr[-1] == meta["eod"] == 0
+    runs = corpus.runs(0, 4000, 16, within_documents=False)
 
     def batches(world, accum, rank, seed=3):
-        loader = RandomWindowLoader(arr, 0, 4000, 16, 8, 2, seed=seed, epoch=lambda: 0,
+        loader = RandomWindowLoader([(corpus, runs)], [1.0], 16, 8, 2, seed=seed, epoch=lambda: 0,
                                     rank=rank, world_size=world, accumulation=accum)  # fmt: skip
         return [b for (b,) in loader]
 
@@ -346,11 +350,11 @@ def test_tokens_cli_needs_inputs(tmp_path, capsys):
 
 def test_training_on_token_files(tmp_path, run):
     tokens_main(["write", str(tmp_path / "std"), "--stdlib", "--max-bytes", "80000"])
-    over = ["model=llama/tiny", "metrics=lm", "data=tokens", f"data.path={tmp_path / 'std.bin'}", "data.seq_len=32",
+    over = ["model=llama/tiny", "metrics=lm", "data=tokens", f"data.path={tmp_path / 'std'}", "data.seq_len=32",
             "data.batch_size=8", "data.val_fraction=0.1", "data.test_fraction=0.1", "data.max_eval_windows=16", *FAST]  # fmt: skip
     results, _ = run(over)
     assert results["status"] == "completed" and results["global_step"] == 3
-    assert results["data"]["tokens"] == 80000 and results["data"]["unigram_val_loss"] > 2
+    assert results["data"]["bytes"] == 80000 and results["data"]["unigram_val_loss"] > 2
     assert math.isfinite(results["test"]["loss"]) and results["test"]["loss"] < math.log(256) + 0.5
 
 

@@ -168,7 +168,7 @@ def test_a_sharded_checkpoint_folder_is_still_a_checkpoint(tmp_path):
 def test_token_files_and_tokenizers_given_as_folders_say_so(tmp_path):
     lm = ["model=gpt/tiny", "metrics=lm"]
     with pytest.raises(
-        ConfigError, match=r"data.path=.* is a directory, not a file: give the \.bin or \.json"
+        ConfigError, match=r"data.path=.* has no index.json: give a folder written by bigtrain-tokens"
     ):
         make_cfg([*lm, "data=tokens", f"data.path={tmp_path}"])
     with pytest.raises(ConfigError, match=r"data.tokenizer=.* is a directory, not a file: give a tokenizers"):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bigtrain.config.convert import opt, target_variant, variant
+from bigtrain.config.errors import ConfigError, fmt
 
 # Split names a `data.split_column` may hold, and the subfolders an image root may have.
 SPLITS = ("train", "val", "test")
@@ -53,14 +54,37 @@ class TextDataConfig:
     test_fraction: float = opt(gt=0.0, lt=1.0)
 
 
+def mixture(value: Any, path: str = "data.sources") -> tuple[tuple[str, float], ...]:
+    """`data.sources` as ((path, weight), ...): a list of {path: corpus, weight: > 0}."""
+    how = f"{path} must be a list of {{path: CORPUS, weight: W}} (e.g. {path}=[{{path:a,weight:0.7}},{{path:b,weight:0.3}}])"
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(how)
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) != {"path", "weight"}:
+            raise ConfigError(f"{path}[{i}]={fmt(item)}: {how}")
+        weight = item["weight"]
+        if not isinstance(item["path"], str) or not item["path"]:
+            raise ConfigError(f"{path}[{i}].path={fmt(item['path'])} must be a corpus folder")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise ConfigError(f"{path}[{i}].weight={fmt(weight)} must be a number greater than 0")
+        out.append((item["path"], float(weight)))
+    return tuple(out)
+
+
 @variant("data", "tokens")
 @dataclass(frozen=True)
 class TokensDataConfig:
-    """A pre-tokenised corpus on disk (`bigtrain-tokens write`): a flat uint16/uint32 memmap
-    `<path>.bin` with `<path>.json` metadata. Training draws random windows per step."""
+    """A pre-tokenised corpus on disk (`bigtrain-tokens write`): a folder of token shards and its
+    index (or an older `<path>.bin` + `<path>.json`), or a weighted mixture of such corpora
+    (`sources`). Training draws random windows per step."""
 
     name: Literal["tokens"]
-    path: str = opt("the .bin or .json file written by the tokens writer", nonempty=True)
+    path: str | None = opt("the corpus folder (or an older .bin / .json) written by bigtrain-tokens")
+    sources: Any = opt("a mixture instead of path: [{path: CORPUS, weight: W}, ...]", parse=mixture)
+    documents: Literal["cross", "within"] = opt("within: no window crosses an end-of-document token")
     seq_len: int = opt("tokens per training window", gt=0)
     batch_size: int = opt("global batch per optimizer step, in windows", gt=0)
     eval_batch_size: int = opt("per-device batch for validation and test", gt=0)

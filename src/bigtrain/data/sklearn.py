@@ -17,7 +17,7 @@ import torch
 
 from bigtrain.config import SklearnDataConfig
 from bigtrain.data.sklearn_record import SPECS
-from bigtrain.data.tensors import TensorLoader, TrainBatches, data_topology
+from bigtrain.data.tensors import TensorLoader, TrainPosition, data_topology
 
 
 def datamodule(cfg) -> SklearnDataModule:
@@ -68,13 +68,7 @@ def split(x: np.ndarray, y: np.ndarray, val: float, test: float, seed: int) -> d
     return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
 
 
-class SklearnDataModule(pl.LightningDataModule):
-    # Where a resumed fit continues in the training data (set from the checkpoint), and the
-    # count of the epoch's processed training batches (made with the first training loader);
-    # class-level so that subclasses with their own __init__ have them too.
-    _resume_at: dict | None = None
-    train_batches: TrainBatches | None = None
-
+class SklearnDataModule(TrainPosition, pl.LightningDataModule):
     def __init__(self, cfg: SklearnDataConfig, seed: int) -> None:
         super().__init__()
         self.cfg, self.seed = cfg, seed
@@ -145,46 +139,6 @@ class SklearnDataModule(pl.LightningDataModule):
     def _topology(self) -> tuple[int, int, int]:
         return data_topology(self.trainer)
 
-    def _epoch(self) -> int:
-        return self.trainer.current_epoch if self.trainer is not None else 0
-
-    def _position(self) -> tuple[int, int]:
-        """Where training goes on: (epoch, micro-batches of it processed); a finished epoch
-        (all of it, or `limit_train_batches` of it) points at the start of the next one."""
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 0
-        done = self.train_batches.processed if self.train_batches is not None else 0
-        if done >= trainer.num_training_batches:
-            return trainer.current_epoch + 1, 0
-        return trainer.current_epoch, done
-
-    def state_dict(self) -> dict:
-        """Saved in every checkpoint: the training data position (plain ints)."""
-        if self.trainer is None or self.trainer.state.fn != "fit":
-            return {}
-        epoch, consumed = self._position()
-        return {"train_position": {"epoch": epoch, "consumed": consumed}}
-
-    def load_state_dict(self, state: dict) -> None:
-        # Lightning restores the datamodule before it builds the loaders; the train loader made
-        # next starts at this position (the loader's own state is restored too late, see tensors).
-        self._resume_at = state.get("train_position")
-
-    def follow_training(self) -> None:
-        """Count the epoch's processed batches with the Trainer's first TrainBatches, or put one
-        first among its callbacks: Lightning calls a data module no hook per training batch, and
-        the batch-end checkpoints must run after the count of their batch."""
-        callbacks = self.trainer.callbacks if self.trainer is not None else None
-        if callbacks is None:
-            self.train_batches = self.train_batches or TrainBatches()
-            return
-        counting = next((c for c in callbacks if isinstance(c, TrainBatches)), None)
-        if counting is None:
-            counting = self.train_batches or TrainBatches()
-            callbacks.insert(0, counting)
-        self.train_batches = counting
-
     def train_dataloader(self) -> TensorLoader:
         self.follow_training()
         rank, world, accum = self._topology()
@@ -200,9 +154,7 @@ class SklearnDataModule(pl.LightningDataModule):
             accumulation=accum,
             drop_last=self.cfg.drop_last,
         )
-        if self._resume_at is not None:
-            loader.load_state_dict(self._resume_at)
-        return loader
+        return self.resume_loader(loader)
 
     def _eval_loader(self, split_name: str) -> TensorLoader:
         rank, world, _ = self._topology()

@@ -78,6 +78,9 @@ class Source:
     # Its loaders batch per process themselves (a data module of your own): no global batch to
     # split, and the plan asks it for its micro-batch.
     batches_itself: bool = False
+    # A corpus mixture's rows for the plan: per source its weight, train tokens, the tokens it
+    # gives over `total_steps` optimizer steps and the epochs of it that is (data/tokens_record.py).
+    plan_sources: Callable[[Any, int | None], list[dict]] | None = None
 
     def parts(self) -> ModuleType:
         """The source's torch side (imports torch)."""

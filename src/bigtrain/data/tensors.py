@@ -171,3 +171,62 @@ class TrainBatches(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
         self.processed = batch_idx + 1
+
+
+class TrainPosition:
+    """Exact mid-epoch resume for a LightningDataModule: its state in every checkpoint is where
+    training goes on (epoch, micro-batches of it processed), and the training loader made after
+    a restore starts there (`loader.load_state_dict`). Mixed in before pl.LightningDataModule."""
+
+    # Where a resumed fit continues in the training data (set from the checkpoint), and the
+    # count of the epoch's processed training batches (made with the first training loader);
+    # class-level so that subclasses with their own __init__ have them too.
+    _resume_at: dict | None = None
+    train_batches: TrainBatches | None = None
+    trainer: Any
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _position(self) -> tuple[int, int]:
+        """Where training goes on: (epoch, micro-batches of it processed); a finished epoch
+        (all of it, or `limit_train_batches` of it) points at the start of the next one."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0
+        done = self.train_batches.processed if self.train_batches is not None else 0
+        if done >= trainer.num_training_batches:
+            return trainer.current_epoch + 1, 0
+        return trainer.current_epoch, done
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: the training data position (plain ints)."""
+        if self.trainer is None or self.trainer.state.fn != "fit":
+            return {}
+        epoch, consumed = self._position()
+        return {"train_position": {"epoch": epoch, "consumed": consumed}}
+
+    def load_state_dict(self, state: dict) -> None:
+        # Lightning restores the datamodule before it builds the loaders; the train loader made
+        # next starts at this position (the loader's own state is restored too late, see tensors).
+        self._resume_at = state.get("train_position")
+
+    def follow_training(self) -> None:
+        """Count the epoch's processed batches with the Trainer's first TrainBatches, or put one
+        first among its callbacks: Lightning calls a data module no hook per training batch, and
+        the batch-end checkpoints must run after the count of their batch."""
+        callbacks = self.trainer.callbacks if self.trainer is not None else None
+        if callbacks is None:
+            self.train_batches = self.train_batches or TrainBatches()
+            return
+        counting = next((c for c in callbacks if isinstance(c, TrainBatches)), None)
+        if counting is None:
+            counting = self.train_batches or TrainBatches()
+            callbacks.insert(0, counting)
+        self.train_batches = counting
+
+    def resume_loader(self, loader: Any) -> Any:
+        """`loader` (a training loader with load_state_dict), starting where a restored run goes on."""
+        if self._resume_at is not None:
+            loader.load_state_dict(self._resume_at)
+        return loader

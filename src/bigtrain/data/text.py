@@ -9,7 +9,8 @@ The token stream (files in sorted order, joined by a blank line) is split contig
 splits. Each split is cut into non-overlapping windows of seq_len + 1 tokens: inputs are the
 first seq_len, targets the last seq_len (the next token at every position). Training windows are
 shuffled per epoch and cut into micro-batches by TensorLoader, with the same global-batch
-semantics as every other data set.
+semantics as every other data set; a run resumed from a mid-epoch checkpoint goes on with the
+windows an uninterrupted run sees (data/tensors.TrainPosition).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from bigtrain.data.corpus import (  # noqa: F401 (re-exported)
     stdlib_files,
     window_problems,
 )
-from bigtrain.data.tensors import TensorLoader, data_topology
+from bigtrain.data.tensors import TensorLoader, TrainPosition, data_topology
 
 
 def source_files(cfg) -> Iterable[Path]:
@@ -67,7 +68,7 @@ def datamodule(cfg) -> TextDataModule:
     return TextDataModule(cfg.data, seed=cfg.seed)
 
 
-class TextDataModule(pl.LightningDataModule):
+class TextDataModule(TrainPosition, pl.LightningDataModule):
     class_names: list[str] | None = None  # next-token prediction: the classes are the vocabulary
 
     def preprocessing(self) -> dict:
@@ -121,19 +122,21 @@ class TextDataModule(pl.LightningDataModule):
         return data_topology(self.trainer)
 
     def train_dataloader(self) -> TensorLoader:
+        self.follow_training()
         rank, world, accum = self._topology()
-        epoch = (lambda: self.trainer.current_epoch) if self.trainer is not None else (lambda: 0)
-        return TensorLoader(
+        loader = TensorLoader(
             (self.splits["train"],),
             self.cfg.batch_size,
             shuffle=True,
             seed=self.seed,
-            epoch=epoch,
+            epoch=self._epoch,
+            position=self._position,
             rank=rank,
             world_size=world,
             accumulation=accum,
             drop_last=self.cfg.drop_last,
         )
+        return self.resume_loader(loader)
 
     def _eval_loader(self, name: str) -> TensorLoader:
         rank, world, _ = self._topology()

@@ -279,6 +279,20 @@ def _batch(cfg: Any, micro: int) -> dict:
     }
 
 
+def _data_sources(cfg: Any, batch: dict) -> list[dict] | None:
+    """A corpus mixture's per-source rows over the whole run (data/tokens_record.plan_sources)."""
+    from bigtrain.data import source
+
+    rows = source(cfg.data.name).plan_sources
+    if rows is None:
+        return None
+    t, steps = cfg.trainer, batch.get("steps_per_epoch")
+    bounds = [t.max_steps] if t.max_steps > 0 else []
+    if steps is not None and t.max_epochs is not None and t.max_epochs >= 0:
+        bounds.append(steps * t.max_epochs)
+    return rows(cfg, min(bounds) if bounds else None)
+
+
 def make_plan(cfg: Any, spec: Any) -> dict:
     """The plan for a validated RunConfig and DataSpec. A transformer's needs no torch; other
     families are built on the meta device and run through one meta forward pass."""
@@ -298,6 +312,8 @@ def make_plan(cfg: Any, spec: Any) -> dict:
         "memory_per_device_bytes": {**memory, "total": sum(memory.values())},
     }
     plan["memory_per_device_bytes"]["reserved"] = reserved_bytes(plan["memory_per_device_bytes"])
+    if (rows := _data_sources(cfg, plan["batch"])) is not None:
+        plan["data_sources"] = rows
     if (lm := costs["lm"]) is not None:
         plan["params"]["embedding"] = lm["embedding"]
         plan["flops_per_token"] = lm["flops_per_token"]
@@ -400,6 +416,13 @@ def print_plan(plan: dict) -> None:
     )
     if "total_checkpointed" in m and m["total_checkpointed"] != m["total"]:
         table.add_row("  with full activation checkpointing", _bytes(m["total_checkpointed"]))
+    for row in plan.get("data_sources") or ():
+        epochs = "" if row["epochs"] is None else f", {row['epochs']:.3g} epochs"
+        drawn = "" if row["tokens_drawn"] is None else f"{_human(row['tokens_drawn'])} tokens of "
+        table.add_row(
+            f"data: {Path(row['path']).name} ({row['weight']:.0%})",
+            f"{drawn}{_human(row['train_tokens'])}{epochs}",
+        )
     echo(table)
     if plan.get("optimizer_groups"):
         print_group_audit(plan["optimizer_groups"])

@@ -1,0 +1,401 @@
+"""`bigtrain-tokens write`: documents tokenised by N worker processes into a folder of shards and an index.
+
+The writer reads documents in order (data/documents.py), sends batches of them to worker
+processes (each loads the tokenizer once; `--workers 1` is one worker), and appends the ids,
+each document followed by the end-of-document token, to the current shard; a shard closes at a
+document boundary once it holds `--shard-tokens` tokens. Results come back in submission order,
+so the corpus is the same for any number of workers; at most 2 x workers batches are in flight.
+
+Everything is written into `<out>.partial/`. After each shard, its files are fsynced and
+`progress.json` records the shards and documents done, with the settings and the inputs'
+fingerprints; a write started again with the same inputs and settings resumes after the last
+whole shard, any other restarts. The finished corpus (index.json last) is renamed into place; an
+existing corpus is replaced only with --overwrite, and only once the new one is complete.
+Byte tokens (no tokenizer) use byte 0 as the end-of-document token and need no worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import shutil
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from bigtrain.config.errors import ConfigError
+from bigtrain.data.documents import Inputs, file_sha256, iter_documents, listing
+from bigtrain.data.shards import FORMAT, INDEX, VERSION, token_dtype_for
+from bigtrain.util import fsync_dir, write_json_atomic
+
+PROGRESS = "progress.json"
+EOD_NAMES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "[SEP]")
+BATCH_BYTES = 1 << 20  # text per task sent to a worker
+
+
+class Encoder:
+    """Documents -> (ids with an end-of-document token after each, document lengths)."""
+
+    def __init__(self, tokenizer: str | None, eod: int, dtype: str) -> None:
+        self.eod, self.dtype = eod, np.dtype(dtype)
+        self.tok = None
+        if tokenizer is not None:
+            from tokenizers import Tokenizer
+
+            self.tok = Tokenizer.from_file(tokenizer)
+
+    def __call__(self, docs: list[str | bytes]) -> tuple[np.ndarray, np.ndarray]:
+        if self.tok is None:
+            parts = [np.frombuffer(d if isinstance(d, bytes) else d.encode("utf-8"), np.uint8) for d in docs]
+        else:
+            texts = [d.decode("utf-8", errors="replace") if isinstance(d, bytes) else d for d in docs]
+            parts = [np.asarray(e.ids, dtype=self.dtype) for e in self.tok.encode_batch(texts)]
+        lengths = np.fromiter((len(p) + 1 for p in parts), dtype=np.int64, count=len(parts))
+        out = np.empty(int(lengths.sum()), dtype=self.dtype)
+        ends = np.cumsum(lengths)
+        for p, end in zip(parts, ends, strict=True):
+            out[end - len(p) - 1 : end - 1] = p
+        out[ends - 1] = self.eod
+        return out, lengths
+
+
+_worker: Encoder | None = None
+
+
+def _start_worker(tokenizer: str | None, eod: int, dtype: str) -> None:
+    global _worker
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker: --workers is the cores used
+    _worker = Encoder(tokenizer, eod, dtype)
+
+
+def _encode(docs: list[str | bytes]) -> tuple[np.ndarray, np.ndarray]:
+    assert _worker is not None
+    return _worker(docs)
+
+
+def find_eod(tokenizer: str | None, name: str | None) -> tuple[int, int]:
+    """(vocabulary size, end-of-document id) of the tokenizer, or of bytes (256, byte 0)."""
+    if tokenizer is None:
+        if name is not None:
+            raise ConfigError("--eod names a token of a tokenizer: byte tokens end documents with byte 0")
+        return 256, 0
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(tokenizer)
+    for candidate in [name] if name is not None else EOD_NAMES:
+        eod = tok.token_to_id(candidate)
+        if eod is not None:
+            return tok.get_vocab_size(), eod
+    asked = (
+        f"{name!r} is not a token of {tokenizer}"
+        if name
+        else f"{tokenizer} has none of {', '.join(EOD_NAMES)}"
+    )
+    raise ConfigError(f"no end-of-document token: {asked}; name one with --eod TOKEN")
+
+
+def batches(
+    docs: Iterator[str | bytes], skip: int, max_bytes: int | None, content
+) -> Iterator[tuple[list, int]]:
+    """(documents, their bytes of text) after the first `skip` documents, in batches of about
+    BATCH_BYTES, stopping at max_bytes of text (the last document cut there); every document's
+    UTF-8 bytes, the skipped ones too, go into the hash `content`."""
+    batch: list[str | bytes] = []
+    sizes: list[int] = []
+    size = total = 0
+    for n, doc in enumerate(docs):
+        if max_bytes is not None and total >= max_bytes:
+            break
+        raw = doc if isinstance(doc, bytes) else doc.encode("utf-8")
+        if max_bytes is not None and total + len(raw) > max_bytes:
+            raw = doc = raw[: max_bytes - total]
+        content.update(raw)
+        total += len(raw)
+        if n < skip:
+            continue
+        batch.append(doc)
+        sizes.append(len(raw))
+        size += len(raw)
+        if size >= BATCH_BYTES:
+            yield batch, np.asarray(sizes, dtype=np.int64)
+            batch, sizes, size = [], [], 0
+    if batch:
+        yield batch, np.asarray(sizes, dtype=np.int64)
+
+
+def encoded(
+    encoder_args: tuple, workers: int, work: Iterator[tuple[list, int]]
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """(ids, document lengths, text bytes) per batch, in order; byte tokens in this process."""
+    if encoder_args[0] is None:
+        encode = Encoder(*encoder_args)
+        for b, size in work:
+            yield (*encode(b), size)
+        return
+    ctx = multiprocessing.get_context("spawn")  # the caller may hold threads (torch, tokenizers)
+    with ctx.Pool(workers, initializer=_start_worker, initargs=encoder_args) as pool:
+        pending: deque = deque()
+        for b, size in work:
+            pending.append((pool.apply_async(_encode, (b,)), size))
+            if len(pending) >= 2 * workers:
+                result, n = pending.popleft()
+                yield (*result.get(), n)
+        while pending:
+            result, n = pending.popleft()
+            yield (*result.get(), n)
+
+
+class ShardSink:
+    """Appends documents to shard-NNNNN.bin / .docs in `folder`; commits each shard durably."""
+
+    def __init__(self, folder: Path, shard_tokens: int, progress: dict) -> None:
+        self.folder, self.shard_tokens, self.progress = folder, shard_tokens, progress
+        self.bin = None
+        self.tokens = 0
+        self.ends: list[np.ndarray] = []
+        self.pending_docs = self.pending_bytes = 0
+
+    def add(self, ids: np.ndarray, lengths: np.ndarray, doc_bytes: np.ndarray) -> None:
+        """Append a batch of documents, closing shards at the document that fills them."""
+        ends = np.cumsum(lengths)
+        first = 0
+        while first < len(lengths):
+            # The documents up to the one that brings the shard to shard_tokens (or all of them).
+            room = self.shard_tokens - self.tokens
+            base = ends[first - 1] if first else 0
+            last = min(int(np.searchsorted(ends, base + room, side="left")), len(lengths) - 1)
+            self._append(
+                ids[base : ends[last]], lengths[first : last + 1], int(doc_bytes[first : last + 1].sum())
+            )
+            if self.tokens >= self.shard_tokens:
+                self.commit()
+            first = last + 1
+
+    def _append(self, ids: np.ndarray, lengths: np.ndarray, nbytes: int) -> None:
+        if self.bin is None:
+            name = f"shard-{len(self.progress['shards']):05d}"
+            # Open across many add() calls: closed by commit(), which writes the .docs file whole.
+            self.bin = open(self.folder / f"{name}.bin", "wb")  # noqa: SIM115
+        self.bin.write(ids.tobytes())
+        self.ends.append(self.tokens + np.cumsum(lengths))
+        self.tokens += len(ids)
+        self.pending_docs += len(lengths)
+        self.pending_bytes += nbytes
+
+    def commit(self) -> None:
+        if self.bin is None:
+            return
+        ends = np.concatenate(self.ends).astype("<u8")
+        with open(self.folder / (Path(self.bin.name).stem + ".docs"), "wb") as docs:
+            docs.write(ends.tobytes())
+            docs.flush()
+            os.fsync(docs.fileno())
+        self.bin.flush()
+        os.fsync(self.bin.fileno())
+        self.bin.close()
+        p = self.progress
+        p["shards"].append({"file": Path(self.bin.name).name, "tokens": self.tokens, "documents": len(ends)})
+        p["documents_done"] += self.pending_docs
+        p["bytes_done"] += self.pending_bytes
+        fsync_dir(self.folder)
+        write_json_atomic(self.folder / PROGRESS, p)
+        self.bin = None
+        self.tokens, self.ends, self.pending_docs, self.pending_bytes = 0, [], 0, 0
+
+
+def write_corpus(out: Path, inputs: Inputs, *, tokenizer: str | None = None, eod_name: str | None = None,
+                 workers: int = 1, shard_tokens: int = 100_000_000, max_bytes: int | None = None,
+                 overwrite: bool = False, say=print) -> dict:  # fmt: skip
+    """Write the corpus folder `out` from `inputs`; returns its index."""
+    if out.exists() and not overwrite:
+        raise ConfigError(
+            f"{out} exists: choose another name, or --overwrite to replace it once the new corpus is complete"
+        )
+    vocab, eod = find_eod(tokenizer, eod_name)
+    dtype = token_dtype_for(vocab).name
+    settings = {"tokenizer": _digest(tokenizer), "eod": eod, "dtype": dtype, "shard_tokens": shard_tokens,
+                "max_bytes": max_bytes, "text_field": inputs.text_field, "hf_format": inputs.hf_format,
+                "split": inputs.split}  # fmt: skip
+    sources = listing(inputs.fingerprint_files())
+    partial = out.with_name(out.name + ".partial")
+    progress = _resume_or_restart(partial, settings, sources, say)
+    cache = partial / "datasets-cache"
+    docs = iter_documents(inputs, cache)
+    content = hashlib.sha256()
+    work = batches(docs, progress["documents_done"], max_bytes, content)
+    sink = ShardSink(partial, shard_tokens, progress)
+    try:
+        for ids, lengths, nbytes in encoded((tokenizer, eod, dtype), max(1, workers), work):
+            sink.add(ids, lengths, nbytes)
+    except ConfigError:  # a bad document: the same inputs would fail again, nothing to resume
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    sink.commit()
+    shutil.rmtree(cache, ignore_errors=True)
+    if not progress["shards"]:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ConfigError("no document in the inputs: give files with text, or check --text-field")
+    if tokenizer is not None:
+        shutil.copyfile(tokenizer, partial / "tokenizer.json")
+    index = {
+        "format": FORMAT, "version": VERSION, "dtype": dtype, "vocab_size": vocab,
+        "tokenizer": None if tokenizer is None else "tokenizer.json", "eod": eod,
+        "n_tokens": sum(s["tokens"] for s in progress["shards"]), "n_bytes": progress["bytes_done"],
+        "documents": progress["documents_done"], "shards": progress["shards"],
+        "sources": {**sources, "text_sha256": content.hexdigest()},
+        "settings": settings,
+    }  # fmt: skip
+    write_json_atomic(partial / INDEX, index)
+    (partial / PROGRESS).unlink()
+    _put_in_place(partial, out)
+    return index
+
+
+def _digest(path: str | None) -> str | None:
+    return None if path is None else file_sha256(Path(path))
+
+
+def _resume_or_restart(partial: Path, settings: dict, sources: dict, say) -> dict:
+    """The progress of an interrupted write of the same corpus, or a fresh one (any other
+    leftover removed). Shard files past the last committed one are removed."""
+    import json
+
+    fresh = {"settings": settings, "sources": sources, "shards": [], "documents_done": 0, "bytes_done": 0}
+    try:
+        old = json.loads((partial / PROGRESS).read_text())
+    except (OSError, ValueError):
+        old = None
+    if old is not None and old.get("settings") == settings and old.get("sources") == sources:
+        keep = {s["file"] for s in old["shards"]} | {s["file"][:-4] + ".docs" for s in old["shards"]}
+        for f in partial.iterdir():
+            if f.is_file() and f.name not in keep and f.name != PROGRESS:
+                f.unlink()
+        say(
+            f"resuming {partial}: {len(old['shards'])} shards, {old['documents_done']:,} documents already written"
+        )
+        return old
+    if partial.exists():
+        say(f"starting {partial} again: its inputs or settings differ from this write's")
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    return fresh
+
+
+def _put_in_place(partial: Path, out: Path) -> None:
+    """Rename the finished corpus to `out`; an old corpus there is moved aside first, then removed."""
+    fsync_dir(partial)
+    old = out.with_name(out.name + f".old-{os.getpid()}")
+    if out.exists():
+        out.rename(old)
+    partial.rename(out)
+    fsync_dir(out.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def parser():
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="bigtrain-tokens", description="Write tokenised corpora: a folder of shards and an index."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("write", help="tokenise documents into the corpus folder OUT")
+    w.add_argument("out", help="the corpus folder to write (train with data=tokens data.path=OUT)")
+    w.add_argument(
+        "inputs",
+        nargs="*",
+        help="text files, folders, globs; .jsonl, .parquet and .arrow files are tables of documents",
+    )
+    w.add_argument("--stdlib", action="store_true", help="also the .py files of Python's standard library")
+    w.add_argument("--tokenizer", default=None, help="a tokenizers JSON file (default: bytes)")
+    w.add_argument(
+        "--eod",
+        default=None,
+        help="the end-of-document token (default: the tokenizer's <|endoftext|>, </s>, ...)",
+    )
+    w.add_argument(
+        "--text-field", default="text", help="the text column of tables and datasets (default: text)"
+    )
+    w.add_argument("--hf-format", choices=("json", "parquet", "arrow", "csv", "text"), default=None,
+                   help="read the inputs with datasets.load_dataset(FORMAT, data_files=INPUTS)")  # fmt: skip
+    w.add_argument("--hf-dataset", default=None, help="a folder saved by datasets' save_to_disk")
+    w.add_argument("--split", default="train", help="the split of a saved DatasetDict (default: train)")
+    w.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="tokenising processes (default: all cores)"
+    )
+    w.add_argument(
+        "--shard-tokens", type=int, default=100_000_000, help="tokens per shard (default: 100,000,000)"
+    )
+    w.add_argument("--max-bytes", type=int, default=None, help="stop after this many bytes of text")
+    w.add_argument(
+        "--overwrite", action="store_true", help="replace an existing corpus OUT once the new one is complete"
+    )
+    return p
+
+
+def _inputs(args, fail) -> Inputs:
+    from bigtrain.data.corpus import expand_paths, stdlib_files
+
+    if args.hf_dataset is not None:
+        if args.inputs or args.stdlib or args.hf_format:
+            fail("--hf-dataset is the only input: drop the files, --stdlib and --hf-format")
+        if (
+            not (Path(args.hf_dataset) / "dataset_info.json").is_file()
+            and not (Path(args.hf_dataset) / "dataset_dict.json").is_file()
+        ):
+            fail(f"{args.hf_dataset} is not a folder saved by datasets' save_to_disk")
+        return Inputs(text_field=args.text_field, hf_dataset=Path(args.hf_dataset), split=args.split)
+    missing = [i for i in args.inputs if not any(c in i for c in "*?[") and not os.path.exists(i)]
+    if missing:
+        fail(f"{missing[0]} does not exist: give files, folders or globs")
+    files = expand_paths(args.inputs) + (stdlib_files() if args.stdlib else [])
+    if not files:
+        fail("no input file: give files, folders or globs, --stdlib, or --hf-dataset")
+    return Inputs(tuple(files), text_field=args.text_field, hf_format=args.hf_format)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`bigtrain-tokens write OUT INPUT...`: one clear line and exit status 2 for a bad input."""
+    import importlib.util
+    import sys
+
+    p = parser()
+    # Inputs may follow options (`write OUT --hf-format json a.jsonl`): argparse leaves them over.
+    args, rest = p.parse_known_args(argv)
+    unknown = [a for a in rest if a.startswith("-")]
+    if unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.inputs = [*args.inputs, *rest]
+
+    def fail(line: str):
+        p.exit(2, f"bigtrain-tokens: {line}\n")
+
+    out = Path(args.out)
+    if out.suffix in (".bin", ".json"):
+        fail(f"{out} names a file: a corpus is a folder, give a folder name (e.g. {out.with_suffix('')})")
+    if args.workers < 1 or args.shard_tokens < 1 or (args.max_bytes is not None and args.max_bytes < 1):
+        fail("--workers, --shard-tokens and --max-bytes must be at least 1")
+    if args.tokenizer is not None:
+        if importlib.util.find_spec("tokenizers") is None:
+            fail("--tokenizer needs the tokenizers package: pip install 'bigtrain[text]'")
+        if not os.path.isfile(args.tokenizer):
+            fail(f"--tokenizer {args.tokenizer} is not a file: give a tokenizers JSON file")
+    inputs = _inputs(args, fail)
+    try:
+        index = write_corpus(out, inputs, tokenizer=args.tokenizer, eod_name=args.eod, workers=args.workers,
+                             shard_tokens=args.shard_tokens, max_bytes=args.max_bytes, overwrite=args.overwrite)  # fmt: skip
+    except ConfigError as e:
+        fail(str(e))
+    print(
+        f"wrote {out}: {index['n_tokens']:,} tokens ({index['dtype']}) in {len(index['shards'])} shards, "
+        f"{index['documents']:,} documents, from {index['n_bytes']:,} bytes"
+    )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
