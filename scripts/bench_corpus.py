@@ -99,7 +99,7 @@ def tokenize_rows(reps: int, work: Path, max_bytes: int = 20_000_000) -> list[di
     import shutil
 
     jsonl, tok, nbytes = make_inputs(work, max_bytes)
-    writer = [sys.executable, "-m", "bigtrain.data.shard_writer", "write"]
+    writer = [sys.executable, "-m", "bigtrain.data.tokens_cli", "write"]
     competitors = {
         "bigtrain-tokens, 1 worker": lambda out: [*writer, out, str(jsonl), "--tokenizer", str(tok), "--workers", "1"],
         "bigtrain-tokens, 2 workers": lambda out: [*writer, out, str(jsonl), "--tokenizer", str(tok), "--workers", "2"],
@@ -131,7 +131,7 @@ def tokenize_rows(reps: int, work: Path, max_bytes: int = 20_000_000) -> list[di
 def _write_corpora(work: Path, max_bytes: int) -> tuple[Path, Path]:
     """The standard library as bytes: one corpus of 16 shards, and the same tokens as one shard."""
     sys.path.insert(0, str(REPO / "src"))
-    from bigtrain.data.shard_writer import main as write_main
+    from bigtrain.data.tokens_cli import main as write_main
 
     one, many = work / "one", work / "many"
     if not one.exists():
@@ -169,7 +169,9 @@ def _run_tokens_per_s(corpus: Path, cwd: Path, n: int) -> float:
     return json.loads((out / "results.json").read_text())["throughput"]["tokens_per_s"]
 
 
-def _loader_tokens_per_s(corpus_path: Path, steps: int = 600) -> float:
+def _loader_tokens_per_s(corpus_path: Path, steps: int = 4000) -> float:
+    """Tokens/s of the window loader alone: 4,000 batches (about 50 ms; 600 took 8 ms, and one
+    scheduler tick moved the ratio by 0.5)."""
     from bigtrain.data.shards import Corpus
     from bigtrain.data.windows import RandomWindowLoader
 
@@ -182,6 +184,15 @@ def _loader_tokens_per_s(corpus_path: Path, steps: int = 600) -> float:
     return n / (time.perf_counter() - start)
 
 
+def _loader_pair(one: Path, many: Path, passes: int = 5) -> tuple[float, float]:
+    """Median loader tokens/s of each corpus over `passes` alternating passes."""
+    got: dict[Path, list[float]] = {one: [], many: []}
+    for k in range(passes):
+        for corpus in (one, many) if k % 2 == 0 else (many, one):
+            got[corpus].append(_loader_tokens_per_s(corpus))
+    return statistics.median(got[one]), statistics.median(got[many])
+
+
 def shard_rows(reps: int, work: Path, max_bytes: int = 16_000_000) -> list[dict]:
     """The shards case: training tokens/s and loader tokens/s, 16 shards against one file."""
     one, many = _write_corpora(work, max_bytes)
@@ -190,7 +201,8 @@ def shard_rows(reps: int, work: Path, max_bytes: int = 16_000_000) -> list[dict]
     for rep in range(reps):
         for corpus in (one, many) if rep % 2 == 0 else (many, one):
             runs[corpus].append(_run_tokens_per_s(corpus, work, rep))
-            loads[corpus].append(_loader_tokens_per_s(corpus))
+        for corpus, rate in zip((one, many), _loader_pair(one, many), strict=True):
+            loads[corpus].append(rate)
     rows = []
     for what, got in (("training (gpt/tiny, 16 x 128)", runs), ("window loader (8 x 1025)", loads)):
         ratios = [m / o for m, o in zip(got[many], got[one], strict=True)]

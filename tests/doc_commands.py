@@ -173,7 +173,7 @@ def program(cmd: DocCommand) -> tuple[str, list[str]]:
     argv = cmd.argv
     if argv[0] in ("python", "python3") and argv[1] == "-m":
         name = "bigtrain" if argv[2] == "bigtrain" else f"-m {argv[2]}"
-        return ("bigtrain-tokens" if argv[2] == "bigtrain.data.tokens" else name), argv[3:]
+        return ("bigtrain-tokens" if argv[2] == "bigtrain.data.tokens_cli" else name), argv[3:]
     if argv[0] in ("python", "python3"):
         return argv[1], argv[2:]
     return argv[0], argv[1:]

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bigtrain.data.shard_writer import main as write_main
 from bigtrain.data.shards import Corpus
+from bigtrain.data.tokens_cli import main as write_main
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
@@ -104,7 +104,7 @@ def test_byte_corpus_and_max_bytes(tmp_path):
 
 
 def _write(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bigtrain.data.shard_writer", "write", *args], cwd=cwd,
+    return subprocess.Popen([sys.executable, "-m", "bigtrain.data.tokens_cli", "write", *args], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
@@ -169,6 +169,13 @@ def test_an_existing_corpus_is_kept_unless_overwrite(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "c"]
 
 
+def _numbers_parquet(folder: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [1, 2, 3]}), folder / "n.parquet")
+
+
 @pytest.mark.parametrize(
     "make, args, says",
     [
@@ -183,17 +190,42 @@ def test_an_existing_corpus_is_kept_unless_overwrite(tmp_path):
         (lambda d: None, ["c", "a.txt", "--eod", "<s>"], "byte tokens end documents with byte 0"),
         (lambda d: None, ["c", "a.txt", "--workers", "0"], "must be at least 1"),
         (lambda d: None, ["c", "--hf-dataset", "a.txt"], "not a folder saved by datasets"),
+        (lambda d: None, ["c", "a.txt", "--workers", "two"], "invalid int value"),
+        (
+            lambda d: (d / "t.json").write_text("{}"),
+            ["c", "a.txt", "--tokenizer", "t.json"],
+            "cannot be read as a tokenizers JSON",
+        ),
+        (
+            lambda d: (d / "r.jsonl").write_bytes(b'{"text": "caf\xe9"}\n'),
+            ["c", "r.jsonl"],
+            "r.jsonl:1 is not UTF-8",
+        ),
+        (_numbers_parquet, ["c", "n.parquet"], "holds a int, not text"),
+        (
+            lambda d: (d / "c").mkdir() or (d / "c" / "mine.txt").write_text("keep"),
+            ["c", "a.txt", "--overwrite"],
+            "is not a corpus written by bigtrain-tokens",
+        ),
+        (
+            lambda d: (d / "c.partial").mkdir(),
+            ["c", "a.txt"],
+            "is not an unfinished corpus of bigtrain-tokens",
+        ),
     ],
 )
 def test_bad_inputs_are_one_line_and_write_nothing(tmp_path, make, args, says):
     (tmp_path / "a.txt").write_text("some text")
     make(tmp_path)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     proc = _write(args, tmp_path)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bigtrain-tokens: ") and says in lines[0], err
-    assert not (tmp_path / "c").exists() and not (tmp_path / "c.partial").exists()
+    assert (
+        sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    )  # nothing written, nothing lost
 
 
 def test_a_tokenizer_without_an_end_of_document_token_is_refused(tmp_path, tok):
@@ -209,3 +241,49 @@ def test_a_tokenizer_without_an_end_of_document_token_is_refused(tmp_path, tok):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "name one with --eod TOKEN" in err and err.count("\n") == 1
     assert not (tmp_path / "c").exists()
+
+
+def test_overwrite_never_replaces_a_folder_that_holds_the_inputs(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("text " * 50)
+    write_main(["write", str(tmp_path / "corpus"), str(tmp_path / "src")])
+    (tmp_path / "corpus" / "notes.txt").write_text("mine")  # a corpus folder that now holds an input
+    proc = _write(["corpus", "corpus/notes.txt", "--overwrite"], tmp_path)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "is inside corpus, which --overwrite would replace" in err
+    assert (tmp_path / "corpus" / "notes.txt").read_text() == "mine"
+
+
+def test_a_complete_corpus_left_before_its_rename_is_finished_not_rewritten(tmp_path):
+    (tmp_path / "a.txt").write_text("text " * 50)
+    write_main(["write", str(tmp_path / "c"), str(tmp_path / "a.txt")])
+    (tmp_path / "c").rename(tmp_path / "c.partial")  # as if the process died between index and rename
+    before = shard_bytes(tmp_path / "c.partial")
+    proc = _write(["c", "a.txt"], tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "finishing" in out, err
+    assert shard_bytes(tmp_path / "c") == before and not (tmp_path / "c.partial").exists()
+
+
+def test_a_bad_row_after_whole_shards_keeps_them_for_the_fixed_write(tmp_path):
+    rows = [json.dumps({"text": f"row {i} " * 1000}) for i in range(300)] + [
+        "{broken"
+    ]  # 2.4 MB, then a bad row
+    (tmp_path / "r.jsonl").write_text("\n".join(rows) + "\n")
+    proc = _write(["c", "r.jsonl", "--shard-tokens", "2000"], tmp_path)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "r.jsonl:301 is not a JSON object" in err and err.count("\n") == 1
+    progress = json.loads((tmp_path / "c.partial" / "progress.json").read_text())
+    assert len(progress["shards"]) >= 2 and not (tmp_path / "c").exists()
+
+
+def test_text_that_spells_the_end_of_document_token_stays_text(tmp_path, tok):
+    from tokenizers import Tokenizer
+
+    (tmp_path / "a.txt").write_text("before <|endoftext|> after")
+    write_main(["write", str(tmp_path / "c"), str(tmp_path / "a.txt"), "--tokenizer", str(tok)])
+    corpus = Corpus(str(tmp_path / "c"))
+    ids = np.asarray(corpus.shards[0])
+    assert np.flatnonzero(ids == corpus.meta["eod"]).tolist() == [len(ids) - 1]  # only the writer's
+    t = Tokenizer.from_file(str(tok))
+    assert t.decode(ids[:-1].tolist()) == "before <|endoftext|> after"

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from bigtrain.config import ConfigError
-from bigtrain.data.shard_writer import main as write_main
 from bigtrain.data.shards import Corpus
 from bigtrain.data.tokens import TokensDataModule
+from bigtrain.data.tokens_cli import main as write_main
 from bigtrain.data.windows import STEPS_PER_DRAW, EvalWindowLoader, RandomWindowLoader, eval_windows
 from conftest import QUIET, bigtrain_cmd, make_cfg
 
@@ -55,10 +55,13 @@ def test_a_sharded_corpus_gives_windows_inside_one_shard_the_same_on_any_ranks(c
     parts = [[b for (b,) in _loader([lower], [1.0], world=2, accum=2, rank=r)] for r in (0, 1)]
     step0 = torch.cat([parts[0][0], parts[1][0], parts[0][1], parts[1][1]])
     assert torch.equal(step0, one[:8])
-    flat = np.concatenate([np.asarray(s) for s in corpus.shards])
-    for row in one[:40].numpy():  # each window is 17 consecutive tokens of one shard
-        hits = np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(flat, 17) == row, axis=1))
-        assert len(hits) >= 1
+    loader = _loader([lower], [1.0])
+    _, shard, start = loader.draw(0, 0, 20)
+    ends = np.array([len(s) for s in corpus.shards])[shard]
+    assert np.all(start >= 0) and np.all(start + 17 <= ends)  # every window inside its shard
+    assert len(np.unique(shard)) > 1  # drawn from several shards
+    for row, i, a in zip(one[:40].numpy(), shard.ravel()[:40], start.ravel()[:40], strict=True):
+        assert np.array_equal(np.asarray(corpus.shards[i][a : a + 17]), row)
 
 
 def test_windows_within_documents_never_cross_an_end_of_document(corpora):
@@ -86,6 +89,7 @@ def test_mixture_proportions_hold_within_two_percent_over_2000_steps(corpora):
         )
         share = np.bincount(drawn, minlength=2) / len(drawn)
         assert len(drawn) == 16000 and np.allclose(share, weights, rtol=0.02), share
+        assert np.all(np.abs(share - weights) <= 0.001), share  # within 0.1 points (docs/lm.md)
         for step in (0, 1, 2, 3, 100):  # and per batch of 8: within one window of the weights
             counts = np.bincount(drawn[step * 8 : step * 8 + 8], minlength=2)
             assert np.all(np.abs(counts - 8 * np.asarray(weights)) <= 1.5), counts
@@ -97,6 +101,28 @@ def test_mixture_proportions_hold_within_two_percent_over_2000_steps(corpora):
         rows = batch.numpy()
         upper_rows = ((rows < ord("a")) | (rows == 0)).all(axis=1)  # K..T and end-of-document bytes only
         assert np.array_equal(upper_rows, src[step] == 1)
+
+
+def test_eval_windows_split_the_cap_by_weight_exactly():
+    from bigtrain.data.tokens import shares
+
+    assert shares(16, [0.7, 0.3]) == [11, 5] and sorted(shares(10, [1, 1, 1])) == [3, 3, 4]
+    assert all(sum(shares(n, [0.5, 0.3, 0.2])) == n for n in range(1, 40)) and shares(None, [1.0]) == [None]
+
+
+def test_a_resume_position_is_used_once():
+    from bigtrain.data.tensors import TrainPosition
+
+    class Loader:
+        state = None
+
+        def load_state_dict(self, state):
+            self.state = state
+
+    module = TrainPosition()
+    module.load_state_dict({"train_position": {"epoch": 2, "consumed": 5}})
+    assert module.resume_loader(Loader()).state == {"epoch": 2, "consumed": 5}
+    assert module.resume_loader(Loader()).state is None  # a loader made again later starts afresh
 
 
 def test_resuming_a_loader_mid_epoch_gives_the_next_batches(corpora):

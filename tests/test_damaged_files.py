@@ -25,7 +25,7 @@ import torch
 
 import bigtrain
 from bigtrain.cli import main
-from bigtrain.data.tokens import main as tokens_main
+from bigtrain.data.tokens_cli import main as tokens_main
 from bigtrain.runs.evaluate import evaluate
 from bigtrain.runs.fingerprints import check, file_entry, fingerprints, record
 from conftest import QUIET, bigtrain_cmd

@@ -233,7 +233,7 @@ def execute(name: str, args: list[str], cwd: Path, env: dict | None = None) -> s
     if name == "bigtrain":
         return bigtrain_cmd(*args, cwd=cwd, env=env, timeout=TIMEOUT)
     if name == "bigtrain-tokens":
-        return _run([sys.executable, "-m", "bigtrain.data.shard_writer", *args], cwd, env)
+        return _run([sys.executable, "-m", "bigtrain.data.tokens_cli", *args], cwd, env)
     if name.startswith("-m "):
         return _run([sys.executable, "-m", name[3:], *args], cwd, env)
     if name.startswith("scripts/"):

@@ -14,7 +14,7 @@ from bigtrain.config import ConfigError, TransformerConfig
 from bigtrain.data import data_spec
 from bigtrain.data.shards import Corpus
 from bigtrain.data.text import split_bounds, stdlib_files, unigram_loss, windows
-from bigtrain.data.tokens import main as tokens_main
+from bigtrain.data.tokens_cli import main as tokens_main
 from bigtrain.data.windows import RandomWindowLoader
 from bigtrain.models import build_model
 from bigtrain.models.transformer import Transformer, apply_rope

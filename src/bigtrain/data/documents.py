@@ -48,7 +48,7 @@ def listing(files: list[Path]) -> dict:
     sha, total = hashlib.sha256(), 0
     for f in files:
         st = f.stat()
-        sha.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        sha.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         total += st.st_size
     return {"count": len(files), "bytes": total, "sha256": sha.hexdigest()}
 
@@ -80,54 +80,99 @@ def _field_error(where: str, field: str, what: str) -> ConfigError:
     return ConfigError(f"{where}: {what}: name the text column with --text-field")
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+def _text(value: object, where: str, field: str) -> str | None:
+    """A row's text: a string, or None for a missing value; anything else is one line."""
+    if value is None or isinstance(value, str):
+        return value
+    raise ConfigError(
+        f"{where}: {field!r} holds a {type(value).__name__}, not text: name the text column with --text-field"
+    )
+
+
 def _jsonl(path: Path, field: str) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="strict") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise ConfigError(f"{path}:{n} is not a JSON object ({e}): one object per line") from None
-            text = row.get(field) if isinstance(row, dict) else None
-            if not isinstance(text, str):
-                raise _field_error(f"{path}:{n}", field, f"no text field {field!r}")
-            yield text
+    n = 0
+    try:
+        with open(path, encoding="utf-8", errors="strict") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as e:
+                    raise ConfigError(f"{path}:{n} is not a JSON object ({e}): one object per line") from None
+                if not isinstance(row, dict) or not isinstance(row.get(field), str):
+                    raise _field_error(f"{path}:{n}", field, f"no text field {field!r}")
+                yield row[field]
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}:{n + 1} is not UTF-8 ({e.reason} at byte {e.start}): JSONL files are UTF-8"
+        ) from None
 
 
-def _arrow_rows(path: Path, kind: str, field: str) -> Iterator[str]:
+def _arrow_reader(path: Path, kind: str):
+    """(column names, batches) of a Parquet or Arrow file, read lazily."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if kind == "parquet":
+        reader = pq.ParquetFile(path)
+        return reader.schema_arrow.names, lambda columns: reader.iter_batches(
+            batch_size=ROWS_PER_READ, columns=columns
+        )
+    with open(path, "rb") as fh:
+        is_file = fh.read(6) == b"ARROW1"
+    reader = pa.ipc.open_file(path) if is_file else pa.ipc.open_stream(path)
+    batches = (reader.get_batch(i) for i in range(reader.num_record_batches)) if is_file else iter(reader)
+    return reader.schema.names, lambda columns: batches
+
+
+def _open_table(path: Path, kind: str, field: str):
+    """A Parquet or Arrow file's batches of `field`, its schema checked; one line otherwise."""
     try:
         import pyarrow as pa
-        import pyarrow.parquet as pq
     except ImportError:
         raise ConfigError(
             f"{path}: Parquet and Arrow files need pyarrow: pip install 'bigtrain[parquet]'"
         ) from None
     try:
-        if kind == "parquet":
-            reader = pq.ParquetFile(path)
-            names = reader.schema_arrow.names
-            batches = (
-                reader.iter_batches(batch_size=ROWS_PER_READ, columns=[field]) if field in names else None
-            )
-        else:
-            with open(path, "rb") as fh:
-                magic = fh.read(6)
-            reader = pa.ipc.open_file(path) if magic == b"ARROW1" else pa.ipc.open_stream(path)
-            names = reader.schema.names
-            batches = (
-                (reader.get_batch(i) for i in range(reader.num_record_batches))
-                if magic == b"ARROW1"
-                else iter(reader)
-            )
+        names, batches = _arrow_reader(path, kind)
     except (OSError, pa.ArrowException) as e:
-        raise ConfigError(f"{path} cannot be read as {kind} ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path} cannot be read as {kind} ({_first_line(e)})") from None
     if field not in names:
         raise _field_error(str(path), field, f"no column {field!r} (columns: {', '.join(names)})")
-    for batch in batches:
-        for text in batch.column(batch.schema.get_field_index(field)).to_pylist():
-            if text is not None:
-                yield text
+    return batches([field])
+
+
+def _arrow_rows(path: Path, kind: str, field: str) -> Iterator[str]:
+    import pyarrow as pa
+
+    batches = _open_table(path, kind, field)
+    try:
+        for batch in batches:
+            for text in batch.column(
+                0 if kind == "parquet" else batch.schema.get_field_index(field)
+            ).to_pylist():
+                if _text(text, str(path), field) is not None:
+                    yield text
+    except (OSError, pa.ArrowException) as e:
+        raise ConfigError(f"{path} cannot be read as {kind} ({_first_line(e)})") from None
+
+
+def check_tables(inputs: Inputs) -> None:
+    """Before any work: every JSONL file's first row, and every Parquet / Arrow file's schema,
+    has the text field (one line naming the file otherwise)."""
+    if inputs.hf_dataset is not None or inputs.hf_format is not None:
+        return
+    for f in inputs.files:
+        kind = TABLES.get(f.suffix.lower())
+        if kind == "jsonl":
+            next(_jsonl(f, inputs.text_field), None)
+        elif kind is not None:
+            _open_table(f, kind, inputs.text_field)
 
 
 def _hf_documents(inputs: Inputs, cache_dir: Path) -> Iterator[str]:
@@ -139,25 +184,35 @@ def _hf_documents(inputs: Inputs, cache_dir: Path) -> Iterator[str]:
             "--hf-format and --hf-dataset need the datasets package: pip install 'bigtrain[datasets]'"
         ) from None
     datasets.disable_progress_bars()
-    if inputs.hf_dataset is not None:
-        ds = datasets.load_from_disk(str(inputs.hf_dataset))
-        if isinstance(ds, datasets.DatasetDict):
-            if inputs.split not in ds:
-                raise ConfigError(
-                    f"{inputs.hf_dataset} has no split {inputs.split!r} (it has {', '.join(ds)}): choose one with --split"
-                )
-            ds = ds[inputs.split]
-    else:
-        files = [str(f) for f in inputs.files]
-        ds = datasets.load_dataset(
-            inputs.hf_format, data_files=files, split="train", cache_dir=str(cache_dir)
-        )
+    where = str(inputs.hf_dataset or inputs.files[0])
+    try:
+        ds = _hf_dataset(datasets, inputs, cache_dir)
+    except (OSError, ValueError, datasets.exceptions.DatasetGenerationError) as e:
+        raise ConfigError(f"{where} cannot be read by datasets ({_first_line(e)})") from None
     if inputs.text_field not in ds.column_names:
         raise _field_error(
-            str(inputs.hf_dataset or inputs.files[0]), inputs.text_field,
+            where,
+            inputs.text_field,
             f"no column {inputs.text_field!r} (columns: {', '.join(ds.column_names)})",
-        )  # fmt: skip
+        )
     for batch in ds.select_columns([inputs.text_field]).iter(batch_size=ROWS_PER_READ):
         for text in batch[inputs.text_field]:
-            if text is not None:
+            if _text(text, where, inputs.text_field) is not None:
                 yield text
+
+
+def _hf_dataset(datasets, inputs: Inputs, cache_dir: Path):
+    """The dataset of a save_to_disk folder (its --split), or of files through load_dataset."""
+    if inputs.hf_dataset is None:
+        files = [str(f) for f in inputs.files]
+        return datasets.load_dataset(
+            inputs.hf_format, data_files=files, split="train", cache_dir=str(cache_dir)
+        )
+    ds = datasets.load_from_disk(str(inputs.hf_dataset))
+    if isinstance(ds, datasets.DatasetDict):
+        if inputs.split not in ds:
+            raise ConfigError(
+                f"{inputs.hf_dataset} has no split {inputs.split!r} (it has {', '.join(ds)}): choose one with --split"
+            )
+        ds = ds[inputs.split]
+    return ds

@@ -17,17 +17,20 @@ Byte tokens (no tokenizer) use byte 0 as the end-of-document token and need no w
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
 import shutil
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 
 from bigtrain.config.errors import ConfigError
-from bigtrain.data.documents import Inputs, file_sha256, iter_documents, listing
+from bigtrain.data.documents import Inputs, check_tables, file_sha256, iter_documents, listing
 from bigtrain.data.shards import FORMAT, INDEX, VERSION, token_dtype_for
 from bigtrain.util import fsync_dir, write_json_atomic
 
@@ -41,11 +44,7 @@ class Encoder:
 
     def __init__(self, tokenizer: str | None, eod: int, dtype: str) -> None:
         self.eod, self.dtype = eod, np.dtype(dtype)
-        self.tok = None
-        if tokenizer is not None:
-            from tokenizers import Tokenizer
-
-            self.tok = Tokenizer.from_file(tokenizer)
+        self.tok = None if tokenizer is None else load_tokenizer(tokenizer)
 
     def __call__(self, docs: list[str | bytes]) -> tuple[np.ndarray, np.ndarray]:
         if self.tok is None:
@@ -76,15 +75,28 @@ def _encode(docs: list[str | bytes]) -> tuple[np.ndarray, np.ndarray]:
     return _worker(docs)
 
 
+def load_tokenizer(path: str):
+    """The tokenizer of a tokenizers JSON file, whose special tokens written in a document are
+    encoded as the text they are (only the writer puts end-of-document tokens in); ConfigError
+    in one line for a file that is not one."""
+    from tokenizers import Tokenizer
+
+    try:
+        tok = Tokenizer.from_file(path)
+    except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"--tokenizer {path} cannot be read as a tokenizers JSON file ({reason})") from None
+    tok.encode_special_tokens = True
+    return tok
+
+
 def find_eod(tokenizer: str | None, name: str | None) -> tuple[int, int]:
     """(vocabulary size, end-of-document id) of the tokenizer, or of bytes (256, byte 0)."""
     if tokenizer is None:
         if name is not None:
             raise ConfigError("--eod names a token of a tokenizer: byte tokens end documents with byte 0")
         return 256, 0
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(tokenizer)
+    tok = load_tokenizer(tokenizer)
     for candidate in [name] if name is not None else EOD_NAMES:
         eod = tok.token_to_id(candidate)
         if eod is not None:
@@ -111,7 +123,10 @@ def batches(
             break
         raw = doc if isinstance(doc, bytes) else doc.encode("utf-8")
         if max_bytes is not None and total + len(raw) > max_bytes:
-            raw = doc = raw[: max_bytes - total]
+            raw = raw[: max_bytes - total]
+            if not isinstance(doc, bytes):  # text is cut at a character boundary
+                raw = raw.decode("utf-8", errors="ignore").encode("utf-8")
+            doc = raw
         content.update(raw)
         total += len(raw)
         if n < skip:
@@ -136,16 +151,24 @@ def encoded(
             yield (*encode(b), size)
         return
     ctx = multiprocessing.get_context("spawn")  # the caller may hold threads (torch, tokenizers)
-    with ctx.Pool(workers, initializer=_start_worker, initargs=encoder_args) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_start_worker, initargs=encoder_args
+    ) as pool:
         pending: deque = deque()
-        for b, size in work:
-            pending.append((pool.apply_async(_encode, (b,)), size))
-            if len(pending) >= 2 * workers:
-                result, n = pending.popleft()
-                yield (*result.get(), n)
-        while pending:
-            result, n = pending.popleft()
-            yield (*result.get(), n)
+        try:
+            for b, size in work:
+                pending.append((pool.submit(_encode, b), size))
+                if len(pending) >= 2 * workers:
+                    future, n = pending.popleft()
+                    yield (*future.result(), n)
+            while pending:
+                future, n = pending.popleft()
+                yield (*future.result(), n)
+        except BrokenProcessPool:
+            raise ConfigError(
+                "a tokenising worker died (out of memory, or killed): run the same command again to "
+                "resume after the last whole shard, with fewer --workers if memory is short"
+            ) from None
 
 
 class ShardSink:
@@ -185,6 +208,12 @@ class ShardSink:
         self.pending_docs += len(lengths)
         self.pending_bytes += nbytes
 
+    def close(self) -> None:
+        """Close an open shard file (after an error: the shard is not committed)."""
+        if self.bin is not None:
+            self.bin.close()
+            self.bin = None
+
     def commit(self) -> None:
         if self.bin is None:
             return
@@ -210,31 +239,37 @@ def write_corpus(out: Path, inputs: Inputs, *, tokenizer: str | None = None, eod
                  workers: int = 1, shard_tokens: int = 100_000_000, max_bytes: int | None = None,
                  overwrite: bool = False, say=print) -> dict:  # fmt: skip
     """Write the corpus folder `out` from `inputs`; returns its index."""
-    if out.exists() and not overwrite:
-        raise ConfigError(
-            f"{out} exists: choose another name, or --overwrite to replace it once the new corpus is complete"
-        )
+    partial = out.with_name(out.name + ".partial")
+    check_target(out, partial, inputs, overwrite)
+    check_tables(inputs)
     vocab, eod = find_eod(tokenizer, eod_name)
     dtype = token_dtype_for(vocab).name
     settings = {"tokenizer": _digest(tokenizer), "eod": eod, "dtype": dtype, "shard_tokens": shard_tokens,
                 "max_bytes": max_bytes, "text_field": inputs.text_field, "hf_format": inputs.hf_format,
                 "split": inputs.split}  # fmt: skip
     sources = listing(inputs.fingerprint_files())
-    partial = out.with_name(out.name + ".partial")
+    finished = _finished(partial, settings, sources)
+    if finished is not None:  # a write that stopped between its index and its rename
+        say(f"finishing {partial}: the corpus is complete")
+        _put_in_place(partial, out)
+        return finished
     progress = _resume_or_restart(partial, settings, sources, say)
-    cache = partial / "datasets-cache"
-    docs = iter_documents(inputs, cache)
     content = hashlib.sha256()
-    work = batches(docs, progress["documents_done"], max_bytes, content)
     sink = ShardSink(partial, shard_tokens, progress)
     try:
+        work = batches(
+            iter_documents(inputs, partial / "datasets-cache"), progress["documents_done"], max_bytes, content
+        )
         for ids, lengths, nbytes in encoded((tokenizer, eod, dtype), max(1, workers), work):
             sink.add(ids, lengths, nbytes)
-    except ConfigError:  # a bad document: the same inputs would fail again, nothing to resume
-        shutil.rmtree(partial, ignore_errors=True)
+        sink.commit()
+    except ConfigError:
+        if not progress["shards"]:  # nothing whole to keep
+            shutil.rmtree(partial, ignore_errors=True)
         raise
-    sink.commit()
-    shutil.rmtree(cache, ignore_errors=True)
+    finally:
+        sink.close()
+    shutil.rmtree(partial / "datasets-cache", ignore_errors=True)
     if not progress["shards"]:
         shutil.rmtree(partial, ignore_errors=True)
         raise ConfigError("no document in the inputs: give files with text, or check --text-field")
@@ -254,6 +289,46 @@ def write_corpus(out: Path, inputs: Inputs, *, tokenizer: str | None = None, eod
     return index
 
 
+def _is_corpus(folder: Path) -> bool:
+    try:
+        return json.loads((folder / INDEX).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_target(out: Path, partial: Path, inputs: Inputs, overwrite: bool) -> None:
+    """Refuse, before any work, to write where something that is not this writer's would be lost:
+    an existing OUT (without --overwrite, or that is not a corpus), inputs inside OUT, or an
+    OUT.partial this writer did not make."""
+    if out.exists():
+        if not overwrite:
+            raise ConfigError(
+                f"{out} exists: choose another name, or --overwrite to replace it once the new corpus is complete"
+            )
+        if not (out.is_dir() and (_is_corpus(out) or not any(out.iterdir()))):
+            raise ConfigError(
+                f"{out} is not a corpus written by bigtrain-tokens: --overwrite replaces only a corpus; choose another name"
+            )
+        inside = [f for f in inputs.fingerprint_files() if out.resolve() in f.resolve().parents]
+        if inside:
+            raise ConfigError(
+                f"{inside[0]} is inside {out}, which --overwrite would replace: write the corpus elsewhere"
+            )
+    if partial.exists() and not ((partial / PROGRESS).is_file() or (partial / INDEX).is_file()):
+        raise ConfigError(
+            f"{partial} is not an unfinished corpus of bigtrain-tokens: move it away, or choose another name"
+        )
+
+
+def _finished(partial: Path, settings: dict, sources: dict) -> dict | None:
+    """The index of a complete corpus left in OUT.partial for these inputs and settings, or None."""
+    if (partial / PROGRESS).exists() or not _is_corpus(partial):
+        return None
+    index = json.loads((partial / INDEX).read_text())
+    ours = {k: v for k, v in index.get("sources", {}).items() if k != "text_sha256"}
+    return index if index.get("settings") == settings and ours == sources else None
+
+
 def _digest(path: str | None) -> str | None:
     return None if path is None else file_sha256(Path(path))
 
@@ -261,8 +336,6 @@ def _digest(path: str | None) -> str | None:
 def _resume_or_restart(partial: Path, settings: dict, sources: dict, say) -> dict:
     """The progress of an interrupted write of the same corpus, or a fresh one (any other
     leftover removed). Shard files past the last committed one are removed."""
-    import json
-
     fresh = {"settings": settings, "sources": sources, "shards": [], "documents_done": 0, "bytes_done": 0}
     try:
         old = json.loads((partial / PROGRESS).read_text())
@@ -294,108 +367,3 @@ def _put_in_place(partial: Path, out: Path) -> None:
     fsync_dir(out.parent)
     if old.exists():
         shutil.rmtree(old)
-
-
-def parser():
-    import argparse
-
-    p = argparse.ArgumentParser(
-        prog="bigtrain-tokens", description="Write tokenised corpora: a folder of shards and an index."
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("write", help="tokenise documents into the corpus folder OUT")
-    w.add_argument("out", help="the corpus folder to write (train with data=tokens data.path=OUT)")
-    w.add_argument(
-        "inputs",
-        nargs="*",
-        help="text files, folders, globs; .jsonl, .parquet and .arrow files are tables of documents",
-    )
-    w.add_argument("--stdlib", action="store_true", help="also the .py files of Python's standard library")
-    w.add_argument("--tokenizer", default=None, help="a tokenizers JSON file (default: bytes)")
-    w.add_argument(
-        "--eod",
-        default=None,
-        help="the end-of-document token (default: the tokenizer's <|endoftext|>, </s>, ...)",
-    )
-    w.add_argument(
-        "--text-field", default="text", help="the text column of tables and datasets (default: text)"
-    )
-    w.add_argument("--hf-format", choices=("json", "parquet", "arrow", "csv", "text"), default=None,
-                   help="read the inputs with datasets.load_dataset(FORMAT, data_files=INPUTS)")  # fmt: skip
-    w.add_argument("--hf-dataset", default=None, help="a folder saved by datasets' save_to_disk")
-    w.add_argument("--split", default="train", help="the split of a saved DatasetDict (default: train)")
-    w.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="tokenising processes (default: all cores)"
-    )
-    w.add_argument(
-        "--shard-tokens", type=int, default=100_000_000, help="tokens per shard (default: 100,000,000)"
-    )
-    w.add_argument("--max-bytes", type=int, default=None, help="stop after this many bytes of text")
-    w.add_argument(
-        "--overwrite", action="store_true", help="replace an existing corpus OUT once the new one is complete"
-    )
-    return p
-
-
-def _inputs(args, fail) -> Inputs:
-    from bigtrain.data.corpus import expand_paths, stdlib_files
-
-    if args.hf_dataset is not None:
-        if args.inputs or args.stdlib or args.hf_format:
-            fail("--hf-dataset is the only input: drop the files, --stdlib and --hf-format")
-        if (
-            not (Path(args.hf_dataset) / "dataset_info.json").is_file()
-            and not (Path(args.hf_dataset) / "dataset_dict.json").is_file()
-        ):
-            fail(f"{args.hf_dataset} is not a folder saved by datasets' save_to_disk")
-        return Inputs(text_field=args.text_field, hf_dataset=Path(args.hf_dataset), split=args.split)
-    missing = [i for i in args.inputs if not any(c in i for c in "*?[") and not os.path.exists(i)]
-    if missing:
-        fail(f"{missing[0]} does not exist: give files, folders or globs")
-    files = expand_paths(args.inputs) + (stdlib_files() if args.stdlib else [])
-    if not files:
-        fail("no input file: give files, folders or globs, --stdlib, or --hf-dataset")
-    return Inputs(tuple(files), text_field=args.text_field, hf_format=args.hf_format)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`bigtrain-tokens write OUT INPUT...`: one clear line and exit status 2 for a bad input."""
-    import importlib.util
-    import sys
-
-    p = parser()
-    # Inputs may follow options (`write OUT --hf-format json a.jsonl`): argparse leaves them over.
-    args, rest = p.parse_known_args(argv)
-    unknown = [a for a in rest if a.startswith("-")]
-    if unknown:
-        p.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.inputs = [*args.inputs, *rest]
-
-    def fail(line: str):
-        p.exit(2, f"bigtrain-tokens: {line}\n")
-
-    out = Path(args.out)
-    if out.suffix in (".bin", ".json"):
-        fail(f"{out} names a file: a corpus is a folder, give a folder name (e.g. {out.with_suffix('')})")
-    if args.workers < 1 or args.shard_tokens < 1 or (args.max_bytes is not None and args.max_bytes < 1):
-        fail("--workers, --shard-tokens and --max-bytes must be at least 1")
-    if args.tokenizer is not None:
-        if importlib.util.find_spec("tokenizers") is None:
-            fail("--tokenizer needs the tokenizers package: pip install 'bigtrain[text]'")
-        if not os.path.isfile(args.tokenizer):
-            fail(f"--tokenizer {args.tokenizer} is not a file: give a tokenizers JSON file")
-    inputs = _inputs(args, fail)
-    try:
-        index = write_corpus(out, inputs, tokenizer=args.tokenizer, eod_name=args.eod, workers=args.workers,
-                             shard_tokens=args.shard_tokens, max_bytes=args.max_bytes, overwrite=args.overwrite)  # fmt: skip
-    except ConfigError as e:
-        fail(str(e))
-    print(
-        f"wrote {out}: {index['n_tokens']:,} tokens ({index['dtype']}) in {len(index['shards'])} shards, "
-        f"{index['documents']:,} documents, from {index['n_bytes']:,} bytes"
-    )
-    sys.stdout.flush()
-
-
-if __name__ == "__main__":
-    main()

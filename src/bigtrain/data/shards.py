@@ -45,6 +45,7 @@ def is_folder_corpus(path: str) -> bool:
 
 
 def corpus_folder(path: str) -> Path:
+    """The folder of a corpus named by its folder or its index.json."""
     p = Path(path)
     return p.parent if p.name == INDEX else p
 
@@ -79,10 +80,13 @@ def read_index(path: str) -> dict:
                     f"{folder / name} has {actual} bytes, its index says {size}: it is truncated or of "
                     f"another corpus; {FIX}"
                 )
+    if index["tokenizer"] is not None and not (folder / index["tokenizer"]).is_file():
+        raise ConfigError(f"{folder / index['tokenizer']} is missing: {FIX}")
     return index
 
 
 def _docs_name(shard_file: str) -> str:
+    """shard-NNNNN.bin -> shard-NNNNN.docs (its document ends)."""
     return shard_file[: -len(".bin")] + ".docs"
 
 
@@ -119,6 +123,7 @@ def _index_problem(index: object) -> str | None:
 
 
 def token_path_base(path: str) -> str:
+    """A single-file corpus's name without .bin / .json."""
     for ext in (".json", ".bin"):
         if path.endswith(ext):
             return path[: -len(ext)]
@@ -191,6 +196,24 @@ def corpus_meta(path: str) -> dict:
     return {**read_meta(path), "eod": None}
 
 
+def open_files_for(shards: int) -> None:
+    """Each shard's memmap holds an open file: raise this process's soft limit on open files
+    toward its hard limit when the shards need it, or refuse with one line."""
+    import resource
+
+    need = shards + 256  # and the rest of the process: libraries, sockets, logs
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    if hard == resource.RLIM_INFINITY or hard >= need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+        return
+    raise ConfigError(
+        f"the corpus has {shards:,} shards, more than this process may open (ulimit -n: {hard}): raise the "
+        "limit, or write the corpus again with a larger --shard-tokens"
+    )
+
+
 @dataclass(frozen=True)
 class Runs:
     """Valid window starts of one split: run i holds starts first[i] .. first[i] + count[i] - 1 of
@@ -230,7 +253,9 @@ class Corpus:
                 [self.meta["n_tokens"]],
                 None,
             )
+        open_files_for(len(sizes))
         self.shards = [np.memmap(f, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype) for f, n in zip(files, sizes, strict=True)]  # fmt: skip
+        self.views = [np.asarray(m) for m in self.shards]  # plain ndarrays over the maps: cheaper to index
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.n_tokens = int(self.offsets[-1])
 
@@ -277,14 +302,14 @@ class Corpus:
         return Runs(cat(shard), cat(first), count_all, np.cumsum(count_all))
 
     def gather(self, shard: np.ndarray, start: np.ndarray, length: int) -> np.ndarray:
-        """(len(start), length) int64 windows: one fancy-index gather per shard touched."""
-        offsets = np.arange(length)
-        if len(self.shards) == 1:
-            return np.asarray(self.shards[0])[start[:, None] + offsets].astype(np.int64)
+        """(len(start), length) int64 windows. Short windows of one shard: one fancy-index gather
+        (about twice a slice per window at 129 tokens); otherwise a slice per window from the
+        shards' plain views (one 1025-token window in 1 us; grouping by shard costs more)."""
+        if len(self.views) == 1 and length <= 256:
+            return self.views[0][start[:, None] + np.arange(length)].astype(np.int64)
         out = np.empty((len(start), length), dtype=np.int64)
-        for i in np.unique(shard):
-            rows = shard == i
-            out[rows] = np.asarray(self.shards[i])[start[rows][:, None] + offsets]
+        for j, (i, a) in enumerate(zip(shard.tolist(), start.tolist(), strict=True)):
+            out[j] = self.views[i][a : a + length]
         return out
 
 

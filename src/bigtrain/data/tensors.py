@@ -229,4 +229,7 @@ class TrainPosition:
         """`loader` (a training loader with load_state_dict), starting where a restored run goes on."""
         if self._resume_at is not None:
             loader.load_state_dict(self._resume_at)
+            self._resume_at = (
+                None  # once: a loader made again later (reload_dataloaders_every_n_epochs) starts afresh
+            )
         return loader

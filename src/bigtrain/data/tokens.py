@@ -25,10 +25,21 @@ from bigtrain.data.codec import Codec
 from bigtrain.data.shards import Corpus, corpus_meta, corpus_sources
 from bigtrain.data.tensors import TrainPosition, data_topology
 from bigtrain.data.text import unigram_loss
-from bigtrain.data.tokens_record import token_spec
+from bigtrain.data.tokens_record import steps_per_epoch, token_spec
 from bigtrain.data.windows import EvalWindowLoader, RandomWindowLoader, eval_windows
 
 SPLITS = ("train", "val", "test")
+
+
+def shares(cap: int | None, weights: list[float]) -> list[int | None]:
+    """`cap` windows split by weight, summing to `cap` (largest remainders); None: no cap."""
+    if cap is None:
+        return [None] * len(weights)
+    exact = [cap * w / sum(weights) for w in weights]
+    out = [math.floor(x) for x in exact]
+    for i in sorted(range(len(exact)), key=lambda i: out[i] - exact[i])[: cap - sum(out)]:
+        out[i] += 1
+    return out
 
 
 def datamodule(cfg) -> TokensDataModule:
@@ -69,15 +80,14 @@ class TokensDataModule(TrainPosition, pl.LightningDataModule):
                 runs = corpus.runs(lo, hi, self.cfg.seq_len, within)
                 if runs.total == 0:
                     fits = "no document" if within else "no stretch"
+                    fractions = "lower" if name == "train" else "raise"
                     raise ConfigError(
                         f"the {name} split of {path} has {fits} of {self.cfg.seq_len + 1} tokens: "
-                        "lower data.seq_len or raise data.val_fraction / data.test_fraction"
+                        f"lower data.seq_len or {fractions} data.val_fraction / data.test_fraction"
                         + (", or use data.documents=cross" if within else "")
                     )
                 self.runs[name].append(runs)
-        self.steps_per_epoch = self.cfg.steps_per_epoch or max(
-            1, sum(r.total for r in self.runs["train"]) // (self.cfg.seq_len * self.cfg.batch_size)
-        )
+        self.steps_per_epoch = steps_per_epoch(self.cfg)  # the plan's count (data/tokens_record.py)
         self.stats = self._stats()
 
     def _stats(self) -> dict:
@@ -122,13 +132,10 @@ class TokensDataModule(TrainPosition, pl.LightningDataModule):
 
     def _eval(self, name: str) -> EvalWindowLoader:
         rank, world, _ = data_topology(self.trainer)
-        cap, total = self.cfg.max_eval_windows, sum(self.weights)
+        caps = shares(self.cfg.max_eval_windows, self.weights)
         parts = [
-            (
-                corpus,
-                *eval_windows(runs, self.cfg.seq_len, None if cap is None else math.ceil(cap * w / total)),
-            )
-            for corpus, runs, w in zip(self.corpora, self.runs[name], self.weights, strict=True)
+            (corpus, *eval_windows(runs, self.cfg.seq_len, cap))
+            for corpus, runs, cap in zip(self.corpora, self.runs[name], caps, strict=True)
         ]
         return EvalWindowLoader(parts, self.cfg.seq_len, self.cfg.eval_batch_size, rank, world)
 
@@ -137,14 +144,3 @@ class TokensDataModule(TrainPosition, pl.LightningDataModule):
 
     def test_dataloader(self) -> EvalWindowLoader:
         return self._eval("test")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`bigtrain-tokens`: see data/shard_writer.py (kept here for `python -m bigtrain.data.tokens`)."""
-    from bigtrain.data.shard_writer import main as write_main
-
-    write_main(argv)
-
-
-if __name__ == "__main__":
-    main()

@@ -416,11 +416,13 @@ def print_plan(plan: dict) -> None:
     )
     if "total_checkpointed" in m and m["total_checkpointed"] != m["total"]:
         table.add_row("  with full activation checkpointing", _bytes(m["total_checkpointed"]))
+    from bigtrain.data.shards import corpus_folder
+
     for row in plan.get("data_sources") or ():
         epochs = "" if row["epochs"] is None else f", {row['epochs']:.3g} epochs"
         drawn = "" if row["tokens_drawn"] is None else f"{_human(row['tokens_drawn'])} tokens of "
         table.add_row(
-            f"data: {Path(row['path']).name} ({row['weight']:.0%})",
+            f"data: {corpus_folder(row['path']).name} ({row['weight']:.0%})",
             f"{drawn}{_human(row['train_tokens'])}{epochs}",
         )
     echo(table)
