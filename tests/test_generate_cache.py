@@ -14,27 +14,10 @@ from bigtrain.callbacks.samples import generate
 from bigtrain.config import TransformerConfig
 from bigtrain.distributed.parallel import apply_activation_checkpointing
 from bigtrain.models.transformer import Transformer
+from tiny_models import GPT_TINY
 
 VOCAB = 40
-GPT = TransformerConfig(
-    family="transformer",
-    n_layers=2,
-    d_model=32,
-    n_heads=4,
-    n_kv_heads=None,
-    d_ff=None,
-    vocab_size=None,
-    max_seq_len=16,
-    norm="layernorm",
-    mlp="gelu",
-    positions="learned",
-    tie_embeddings=True,
-    bias=True,
-    dropout=0.0,
-    norm_eps=1e-5,
-    rope_theta=10000.0,
-    init_from=None,
-)
+GPT = GPT_TINY
 LLAMA = dataclasses.replace(
     GPT, norm="rmsnorm", mlp="swiglu", positions="rope", n_kv_heads=2, tie_embeddings=False, bias=False
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bigtrain.config import ConfigError, TransformerConfig
+from bigtrain.config import ConfigError
 from bigtrain.data import data_spec
 from bigtrain.data.shards import Corpus
 from bigtrain.data.text import split_bounds, stdlib_files, unigram_loss, windows
@@ -20,6 +19,7 @@ from bigtrain.models import build_model
 from bigtrain.models.transformer import Transformer, apply_rope
 from bigtrain.runs.plan import make_plan
 from conftest import FAST, READ_ONLY, bigtrain_cmd, make_cfg
+from tiny_models import tiny_transformer
 
 LM = ["data=stdlib_text", "metrics=lm", "data.max_bytes=60000", "data.seq_len=32", "data.batch_size=8"]
 TINY = ["model=gpt/tiny", *LM]
@@ -50,29 +50,6 @@ def test_llama2_preset_parameter_counts(size):
     assert _meta_params(f"llama/{size}", 256) == pytest.approx(LLAMA2[size], rel=1e-4)
 
 
-def _tiny(**changes) -> TransformerConfig:
-    base = TransformerConfig(
-        family="transformer",
-        n_layers=2,
-        d_model=32,
-        n_heads=4,
-        n_kv_heads=None,
-        d_ff=None,
-        vocab_size=None,
-        max_seq_len=16,
-        norm="layernorm",
-        mlp="gelu",
-        positions="learned",
-        tie_embeddings=True,
-        bias=True,
-        dropout=0.0,
-        norm_eps=1e-5,
-        rope_theta=10000.0,
-        init_from=None,
-    )
-    return dataclasses.replace(base, **changes)
-
-
 OPTIONS = [
     {},
     {"norm": "rmsnorm", "mlp": "swiglu", "positions": "rope", "tie_embeddings": False, "bias": False},
@@ -84,7 +61,7 @@ OPTIONS = [
 @pytest.mark.parametrize("changes", OPTIONS)
 def test_transformer_is_causal_and_trains(changes):
     torch.manual_seed(0)
-    model = Transformer(_tiny(**changes), vocab_size=50).eval()
+    model = Transformer(tiny_transformer(**changes), vocab_size=50).eval()
     x = torch.randint(0, 50, (2, 12))
     logits = model(x)
     assert logits.shape == (2, 12, 50)
@@ -107,17 +84,17 @@ def test_transformer_is_causal_and_trains(changes):
 
 def test_gqa_with_all_heads_equals_plain_attention():
     torch.manual_seed(0)
-    plain = Transformer(_tiny(), vocab_size=20).eval()
-    gqa = Transformer(_tiny(n_kv_heads=4), vocab_size=20).eval()
+    plain = Transformer(tiny_transformer(), vocab_size=20).eval()
+    gqa = Transformer(tiny_transformer(n_kv_heads=4), vocab_size=20).eval()
     gqa.load_state_dict(plain.state_dict())
     x = torch.randint(0, 20, (1, 10))
     torch.testing.assert_close(gqa(x), plain(x))
 
 
 def test_tensor_parallel_names_and_tying():
-    tied = Transformer(_tiny(), vocab_size=20)
+    tied = Transformer(tiny_transformer(), vocab_size=20)
     assert tied.head.weight is tied.tok_emb.weight and hasattr(tied, "pos_emb")
-    llama = Transformer(_tiny(mlp="swiglu", positions="rope", tie_embeddings=False), vocab_size=20)
+    llama = Transformer(tiny_transformer(mlp="swiglu", positions="rope", tie_embeddings=False), vocab_size=20)
     assert llama.head.weight is not llama.tok_emb.weight and not hasattr(llama, "pos_emb")
     block = llama.blocks[0]
     for name in ("norm1", "norm2", "attn.wqkv", "attn.wo", "mlp.w1", "mlp.w2", "mlp.w3"):
@@ -130,7 +107,7 @@ def test_fused_qkv_is_separate_projections_grouped_by_key_value_head(n_kv_heads)
     separate wq, wk, wv (saved before the fusion) loads into the same model."""
     from bigtrain.models.transformer import fuse_qkv, split_qkv
 
-    cfg = _tiny(n_heads=4, n_kv_heads=n_kv_heads, positions="rope", bias=True)
+    cfg = tiny_transformer(n_heads=4, n_kv_heads=n_kv_heads, positions="rope", bias=True)
     torch.manual_seed(0)
     model = Transformer(cfg, vocab_size=20)
     attn = model.blocks[0].attn
@@ -165,7 +142,7 @@ def test_fused_qkv_is_separate_projections_grouped_by_key_value_head(n_kv_heads)
 
 
 def test_meta_model_materialises_with_init_weights():
-    cfg = _tiny(n_layers=8, d_model=128, positions="rope", bias=True, n_heads=4)
+    cfg = tiny_transformer(n_layers=8, d_model=128, positions="rope", bias=True, n_heads=4)
     with torch.device("meta"):
         model = Transformer(cfg, vocab_size=1000)
     assert model.blocks[0].attn.wqkv.weight.is_meta
