@@ -137,9 +137,12 @@ def test_bench_startup_and_tail_come_from_a_real_run(tmp_path):
     }
     startup, tail = rows["startup"], rows["tail"]
     assert startup["target"] == 3.5 and tail["target"] == 2.0
-    # The run imports torch and Lightning before its first step, so it starts later than both.
+    # The run imports torch before its first step, so it starts later than that import alone. (Not
+    # compared with the Lightning import: that is measured in another process, about as long as the
+    # run's own start, and under a loaded machine's noise either can come first.)
     first = startup["seconds"]["median"]
-    assert first > startup["import_torch"]["median"] and first > startup["import_pytorch_lightning"]["median"]
+    assert first > startup["import_torch"]["median"]
+    assert startup["import_pytorch_lightning"]["median"] > startup["import_torch"]["median"]
     assert positive(startup["over_import_torch"]["median"]) and startup["over_import_torch"]["median"] > 1
     assert positive(tail["seconds"]["median"])
 

@@ -16,7 +16,8 @@ from bigtrain.models import build_model
 from bigtrain.models.transformer import Transformer, activation_bytes
 from bigtrain.runs.plan import make_plan
 from conftest import READ_ONLY, make_cfg
-from test_lm import LM, _tiny
+from test_lm import LM
+from tiny_models import tiny_transformer
 
 
 def test_plan_for_gpt3_175b_on_1024_devices_in_seconds():
@@ -44,7 +45,7 @@ def test_plan_for_gpt3_175b_on_1024_devices_in_seconds():
 )
 def test_activation_formula_matches_what_autograd_saves(changes):
     """The plan's formula against the bytes autograd actually keeps in a real float32 forward."""
-    cfg = _tiny(d_model=64, n_layers=3, max_seq_len=64, **changes)
+    cfg = tiny_transformer(d_model=64, n_layers=3, max_seq_len=64, **changes)
     model = Transformer(cfg, vocab_size=256).train()
     x = torch.randint(0, 256, (4, 64))
     saved, seen = 0, set()
