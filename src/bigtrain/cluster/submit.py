@@ -20,6 +20,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bigtrain.config.errors import first_line
+
 SLURM_LAUNCHER = "hydra_plugins.bigtrain_launcher.SlurmLauncher"
 EXIT_NOT_SUBMITTED = 2
 
@@ -60,7 +62,7 @@ def not_submitted(e: BaseException) -> str | None:
     or None for anything else (a job that failed after it was submitted)."""
     from submitit.core.utils import FailedJobError, FailedSubmissionError
 
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    first = first_line(e)
     if (isinstance(e, FileNotFoundError) and "sbatch" in str(e)) or (
         isinstance(e, RuntimeError) and 'detect "srun"' in str(e)
     ):

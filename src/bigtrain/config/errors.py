@@ -63,3 +63,9 @@ def files_in(folder: str, suffixes: Iterable[str], limit: int = 3) -> str:
         return ""
     more = ", ..." if len(names) > limit else ""
     return f" (in it: {', '.join(names[:limit])}{more})"
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a
+    one-line error quotes as the reason."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0].strip()

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from bigtrain.config import SPLITS, ConfigError
+from bigtrain.config.errors import first_line
 from bigtrain.config.schema_data import AudioFolderDataConfig
 from bigtrain.data.audio_record import (
     audio_spec,
@@ -61,7 +62,7 @@ def decode_clip(path: Path, sample_rate: int, samples: int, resample: bool = Tru
     try:
         wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # validation probed every header (audio_record.probe_audio); a file changed since
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         raise ConfigError(f"cannot read audio {path}: {reason}; remove or replace the file") from e
     if len(wave) == 0:
         raise ConfigError(f"audio file {path} holds no samples: remove or replace the file")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bigtrain.config import SPLITS, RunConfig
-from bigtrain.config.errors import ConfigError
+from bigtrain.config.errors import ConfigError, first_line
 from bigtrain.config.schema_data import AudioFolderDataConfig
 from bigtrain.data.images_record import stratified_train_size
 from bigtrain.data.source import DataSpec, Source
@@ -94,7 +94,7 @@ def read_manifest(path: str | Path, text_column: str, split_column: str | None) 
             else:
                 rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         raise ConfigError(
             f"cannot read manifest {path} ({reason}): give a CSV or JSONL file of path,text rows"
         ) from e
@@ -271,7 +271,7 @@ def probe_audio(path: Path, d: Any) -> str | None:
     try:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError... for broken files
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         return f"cannot read audio {path}: {reason}; remove or replace the file"
     if info.frames <= 0:
         return f"audio file {path} holds no samples: remove or replace the file"

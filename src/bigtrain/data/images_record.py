@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bigtrain.config import SPLITS, ImageFolderDataConfig, RunConfig
+from bigtrain.config.errors import first_line
 from bigtrain.data.source import DataSpec, Source
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
@@ -144,7 +145,7 @@ def probe_image(path: Path) -> str | None:
             size = str(e).split(", could")[0]
             return f"image {path} is too large to decode safely ({size}): shrink it or remove it"
         except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... for broken files
-            reason = (str(e).splitlines() or [type(e).__name__])[0]
+            reason = first_line(e)
             return f"cannot read image {path}: {reason}; remove or replace the file"
     return None
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bigtrain.config.errors import ConfigError
+from bigtrain.config.errors import ConfigError, first_line
 from bigtrain.data.source import DataSpec
 
 FILE = "preprocessing.json"
@@ -97,7 +97,7 @@ def read_file(path: str | Path) -> dict:
     try:
         prep = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:  # not UTF-8, not JSON
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         raise ConfigError(f"{path} cannot be read ({reason}): {fix}") from e
     found = problem(prep)
     if found is not None:

@@ -18,6 +18,7 @@ from bigtrain.config import (
     TabularDataConfig,
     did_you_mean,
 )
+from bigtrain.config.errors import first_line
 from bigtrain.data.source import Source
 
 
@@ -81,7 +82,7 @@ def _not_csv(key: str, path: str, e: Exception) -> str | None:
 def _not_parquet(key: str, path: str, e: Exception) -> str:
     """The error line for a table file whose header cannot be read for another reason than
     its text (`e`): a damaged Parquet file, most likely."""
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    reason = first_line(e)
     what = "a Parquet file" if Path(path).suffix.lower() != ".csv" else "a readable table"
     return f"{key}={path} is not {what} ({reason}): fix or rewrite the file"
 

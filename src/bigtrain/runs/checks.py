@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from bigtrain.config import RunConfig, checkpointing, files_in
+from bigtrain.config.errors import first_line
 
 SHARDING_STRATEGIES = ("fsdp", "tp", "fsdp_tp")
 # Strategies that save a folder of files per checkpoint through their own writer (distributed
@@ -187,7 +188,7 @@ def checkpoint_dir_taken(cfg: RunConfig) -> str | None:
     try:
         found = list_checkpoints(cfg.checkpoint_dir)
     except Exception as e:  # the file system's own errors: credentials, a missing bucket, the network
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         return f"checkpoint_dir={cfg.checkpoint_dir} cannot be listed ({reason}): check the URL and your access to it"
     if not found:
         return None

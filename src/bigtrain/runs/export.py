@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from bigtrain.config.errors import first_line
 from bigtrain.models.family import BUILT_IN, family
 from bigtrain.models.hf import HFError
 
@@ -101,7 +102,7 @@ def _best_of(results: Path) -> str | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:  # not UTF-8, not JSON
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         raise ResultsError(f"{results} cannot be read ({reason}): {fix}") from e
     best = saved.get("best_checkpoint") if isinstance(saved, dict) else None
     if not isinstance(saved, dict) or not (best is None or isinstance(best, str)):

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bigtrain.config.errors import ConfigError
+from bigtrain.config.errors import ConfigError, first_line
 
 FILE = "inputs.json"
 ACCEPT = "accept_changed_data=true"
@@ -76,7 +76,7 @@ def recorded(run_dir: str | Path) -> dict | None:
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         raise ConfigError(f"{path} cannot be read ({reason}): {fix}") from e
     if not (isinstance(saved, dict) and _entries(saved, "files") and _entries(saved, "listings")):
         raise ConfigError(f"{path} is not a record of the run's inputs (files and listings): {fix}")

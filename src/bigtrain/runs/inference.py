@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from bigtrain.config.errors import ConfigError
+from bigtrain.config.errors import ConfigError, first_line
 from bigtrain.data import preprocess
 
 
@@ -173,7 +173,7 @@ def _sharded_weights(ckpt: Path, load_weights) -> tuple[dict, dict]:
     try:
         return load_weights(ckpt)
     except Exception as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         raise CheckpointError(f"{ckpt.name} (a sharded checkpoint) cannot be read ({reason})") from e
 
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bigtrain.config.errors import first_line
 from bigtrain.runs.paths import RunDirError, check_no_links, quote_value
 
 # Keys a resumed run may change: how long it trains and what it shows, never what it computes.
@@ -93,7 +94,7 @@ def _read_yaml(run: Path, name: str, kind: type, what: str) -> Any:
     try:
         data = OmegaConf.to_container(OmegaConf.load(path))
     except Exception as e:  # not UTF-8, not YAML, or YAML that OmegaConf cannot hold
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         raise RunDirError(
             f"resume={run}: .hydra/{name} is not readable YAML ({reason}): restore it from a copy of "
             "the run, or start a new run"

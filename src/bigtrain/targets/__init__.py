@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from bigtrain.config.errors import ConfigError, close_match, did_you_mean
+from bigtrain.config.errors import ConfigError, close_match, did_you_mean, first_line
 
 # Keys Hydra's instantiate reads itself; they are not arguments of the target.
 HYDRA_KEYS = ("_target_", "_args_", "_partial_", "_convert_", "_recursive_")
@@ -29,11 +29,6 @@ def importable_here() -> None:
     if here not in sys.path:
         sys.path.append(here)
         importlib.invalidate_caches()
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def _submodule_hint(missing: str) -> str:
@@ -74,7 +69,7 @@ def _import_failure(where: str, path: str, module: str, e: BaseException) -> Con
             "check the spelling of the module"
         )
     return ConfigError(
-        f"{where}._target_={path}: importing {module} failed ({_first_line(e)}): fix that module"
+        f"{where}._target_={path}: importing {module} failed ({first_line(e)}): fix that module"
     )
 
 

@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
+from bigtrain.config.errors import first_line
 from bigtrain.util import atomic_write, file_mode, fsync_dir
 
 # A temporary file is `.<target name>.<random>.partial`; one left behind marks a save that died.
@@ -358,18 +359,13 @@ def load_checkpoint_file(
         return torch.load(source, map_location=map_location, weights_only=not trust, mmap=mmap)
     except pickle.UnpicklingError as e:
         if trust:
-            raise CheckpointError(f"{name} is corrupt: {_first_line(e)}") from e
+            raise CheckpointError(f"{name} is corrupt: {first_line(e)}") from e
         raise CheckpointError(
             f"{name} needs unpickling code to load ({_unsafe_global(e)}), which can run anything: "
             "if you trust where it came from, add trust_checkpoint=true"
         ) from e
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{name} is corrupt or truncated ({_first_line(e)})") from e
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+        raise CheckpointError(f"{name} is corrupt or truncated ({first_line(e)})") from e
 
 
 def _unsafe_global(e: BaseException) -> str:
