@@ -201,7 +201,13 @@ def _numbers_parquet(folder: Path) -> None:
             ["c", "r.jsonl"],
             "r.jsonl:1 is not UTF-8",
         ),
-        (_numbers_parquet, ["c", "n.parquet"], "holds a int, not text"),
+        (
+            lambda d: (d / "r.jsonl").write_bytes(b'{"text": "a"}\n{"text": "b"}\n{"text": "caf\xe9"}\n'),
+            ["c", "r.jsonl"],
+            "r.jsonl:3 is not UTF-8",
+        ),
+        (_numbers_parquet, ["c", "n.parquet"], "holds int64, not text"),
+        (lambda d: None, ["c", "a.txt", "--tokenizer", "nope.json"], "--tokenizer nope.json cannot be read"),
         (
             lambda d: (d / "c").mkdir() or (d / "c" / "mine.txt").write_text("keep"),
             ["c", "a.txt", "--overwrite"],
@@ -265,7 +271,9 @@ def test_a_complete_corpus_left_before_its_rename_is_finished_not_rewritten(tmp_
     assert shard_bytes(tmp_path / "c") == before and not (tmp_path / "c.partial").exists()
 
 
-def test_a_bad_row_after_whole_shards_keeps_them_for_the_fixed_write(tmp_path):
+def test_a_bad_row_after_whole_shards_is_one_line_and_leaves_nothing(tmp_path):
+    """The corrected input changes the listing, so its write starts again: the shards before a bad
+    row are of no use and are removed with the unfinished folder."""
     rows = [json.dumps({"text": f"row {i} " * 1000}) for i in range(300)] + [
         "{broken"
     ]  # 2.4 MB, then a bad row
@@ -273,8 +281,7 @@ def test_a_bad_row_after_whole_shards_keeps_them_for_the_fixed_write(tmp_path):
     proc = _write(["c", "r.jsonl", "--shard-tokens", "2000"], tmp_path)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "r.jsonl:301 is not a JSON object" in err and err.count("\n") == 1
-    progress = json.loads((tmp_path / "c.partial" / "progress.json").read_text())
-    assert len(progress["shards"]) >= 2 and not (tmp_path / "c").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]
 
 
 def test_text_that_spells_the_end_of_document_token_stays_text(tmp_path, tok):

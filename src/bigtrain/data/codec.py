@@ -6,10 +6,30 @@ from __future__ import annotations
 import numpy as np
 
 from bigtrain.config import ConfigError
+from bigtrain.config.errors import first_line
 from bigtrain.data.source import DataSpec
 
 BYTE_VOCAB = 256
 SEPARATOR = b"\n\n"
+
+
+def load_tokenizer(path: str, option: str = "--tokenizer"):
+    """The tokenizer of a tokenizers JSON file, whose special tokens spelled in a text are encoded
+    as the text they are (only the corpus writer puts end-of-document tokens in, between
+    documents); ConfigError in one line, naming `option`, without the package or for a file that
+    is not a tokenizer."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise ConfigError(f"{option} needs the tokenizers package: pip install 'bigtrain[text]'") from None
+    try:
+        tok = Tokenizer.from_file(path)
+    except Exception as e:  # tokenizers raises a bare Exception for a missing or unparsable file
+        raise ConfigError(
+            f"{option} {path} cannot be read as a tokenizers JSON file ({first_line(e)})"
+        ) from None
+    tok.encode_special_tokens = True
+    return tok
 
 
 class Codec:
@@ -19,13 +39,7 @@ class Codec:
         self.tokenizer_path = tokenizer
         self._tok = None
         if tokenizer is not None:
-            try:
-                from tokenizers import Tokenizer
-            except ImportError as e:  # validation checks this first; kept for library use
-                raise ConfigError(
-                    "data.tokenizer needs the tokenizers package: pip install 'bigtrain[text]'"
-                ) from e
-            self._tok = Tokenizer.from_file(tokenizer)
+            self._tok = load_tokenizer(tokenizer, "data.tokenizer")
 
     @property
     def vocab_size(self) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bigtrain.config.errors import ConfigError
+from bigtrain.config.errors import ConfigError, first_line
 
 TABLES = {".jsonl": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow"}
 HF_FORMATS = ("json", "parquet", "arrow", "csv", "text")
@@ -80,54 +80,44 @@ def _field_error(where: str, field: str, what: str) -> ConfigError:
     return ConfigError(f"{where}: {what}: name the text column with --text-field")
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0]
-
-
-def _text(value: object, where: str, field: str) -> str | None:
-    """A row's text: a string, or None for a missing value; anything else is one line."""
-    if value is None or isinstance(value, str):
-        return value
-    raise ConfigError(
-        f"{where}: {field!r} holds a {type(value).__name__}, not text: name the text column with --text-field"
-    )
-
-
 def _jsonl(path: Path, field: str) -> Iterator[str]:
-    n = 0
-    try:
-        with open(path, encoding="utf-8", errors="strict") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError as e:
-                    raise ConfigError(f"{path}:{n} is not a JSON object ({e}): one object per line") from None
-                if not isinstance(row, dict) or not isinstance(row.get(field), str):
-                    raise _field_error(f"{path}:{n}", field, f"no text field {field!r}")
-                yield row[field]
-    except UnicodeDecodeError as e:
-        raise ConfigError(
-            f"{path}:{n + 1} is not UTF-8 ({e.reason} at byte {e.start}): JSONL files are UTF-8"
-        ) from None
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ConfigError(
+                    f"{path}:{n} is not UTF-8 ({e.reason} at byte {e.start} of the line): JSONL files are UTF-8"
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise ConfigError(f"{path}:{n} is not a JSON object ({e}): one object per line") from None
+            if not isinstance(row, dict) or not isinstance(row.get(field), str):
+                raise _field_error(f"{path}:{n}", field, f"no text field {field!r}")
+            yield row[field]
 
 
 def _arrow_reader(path: Path, kind: str):
-    """(column names, batches) of a Parquet or Arrow file, read lazily."""
+    """(column names, column types, batches) of a Parquet or Arrow file, read lazily."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if kind == "parquet":
         reader = pq.ParquetFile(path)
-        return reader.schema_arrow.names, lambda columns: reader.iter_batches(
-            batch_size=ROWS_PER_READ, columns=columns
+        schema = reader.schema_arrow
+        return (
+            schema.names,
+            schema.types,
+            lambda columns: reader.iter_batches(batch_size=ROWS_PER_READ, columns=columns),
         )
     with open(path, "rb") as fh:
         is_file = fh.read(6) == b"ARROW1"
     reader = pa.ipc.open_file(path) if is_file else pa.ipc.open_stream(path)
     batches = (reader.get_batch(i) for i in range(reader.num_record_batches)) if is_file else iter(reader)
-    return reader.schema.names, lambda columns: batches
+    return reader.schema.names, reader.schema.types, lambda columns: batches
 
 
 def _open_table(path: Path, kind: str, field: str):
@@ -139,12 +129,21 @@ def _open_table(path: Path, kind: str, field: str):
             f"{path}: Parquet and Arrow files need pyarrow: pip install 'bigtrain[parquet]'"
         ) from None
     try:
-        names, batches = _arrow_reader(path, kind)
+        names, types, batches = _arrow_reader(path, kind)
     except (OSError, pa.ArrowException) as e:
-        raise ConfigError(f"{path} cannot be read as {kind} ({_first_line(e)})") from None
+        raise ConfigError(f"{path} cannot be read as {kind} ({first_line(e)})") from None
     if field not in names:
         raise _field_error(str(path), field, f"no column {field!r} (columns: {', '.join(names)})")
+    _check_text_type(str(path), field, types[names.index(field)])
     return batches([field])
+
+
+def _check_text_type(where: str, field: str, arrow_type) -> None:
+    """A text column is a string column (its nulls are skipped); anything else is one line."""
+    import pyarrow as pa
+
+    if not (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)):
+        raise _field_error(where, field, f"{field!r} holds {arrow_type}, not text")
 
 
 def _arrow_rows(path: Path, kind: str, field: str) -> Iterator[str]:
@@ -153,13 +152,11 @@ def _arrow_rows(path: Path, kind: str, field: str) -> Iterator[str]:
     batches = _open_table(path, kind, field)
     try:
         for batch in batches:
-            for text in batch.column(
-                0 if kind == "parquet" else batch.schema.get_field_index(field)
-            ).to_pylist():
-                if _text(text, str(path), field) is not None:
+            for text in batch.column(field).to_pylist():
+                if text is not None:
                     yield text
     except (OSError, pa.ArrowException) as e:
-        raise ConfigError(f"{path} cannot be read as {kind} ({_first_line(e)})") from None
+        raise ConfigError(f"{path} cannot be read as {kind} ({first_line(e)})") from None
 
 
 def check_tables(inputs: Inputs) -> None:
@@ -187,17 +184,20 @@ def _hf_documents(inputs: Inputs, cache_dir: Path) -> Iterator[str]:
     where = str(inputs.hf_dataset or inputs.files[0])
     try:
         ds = _hf_dataset(datasets, inputs, cache_dir)
+    except ConfigError:
+        raise
     except (OSError, ValueError, datasets.exceptions.DatasetGenerationError) as e:
-        raise ConfigError(f"{where} cannot be read by datasets ({_first_line(e)})") from None
+        raise ConfigError(f"{where} cannot be read by datasets ({first_line(e)})") from None
     if inputs.text_field not in ds.column_names:
         raise _field_error(
             where,
             inputs.text_field,
             f"no column {inputs.text_field!r} (columns: {', '.join(ds.column_names)})",
         )
+    _check_text_type(where, inputs.text_field, ds.data.schema.field(inputs.text_field).type)
     for batch in ds.select_columns([inputs.text_field]).iter(batch_size=ROWS_PER_READ):
         for text in batch[inputs.text_field]:
-            if _text(text, where, inputs.text_field) is not None:
+            if text is not None:
                 yield text
 
 

@@ -1,4 +1,4 @@
-"""`bigtrain-tokens write`: documents tokenised by N worker processes into a folder of shards and an index.
+"""The corpus writer: documents tokenised by N worker processes into a folder of shards and an index.
 
 The writer reads documents in order (data/documents.py), sends batches of them to worker
 processes (each loads the tokenizer once; `--workers 1` is one worker), and appends the ids,
@@ -11,7 +11,8 @@ Everything is written into `<out>.partial/`. After each shard, its files are fsy
 fingerprints; a write started again with the same inputs and settings resumes after the last
 whole shard, any other restarts. The finished corpus (index.json last) is renamed into place; an
 existing corpus is replaced only with --overwrite, and only once the new one is complete.
-Byte tokens (no tokenizer) use byte 0 as the end-of-document token and need no worker.
+Byte tokens (no tokenizer) use byte 0 as the end-of-document token and need no worker. Its
+command line, `bigtrain-tokens write`, is data/tokens_cli.py.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bigtrain.config.errors import ConfigError
+from bigtrain.data.codec import load_tokenizer
 from bigtrain.data.documents import Inputs, check_tables, file_sha256, iter_documents, listing
 from bigtrain.data.shards import FORMAT, INDEX, VERSION, token_dtype_for
 from bigtrain.util import fsync_dir, write_json_atomic
@@ -37,6 +39,10 @@ from bigtrain.util import fsync_dir, write_json_atomic
 PROGRESS = "progress.json"
 EOD_NAMES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "[SEP]")
 BATCH_BYTES = 1 << 20  # text per task sent to a worker
+
+
+class WorkerDied(ConfigError):
+    """A tokenising worker died: the whole shards stay for the same command to resume."""
 
 
 class Encoder:
@@ -75,21 +81,6 @@ def _encode(docs: list[str | bytes]) -> tuple[np.ndarray, np.ndarray]:
     return _worker(docs)
 
 
-def load_tokenizer(path: str):
-    """The tokenizer of a tokenizers JSON file, whose special tokens written in a document are
-    encoded as the text they are (only the writer puts end-of-document tokens in); ConfigError
-    in one line for a file that is not one."""
-    from tokenizers import Tokenizer
-
-    try:
-        tok = Tokenizer.from_file(path)
-    except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"--tokenizer {path} cannot be read as a tokenizers JSON file ({reason})") from None
-    tok.encode_special_tokens = True
-    return tok
-
-
 def find_eod(tokenizer: str | None, name: str | None) -> tuple[int, int]:
     """(vocabulary size, end-of-document id) of the tokenizer, or of bytes (256, byte 0)."""
     if tokenizer is None:
@@ -122,13 +113,14 @@ def batches(
         if max_bytes is not None and total >= max_bytes:
             break
         raw = doc if isinstance(doc, bytes) else doc.encode("utf-8")
-        if max_bytes is not None and total + len(raw) > max_bytes:
+        cut = max_bytes is not None and total + len(raw) > max_bytes
+        if cut:
             raw = raw[: max_bytes - total]
             if not isinstance(doc, bytes):  # text is cut at a character boundary
                 raw = raw.decode("utf-8", errors="ignore").encode("utf-8")
             doc = raw
         content.update(raw)
-        total += len(raw)
+        total = max_bytes if cut else total + len(raw)  # a cut document is the last one
         if n < skip:
             continue
         batch.append(doc)
@@ -165,7 +157,7 @@ def encoded(
                 future, n = pending.popleft()
                 yield (*future.result(), n)
         except BrokenProcessPool:
-            raise ConfigError(
+            raise WorkerDied(
                 "a tokenising worker died (out of memory, or killed): run the same command again to "
                 "resume after the last whole shard, with fewer --workers if memory is short"
             ) from None
@@ -240,14 +232,15 @@ def write_corpus(out: Path, inputs: Inputs, *, tokenizer: str | None = None, eod
                  overwrite: bool = False, say=print) -> dict:  # fmt: skip
     """Write the corpus folder `out` from `inputs`; returns its index."""
     partial = out.with_name(out.name + ".partial")
-    check_target(out, partial, inputs, overwrite)
+    files = inputs.fingerprint_files()
+    check_target(out, partial, files, overwrite)
     check_tables(inputs)
     vocab, eod = find_eod(tokenizer, eod_name)
     dtype = token_dtype_for(vocab).name
     settings = {"tokenizer": _digest(tokenizer), "eod": eod, "dtype": dtype, "shard_tokens": shard_tokens,
                 "max_bytes": max_bytes, "text_field": inputs.text_field, "hf_format": inputs.hf_format,
                 "split": inputs.split}  # fmt: skip
-    sources = listing(inputs.fingerprint_files())
+    sources = listing(files)
     finished = _finished(partial, settings, sources)
     if finished is not None:  # a write that stopped between its index and its rename
         say(f"finishing {partial}: the corpus is complete")
@@ -255,24 +248,7 @@ def write_corpus(out: Path, inputs: Inputs, *, tokenizer: str | None = None, eod
         return finished
     progress = _resume_or_restart(partial, settings, sources, say)
     content = hashlib.sha256()
-    sink = ShardSink(partial, shard_tokens, progress)
-    try:
-        work = batches(
-            iter_documents(inputs, partial / "datasets-cache"), progress["documents_done"], max_bytes, content
-        )
-        for ids, lengths, nbytes in encoded((tokenizer, eod, dtype), max(1, workers), work):
-            sink.add(ids, lengths, nbytes)
-        sink.commit()
-    except ConfigError:
-        if not progress["shards"]:  # nothing whole to keep
-            shutil.rmtree(partial, ignore_errors=True)
-        raise
-    finally:
-        sink.close()
-    shutil.rmtree(partial / "datasets-cache", ignore_errors=True)
-    if not progress["shards"]:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise ConfigError("no document in the inputs: give files with text, or check --text-field")
+    _tokenise(partial, inputs, (tokenizer, eod, dtype), workers, progress, max_bytes, content, shard_tokens)
     if tokenizer is not None:
         shutil.copyfile(tokenizer, partial / "tokenizer.json")
     index = {
@@ -289,14 +265,42 @@ def write_corpus(out: Path, inputs: Inputs, *, tokenizer: str | None = None, eod
     return index
 
 
-def _is_corpus(folder: Path) -> bool:
+def _tokenise(partial: Path, inputs: Inputs, encoder_args: tuple, workers: int, progress: dict,
+              max_bytes: int | None, content, shard_tokens: int) -> None:  # fmt: skip
+    """Every document not yet done, tokenised into committed shards in `partial`. On a bad input
+    the folder is removed (the corrected input changes the listing, so a write starts again); a
+    worker's death keeps the whole shards for the same command to resume."""
+    sink = ShardSink(partial, shard_tokens, progress)
     try:
-        return json.loads((folder / INDEX).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+        docs = iter_documents(inputs, partial / "datasets-cache")
+        work = batches(docs, progress["documents_done"], max_bytes, content)
+        for ids, lengths, nbytes in encoded(encoder_args, max(1, workers), work):
+            sink.add(ids, lengths, nbytes)
+        sink.commit()
+    except WorkerDied:
+        raise
+    except ConfigError:
+        sink.close()
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        sink.close()
+    shutil.rmtree(partial / "datasets-cache", ignore_errors=True)
+    if not progress["shards"]:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ConfigError("no document in the inputs: give files with text, or check --text-field")
 
 
-def check_target(out: Path, partial: Path, inputs: Inputs, overwrite: bool) -> None:
+def _read_index(folder: Path) -> dict | None:
+    """The index of a corpus written by this writer in `folder`, or None."""
+    try:
+        index = json.loads((folder / INDEX).read_text())
+    except (OSError, ValueError):
+        return None
+    return index if isinstance(index, dict) and index.get("format") == FORMAT else None
+
+
+def check_target(out: Path, partial: Path, files: list[Path], overwrite: bool) -> None:
     """Refuse, before any work, to write where something that is not this writer's would be lost:
     an existing OUT (without --overwrite, or that is not a corpus), inputs inside OUT, or an
     OUT.partial this writer did not make."""
@@ -305,11 +309,11 @@ def check_target(out: Path, partial: Path, inputs: Inputs, overwrite: bool) -> N
             raise ConfigError(
                 f"{out} exists: choose another name, or --overwrite to replace it once the new corpus is complete"
             )
-        if not (out.is_dir() and (_is_corpus(out) or not any(out.iterdir()))):
+        if not (out.is_dir() and (_read_index(out) is not None or not any(out.iterdir()))):
             raise ConfigError(
                 f"{out} is not a corpus written by bigtrain-tokens: --overwrite replaces only a corpus; choose another name"
             )
-        inside = [f for f in inputs.fingerprint_files() if out.resolve() in f.resolve().parents]
+        inside = [f for f in files if out.resolve() in f.resolve().parents]
         if inside:
             raise ConfigError(
                 f"{inside[0]} is inside {out}, which --overwrite would replace: write the corpus elsewhere"
@@ -322,9 +326,11 @@ def check_target(out: Path, partial: Path, inputs: Inputs, overwrite: bool) -> N
 
 def _finished(partial: Path, settings: dict, sources: dict) -> dict | None:
     """The index of a complete corpus left in OUT.partial for these inputs and settings, or None."""
-    if (partial / PROGRESS).exists() or not _is_corpus(partial):
+    if (partial / PROGRESS).exists():
         return None
-    index = json.loads((partial / INDEX).read_text())
+    index = _read_index(partial)
+    if index is None:
+        return None
     ours = {k: v for k, v in index.get("sources", {}).items() if k != "text_sha256"}
     return index if index.get("settings") == settings and ours == sources else None
 

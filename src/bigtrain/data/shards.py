@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bigtrain.config.errors import ConfigError
+from bigtrain.config.errors import ConfigError, first_line
 from bigtrain.data.corpus import split_bounds
 
 INDEX = "index.json"
@@ -63,7 +63,7 @@ def read_index(path: str) -> dict:
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         raise ConfigError(f"{index_path} cannot be read as a token corpus's index ({reason}): {FIX}") from e
     problem = _index_problem(index)
     if problem is not None:
@@ -142,7 +142,7 @@ def read_meta(path: str) -> dict:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:  # not UTF-8 and not JSON are ValueErrors
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         raise ConfigError(
             f"{meta_path} cannot be read as a token corpus's metadata ({reason}): {SINGLE_FILE_FIX}"
         ) from e
@@ -196,9 +196,16 @@ def corpus_meta(path: str) -> dict:
     return {**read_meta(path), "eod": None}
 
 
+def open_corpora(paths: list[str]) -> list[Corpus]:
+    """The corpora of a run, once the process may open all their shards together."""
+    metas = [corpus_meta(p) for p in paths]
+    open_files_for(sum(len(m.get("shards", [None])) for m in metas))
+    return [Corpus(p, m) for p, m in zip(paths, metas, strict=True)]
+
+
 def open_files_for(shards: int) -> None:
     """Each shard's memmap holds an open file: raise this process's soft limit on open files
-    toward its hard limit when the shards need it, or refuse with one line."""
+    toward its hard limit when the run's shards need it, or refuse with one line."""
     import resource
 
     need = shards + 256  # and the rest of the process: libraries, sockets, logs
@@ -209,7 +216,7 @@ def open_files_for(shards: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
         return
     raise ConfigError(
-        f"the corpus has {shards:,} shards, more than this process may open (ulimit -n: {hard}): raise the "
+        f"the corpora have {shards:,} shards, more than this process may open (ulimit -n: {hard}): raise the "
         "limit, or write the corpus again with a larger --shard-tokens"
     )
 
@@ -237,9 +244,9 @@ class Runs:
 class Corpus:
     """Shards as read-only memmaps, the split bounds, and (lazily) the document ends."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, meta: dict | None = None) -> None:
         self.path = path
-        self.meta = corpus_meta(path)
+        self.meta = corpus_meta(path) if meta is None else meta
         dtype = np.dtype(self.meta["dtype"])
         if is_folder_corpus(path):
             folder = corpus_folder(path)
@@ -253,9 +260,8 @@ class Corpus:
                 [self.meta["n_tokens"]],
                 None,
             )
-        open_files_for(len(sizes))
-        self.shards = [np.memmap(f, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype) for f, n in zip(files, sizes, strict=True)]  # fmt: skip
-        self.views = [np.asarray(m) for m in self.shards]  # plain ndarrays over the maps: cheaper to index
+        # Plain ndarrays over the maps (each keeps its map open): cheaper to index than a memmap.
+        self.shards = [np.asarray(np.memmap(f, dtype=dtype, mode="r", shape=(n,))) if n else np.zeros(0, dtype) for f, n in zip(files, sizes, strict=True)]  # fmt: skip
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.n_tokens = int(self.offsets[-1])
 
@@ -304,12 +310,12 @@ class Corpus:
     def gather(self, shard: np.ndarray, start: np.ndarray, length: int) -> np.ndarray:
         """(len(start), length) int64 windows. Short windows of one shard: one fancy-index gather
         (about twice a slice per window at 129 tokens); otherwise a slice per window from the
-        shards' plain views (one 1025-token window in 1 us; grouping by shard costs more)."""
-        if len(self.views) == 1 and length <= 256:
-            return self.views[0][start[:, None] + np.arange(length)].astype(np.int64)
+        shards (one 1025-token window in 1 us; grouping by shard costs more)."""
+        if len(self.shards) == 1 and length <= 256:
+            return self.shards[0][start[:, None] + np.arange(length)].astype(np.int64)
         out = np.empty((len(start), length), dtype=np.int64)
         for j, (i, a) in enumerate(zip(shard.tolist(), start.tolist(), strict=True)):
-            out[j] = self.views[i][a : a + length]
+            out[j] = self.shards[i][a : a + length]
         return out
 
 

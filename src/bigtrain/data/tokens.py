@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 
 from bigtrain.config import ConfigError
 from bigtrain.data.codec import Codec
-from bigtrain.data.shards import Corpus, corpus_meta, corpus_sources
+from bigtrain.data.shards import Corpus, corpus_meta, corpus_sources, open_corpora
 from bigtrain.data.tensors import TrainPosition, data_topology
 from bigtrain.data.text import unigram_loss
 from bigtrain.data.tokens_record import steps_per_epoch, token_spec
@@ -72,7 +72,7 @@ class TokensDataModule(TrainPosition, pl.LightningDataModule):
         if self.corpora:
             return
         within = self.cfg.documents == "within"
-        self.corpora = [Corpus(p) for p in self.paths]
+        self.corpora = open_corpora(self.paths)
         self.runs = {name: [] for name in SPLITS}
         for path, corpus in zip(self.paths, self.corpora, strict=True):
             bounds = corpus.bounds(self.cfg.val_fraction, self.cfg.test_fraction)
@@ -87,7 +87,8 @@ class TokensDataModule(TrainPosition, pl.LightningDataModule):
                         + (", or use data.documents=cross" if within else "")
                     )
                 self.runs[name].append(runs)
-        self.steps_per_epoch = steps_per_epoch(self.cfg)  # the plan's count (data/tokens_record.py)
+        # The plan's count (data/tokens_record.py), from the sizes already read.
+        self.steps_per_epoch = steps_per_epoch(self.cfg, [c.n_tokens for c in self.corpora])
         self.stats = self._stats()
 
     def _stats(self) -> dict:

@@ -88,8 +88,6 @@ def _inputs(args, fail) -> Inputs:
 
 def main(argv: list[str] | None = None) -> None:
     """`bigtrain-tokens write OUT INPUT...`: one clear line and exit status 2 for a bad input."""
-    import importlib.util
-
     p = parser()
     # Inputs may follow options (`write OUT --hf-format json a.jsonl`): argparse leaves them over.
     args, rest = p.parse_known_args(argv)
@@ -106,11 +104,6 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{out} names a file: a corpus is a folder, give a folder name (e.g. {out.with_suffix('')})")
     if args.workers < 1 or args.shard_tokens < 1 or (args.max_bytes is not None and args.max_bytes < 1):
         fail("--workers, --shard-tokens and --max-bytes must be at least 1")
-    if args.tokenizer is not None:
-        if importlib.util.find_spec("tokenizers") is None:
-            fail("--tokenizer needs the tokenizers package: pip install 'bigtrain[text]'")
-        if not os.path.isfile(args.tokenizer):
-            fail(f"--tokenizer {args.tokenizer} is not a file: give a tokenizers JSON file")
     inputs = _inputs(args, fail)
     try:
         index = write_corpus(out, inputs, tokenizer=args.tokenizer, eod_name=args.eod, workers=args.workers,

@@ -79,22 +79,21 @@ def check_corpora_agree(cfg: RunConfig) -> Iterator[str]:
                 return
 
 
-def train_tokens(d: Any) -> list[int]:
-    """Tokens in the train split of each source (data/corpus.split_bounds' sizes)."""
-    from bigtrain.data.shards import corpus_meta
+def train_tokens(d: Any, sizes: list[int] | None = None) -> list[int]:
+    """Tokens in the train split of each source (data/corpus.split_bounds' sizes), from the
+    sources' token counts (`sizes`, read from their indexes when not given)."""
+    if sizes is None:
+        from bigtrain.data.shards import corpus_meta
 
-    out = []
-    for path in corpus_sources(d)[0]:
-        n = int(corpus_meta(path)["n_tokens"])
-        out.append(n - int(n * d.val_fraction) - int(n * d.test_fraction))
-    return out
+        sizes = [int(corpus_meta(path)["n_tokens"]) for path in corpus_sources(d)[0]]
+    return [n - int(n * d.val_fraction) - int(n * d.test_fraction) for n in sizes]
 
 
-def steps_per_epoch(d: Any) -> int:
+def steps_per_epoch(d: Any, sizes: list[int] | None = None) -> int:
     """Optimizer steps of an epoch: data.steps_per_epoch, or one pass of the train tokens."""
     if d.steps_per_epoch is not None:
         return d.steps_per_epoch
-    return max(1, sum(train_tokens(d)) // (d.seq_len * d.batch_size))
+    return max(1, sum(train_tokens(d, sizes)) // (d.seq_len * d.batch_size))
 
 
 def plan_sources(cfg: Any, total_steps: int | None) -> list[dict]:
