@@ -88,8 +88,11 @@ def _live_tensor_peak(cfg, steps: int = 3) -> int:
                 self.track(t)
 
         def track(self, t):
+            # By address; a storage freed since the last sweep may have left its address to this one.
             storage = t.untyped_storage()
-            self.refs.setdefault(storage.data_ptr(), (StorageWeakRef(storage), storage.nbytes()))
+            known = self.refs.get(storage.data_ptr())
+            if known is None or known[0].expired():
+                self.refs[storage.data_ptr()] = (StorageWeakRef(storage), storage.nbytes())
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
