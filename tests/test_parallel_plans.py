@@ -131,6 +131,10 @@ def _worker(rank: int, world: int, port: int) -> None:
                 _check_transformer(tied, sp, mesh)
     finally:
         dist.destroy_process_group()
+    # Every check passed. A process that gathered DTensors over gloo (full_tensor) aborts in the
+    # interpreter's finalisation about one time in three with torch 2.13 ("terminate called
+    # without an active exception", after destroy_process_group returned): leave without it.
+    os._exit(0)
 
 
 def test_tensor_parallel_plans_match_the_unsharded_model():
